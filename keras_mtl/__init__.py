@@ -1,0 +1,31 @@
+"""keras_mtl: multi-task learning for Keras 3.
+
+Pick a method by id with `keras_mtl.get(id, losses)` (ids: `keras_mtl.available()`)
+and pass it as the `loss` of a model that uses `MultiTaskMixin`.
+"""
+
+from keras_mtl.aggregators import AlignedMTL, CAGrad, DualProj, GradDrop, GradVac, IMTLG, MGDA, NashMTL, PCGrad, UPGrad
+from keras_mtl.flat import SAM
+from keras_mtl.gradients import GradientCosineSimilarity, GradientMethod, GradNorm, HydaLearn, MeanGradient, TaskGradients
+from keras_mtl.methods import LossWeighting, MultiTaskLoss
+from keras_mtl.registry import available, get
+from keras_mtl.training.mixin import MultiTaskMixin
+from keras_mtl.training.model import MultiTaskModel
+from keras_mtl.training.state import MultiTaskState
+from keras_mtl.weightings import (
+    FAMO,
+    IMTLL,
+    SLAW,
+    AnalyticUncertaintyWeighting,
+    DynamicWeightAverage,
+    EqualWeighting,
+    GeometricLossStrategy,
+    RandomLossWeighting,
+    Scalarization,
+    SoftmaxUncertaintyWeighting,
+    UncertaintyWeighting,
+    grid_search,
+    scalarization_grid,
+)
+
+__version__ = "0.1.0"

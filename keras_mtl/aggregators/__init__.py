@@ -1,0 +1,43 @@
+"""Gradient methods as pure TensorFlow functions of the Gramian ``G = J J^T``.
+
+Each ``*_weights`` function maps the K x K Gramian of the per-task gradients
+(plus method state or options) to task weights ``w`` (K,), the shared update
+being ``d = J^T w``; GradDrop, being elementwise, maps J to ``d``. See
+``_common`` for the shared non-finite-input convention. Beside each
+function, its registered `GradientMethod` class: the catalogue grows by one
+file and one test.
+"""
+
+from keras_mtl.aggregators.aligned_mtl import AlignedMTL, aligned_mtl_weights
+from keras_mtl.aggregators.cagrad import CAGrad, cagrad_weights
+from keras_mtl.aggregators.dualproj import DualProj, dualproj_weights
+from keras_mtl.aggregators.graddrop import GradDrop, graddrop_update
+from keras_mtl.aggregators.gradvac import GradVac, gradvac_weights
+from keras_mtl.aggregators.imtl_g import IMTLG, imtl_g_weights
+from keras_mtl.aggregators.mgda import MGDA, mgda_weights
+from keras_mtl.aggregators.nash_mtl import NashMTL, nash_mtl_weights
+from keras_mtl.aggregators.pcgrad import PCGrad, pcgrad_weights
+from keras_mtl.aggregators.upgrad import UPGrad, upgrad_weights
+
+__all__ = [
+    "AlignedMTL",
+    "CAGrad",
+    "DualProj",
+    "GradDrop",
+    "GradVac",
+    "IMTLG",
+    "MGDA",
+    "NashMTL",
+    "PCGrad",
+    "UPGrad",
+    "aligned_mtl_weights",
+    "cagrad_weights",
+    "dualproj_weights",
+    "graddrop_update",
+    "gradvac_weights",
+    "imtl_g_weights",
+    "mgda_weights",
+    "nash_mtl_weights",
+    "pcgrad_weights",
+    "upgrad_weights",
+]

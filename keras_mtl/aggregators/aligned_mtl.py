@@ -1,0 +1,71 @@
+"""Aligned-MTL (Senushkin et al. 2023, "Independent Component Alignment for Multi-Task Learning")."""
+
+import tensorflow as tf
+
+from keras_mtl.aggregators._common import (
+    finite_or_zero,
+    prepare_gramian,
+    safe_sqrt,
+    symmetric_spectrum,
+)
+from keras_mtl.gradients.base import GradientMethod
+from keras_mtl.registry import register
+
+
+def _alignment_matrix(gramian):
+    """B = sigma_min V Lambda^-1/2 V^T on the non-null eigen-directions of G.
+
+    The rows of ``B J`` are the aligned gradients: ``B G B^T = sigma_min^2 P``
+    with P the projector onto the range of G (the identity at full rank).
+    """
+    eigenvalues, vectors, kept = symmetric_spectrum(gramian)
+    inverse_sqrt = tf.where(kept, tf.math.rsqrt(tf.where(kept, eigenvalues, 1.0)), 0.0)
+    sigma_min = safe_sqrt(tf.reduce_min(tf.where(kept, eigenvalues, tf.reduce_max(eigenvalues))))
+    return sigma_min * tf.matmul(vectors * inverse_sqrt, vectors, transpose_b=True)
+
+
+def aligned_mtl_weights(gramian):
+    """Aligned-MTL task weights: ``w = sigma_min V Lambda^-1/2 V^T (1/K)``.
+
+    With ``G = V Lambda V^T``, the task gradients are replaced by an
+    orthogonal, equal-norm system ``B J`` (norm ``sigma_min``, the smallest
+    non-zero singular value of J), and the update is their mean,
+    ``d = J^T B^T 1/K``. Null directions (eigenvalues <= 1.2e-6 K
+    lambda_max) are dropped. The notes' ``1/K`` is used; the official code and
+    LibMTL sum instead (K times larger).
+
+    Args:
+        gramian: (K, K) Gramian ``J J^T``, K static.
+
+    Returns:
+        float32 (K,) weights.
+
+    Degenerate inputs: rank-deficient G (identical, collinear or zero
+    gradients) is handled by dropping its null directions: identical
+    gradients give ``w = 1/K`` (``d = g``), opposing collinear ones ``w = 0``;
+    all-zero and non-finite G give zero weights. Graph- and XLA-compatible
+    (eigh compiles under XLA).
+    """
+    gramian, ok = prepare_gramian(gramian)
+    num = gramian.shape[0]
+    weights = tf.linalg.matvec(_alignment_matrix(gramian), tf.fill([num], 1.0 / num))
+    return finite_or_zero(weights, ok)
+
+
+@register("aligned_mtl")
+class AlignedMTL(GradientMethod):
+    """Aligned-MTL: align the task gradients into an orthogonal, equal-norm system.
+
+    From `G = VΛVᵀ`, `w = σ_min V Λ^{-1/2} Vᵀ (1/K)` with null directions
+    dropped (see `aligned_mtl_weights`).
+
+    Senushkin et al., "Independent Component Alignment for Multi-Task
+    Learning", CVPR 2023.
+
+    Example:
+
+    >>> keras_mtl.AlignedMTL({"a": "mse", "b": "mse"})
+    """
+
+    def task_weights(self, gradients, state, training):
+        return aligned_mtl_weights(gradients.gramian)

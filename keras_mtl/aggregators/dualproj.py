@@ -1,0 +1,45 @@
+"""DualProj (Quinton & Rey 2024, "Jacobian Descent for Multi-Objective Optimization")."""
+
+import tensorflow as tf
+
+from keras_mtl.aggregators._common import finite_or_zero, prepare_gramian, solve_box_qp
+from keras_mtl.gradients.base import GradientMethod
+from keras_mtl.registry import register
+
+
+def dualproj_weights(gramian):
+    """DualProj task weights: ``w = argmin_{v >= 1/K} v^T G v``.
+
+    ``J^T w`` is the projection of the mean gradient onto the dual cone
+    ``{x : J x >= 0}``: the update conflicts with no task (``G w >= 0``).
+    Solved by ``_common.solve_box_qp``.
+
+    Args:
+        gramian: (K, K) Gramian ``J J^T``, K static.
+
+    Returns:
+        float32 (K,) weights.
+
+    Degenerate inputs: identical gradients and all-zero G give ``w = 1/K``;
+    opposing collinear gradients give ``d = 0``; non-finite G gives zero
+    weights. Graph- and XLA-compatible.
+    """
+    gramian, ok = prepare_gramian(gramian)
+    num = gramian.shape[0]
+    weights = solve_box_qp(gramian, tf.fill([1, num], 1.0 / num))[0]
+    return finite_or_zero(weights, ok)
+
+
+@register("dualproj")
+class DualProj(GradientMethod):
+    """DualProj: the mean gradient projected onto the dual cone, `w = argmin_{v ≥ 1/K} vᵀGv`.
+
+    Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024.
+
+    Example:
+
+    >>> keras_mtl.DualProj({"a": "mse", "b": "mse"})
+    """
+
+    def task_weights(self, gradients, state, training):
+        return dualproj_weights(gradients.gramian)

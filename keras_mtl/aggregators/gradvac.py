@@ -1,0 +1,120 @@
+"""GradVac (Wang et al. 2021, "Gradient Vaccine", ICLR)."""
+
+import tensorflow as tf
+
+from keras_mtl.aggregators._common import (
+    finite_or_zero,
+    prepare_gramian,
+    random_orders,
+    safe_sqrt,
+)
+from keras_mtl.gradients.base import GradientMethod
+from keras_mtl.methods import draw_seed, next_seed
+from keras_mtl.registry import register
+
+# Floor of sqrt(1 - target^2): a target cosine of +-1 would need an infinite step.
+_MIN_TARGET_SINE = 1e-3
+
+
+def gradvac_weights(gramian, ema, seed, beta=0.01):
+    """GradVac task weights and the updated EMA of target cosines.
+
+    PCGrad's loop with a target: for each task i, ``v = g_i``; for each j != i
+    in a fresh random order, ``phi = cos(v, g_j)`` (current v, as in the paper
+    and LibMTL); if ``phi < phi_hat_ij``,
+    ``v <- v + ||v|| (phi_hat sqrt(1 - phi^2) - phi sqrt(1 - phi_hat^2))
+    / (||g_j|| sqrt(1 - phi_hat^2)) g_j``, which raises cos(v, g_j) to
+    phi_hat. Then ``phi_hat_ij <- (1 - beta) phi_hat_ij + beta phi`` for every
+    visited pair (Algorithm 1 of the paper; LibMTL only updates it when the
+    adjustment fired). In Gramian form ``v_i = c_i^T J`` and ``w = sum_i c_i``.
+    With all targets 0 the adjustment is PCGrad's projection, so
+    ``gradvac_weights(G, 0, seed, beta)[0] == pcgrad_weights(G, seed)``.
+
+    Args:
+        gramian: (K, K) Gramian ``J J^T``, K static.
+        ema: (K, K) target cosines phi_hat (start at zeros; diagonal unused).
+        seed: int32 (2,) stateless-RNG seed; same orders as PCGrad.
+        beta: EMA rate, default 0.01 (Wang et al.).
+
+    Returns:
+        ``(weights, new_ema)``, float32 (K,) and (K, K).
+
+    Degenerate inputs: a pair where ``v`` or ``g_j`` is zero is skipped (no
+    adjustment, EMA entry unchanged): cosines are undefined there. Targets are
+    used with ``sqrt(1 - phi_hat^2)`` floored at 1e-3, so a target of +-1 gives
+    a large but finite step. Non-finite EMA entries are reset to 0. A
+    non-finite G gives zero weights and returns the EMA unchanged. Graph- and
+    XLA-compatible; under XLA the same seed gives other orders.
+    """
+    gramian, ok = prepare_gramian(gramian)
+    ema = tf.cast(ema, tf.float32)
+    ema = tf.where(tf.math.is_finite(ema), ema, tf.zeros_like(ema))
+    num = gramian.shape[0]
+    orders = random_orders(seed, num)
+    norms = safe_sqrt(tf.linalg.diag_part(gramian))
+    rows = tf.range(num)
+    coeffs = tf.eye(num)
+    new_ema = ema
+    for position in range(num - 1):
+        j = orders[:, position]
+        pair = tf.stack([rows, j], axis=1)
+        coeffs_gram = tf.matmul(coeffs, gramian)
+        v_norm = safe_sqrt(tf.reduce_sum(coeffs_gram * coeffs, -1))
+        g_norm = tf.gather(norms, j)
+        defined = v_norm * g_norm > 0
+        cos = tf.clip_by_value(
+            tf.math.divide_no_nan(tf.gather(coeffs_gram, j, batch_dims=1), v_norm * g_norm),
+            -1.0,
+            1.0,
+        )
+        target = tf.gather_nd(new_ema, pair)
+        target_sine = tf.maximum(safe_sqrt(1.0 - target**2), _MIN_TARGET_SINE)
+        step = (
+            v_norm
+            * (target * safe_sqrt(1.0 - cos**2) - cos * target_sine)
+            / tf.where(defined, g_norm * target_sine, 1.0)
+        )
+        step = tf.where(defined & (cos < target), step, 0.0)
+        coeffs += step[:, None] * tf.one_hot(j, num)
+        new_ema = tf.tensor_scatter_nd_update(
+            new_ema, pair, tf.where(defined, (1.0 - beta) * target + beta * cos, target)
+        )
+    weights = finite_or_zero(tf.reduce_sum(coeffs, 0), ok)
+    return weights, tf.where(ok, new_ema, ema)
+
+
+@register("gradvac")
+class GradVac(GradientMethod):
+    """GradVac: raise each pair of task gradients to its target cosine.
+
+    PCGrad's loop, but a pair whose cosine is below its running target
+    `φ̂_ij` is moved up to it; the targets follow an EMA with rate `beta`
+    (see `gradvac_weights`) and are saved with the model; the orders are
+    drawn from `seed` and a saved step counter.
+
+    Wang et al., "Gradient Vaccine: Investigating and Improving Multi-task
+    Optimization in Massively Multilingual Models", ICLR 2021; β = 0.01.
+
+    Example:
+
+    >>> keras_mtl.GradVac({"a": "mse", "b": "mse"}, beta=0.01, seed=0)
+    """
+
+    def __init__(self, losses=None, beta=0.01, seed=None, name=None):
+        super().__init__(losses, name=name)
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {beta}.")
+        self.beta = float(beta)
+        self.seed = draw_seed(seed)
+
+    def build_state(self, state, task_names):
+        state.variable("draws", (), dtype="int32")
+        state.variable("target_cosines", (len(task_names), len(task_names)))
+
+    def task_weights(self, gradients, state, training):
+        weights, targets = gradvac_weights(gradients.gramian, state["target_cosines"], next_seed(state, self.seed), self.beta)
+        state["target_cosines"].assign(targets)
+        return weights
+
+    def get_config(self):
+        return {**super().get_config(), "beta": self.beta, "seed": self.seed}

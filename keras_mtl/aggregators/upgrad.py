@@ -1,0 +1,50 @@
+"""UPGrad (Quinton & Rey 2024, "Jacobian Descent for Multi-Objective Optimization")."""
+
+import tensorflow as tf
+
+from keras_mtl.aggregators._common import finite_or_zero, prepare_gramian, solve_box_qp
+from keras_mtl.gradients.base import GradientMethod
+from keras_mtl.registry import register
+
+
+def upgrad_weights(gramian):
+    """UPGrad task weights: ``w = mean_i argmin_{v >= e_i} v^T G v``.
+
+    ``J^T argmin_{v >= e_i} v^T G v`` is the projection of ``g_i`` onto the
+    dual cone ``{x : J x >= 0}``, so the update ``d = J^T w`` has a
+    non-negative inner product with every task gradient (``G w >= 0``). The K
+    problems are solved together by ``_common.solve_box_qp`` (exact on the
+    identified face, ~1e-5 on nearly singular G).
+
+    Args:
+        gramian: (K, K) Gramian ``J J^T``, K static.
+
+    Returns:
+        float32 (K,) weights.
+
+    Degenerate inputs: identical gradients and all-zero G give ``w = 1/K``;
+    a zero gradient changes nothing (its coordinate stays at the bound);
+    opposing collinear gradients give ``d = 0``; non-finite G gives zero
+    weights. Graph- and XLA-compatible.
+    """
+    gramian, ok = prepare_gramian(gramian)
+    projections = solve_box_qp(gramian, tf.eye(gramian.shape[0]))
+    return finite_or_zero(tf.reduce_mean(projections, 0), ok)
+
+
+@register("upgrad")
+class UPGrad(GradientMethod):
+    """UPGrad: the mean of each task gradient's projection onto the dual cone.
+
+    `w = mean_i argmin_{v ≥ e_i} vᵀGv`: the update never conflicts with a
+    task gradient (`Gw ≥ 0`).
+
+    Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024.
+
+    Example:
+
+    >>> keras_mtl.UPGrad({"a": "mse", "b": "mse"})
+    """
+
+    def task_weights(self, gradients, state, training):
+        return upgrad_weights(gradients.gramian)

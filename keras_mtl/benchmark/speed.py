@@ -1,0 +1,163 @@
+"""`keras-mtl speed`: the time of one training step of every method, relative to equal weighting.
+
+Every method trains the same model on the same batch; a row gives its mean
+step time over `--steps` steps (the fastest of 3 repeats, after a warm-up
+that traces the step) divided
+by equal weighting's, measured in the same run. Gradient methods also show
+their time over `mean`'s, the gradient method that only averages: that ratio
+isolates the cost of the aggregation from the cost of the per-task gradients.
+
+`× expected` divides the ratio by the cost the passes alone imply, counting a
+backward pass as two forward passes (so one plain step costs 3): `(1+2K)/3`
+for K backward passes, 2 for SAM on a loss weighting (a second forward and
+backward pass), `(1+2K)/3 + K` for per-task SAM (K more of each).
+
+SAM rows are `sam` (SAM on equal weighting) and `sam+ID` (F-MTL with the
+gradient method ID; `sam+ID:naive` for the naive combination).
+"""
+
+import argparse
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import keras_mtl
+from keras_mtl.flat import SAM
+from keras_mtl.gradients import GradientMethod
+
+DEFAULT_SAM_ROWS = ["sam", "sam+mean", "sam+pcgrad", "sam+pcgrad:naive"]
+
+
+def _model(kind, num_tasks, representation):
+    inputs = keras.Input((64,) if kind == "mlp" else (28, 28, 1))
+    if kind == "mlp":
+        hidden = keras.layers.Dense(256, activation="relu")(inputs)
+        hidden = keras.layers.Dense(256, activation="relu", name="representation")(hidden)
+    else:
+        hidden = keras.layers.Conv2D(16, 3, activation="relu")(inputs)
+        hidden = keras.layers.MaxPooling2D()(hidden)
+        hidden = keras.layers.Conv2D(32, 3, activation="relu")(hidden)
+        hidden = keras.layers.MaxPooling2D()(hidden)
+        hidden = keras.layers.Dense(64, activation="relu", name="representation")(keras.layers.Flatten()(hidden))
+    outputs = {f"task_{k:02d}": keras.layers.Dense(10, name=f"task_{k:02d}")(hidden) for k in range(num_tasks)}
+    return keras_mtl.MultiTaskModel(inputs, outputs, representation="representation" if representation else None)
+
+
+def step_time(method_id, kind, num_tasks, representation=False, steps=20, repeats=3, batch_size=64):
+    """Mean seconds per training step of `method_id` on a fixed batch."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch_size, 64) if kind == "mlp" else (batch_size, 28, 28, 1)).astype("float32")
+    y = {f"task_{k:02d}": rng.integers(0, 10, size=(batch_size,)) for k in range(num_tasks)}
+    data = tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(2)
+    model = _model(kind, num_tasks, representation)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(keras.optimizers.SGD(0.01), loss=make_method(method_id, loss))
+    model.fit(data, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)  # traces the step
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+        timings.append((time.perf_counter() - start) / steps)
+    # The fastest repeat: the least disturbed by the rest of the machine.
+    return min(timings)
+
+
+def make_method(spec, loss):
+    """A method from a registry id, or from `sam+ID[:naive]` (per-task SAM around ID)."""
+    if spec.startswith("sam+"):
+        inner, _, variant = spec[len("sam+") :].partition(":")
+        return SAM(loss, method=inner, variant=variant or "fmtl")
+    method = keras_mtl.get(spec, loss)
+    if getattr(method, "main_task", False) is None:
+        # Auxiliary-task methods (HydaLearn, GCosSim): the first task is the main one.
+        method = type(method)(loss, main_task="task_00")
+    return method
+
+
+def _is_gradient_method(method_id):
+    method = make_method(method_id, "mse")
+    if isinstance(method, SAM):
+        return isinstance(method.method, GradientMethod)
+    return isinstance(method, GradientMethod)
+
+
+def _runs_on_representation(method_id):
+    """Gradient methods, but not SAM nor exact look-ahead methods: they move parameters."""
+    method = make_method(method_id, "mse")
+    return isinstance(method, GradientMethod) and not method.needs_losses_after
+
+
+def _expected_cost(method_id, num_tasks):
+    """Step cost implied by the passes alone, in plain steps (see the module docstring)."""
+    method = make_method(method_id, "mse")
+    backward = (1 + 2 * num_tasks) / 3
+    if isinstance(method, SAM):
+        return backward + num_tasks if isinstance(method.method, GradientMethod) else 2.0
+    return backward if isinstance(method, GradientMethod) else None
+
+
+def run(models, task_counts, representation_task_counts, methods, steps):
+    rows = []
+    for kind in models:
+        for num_tasks in task_counts:
+            base = step_time("ew", kind, num_tasks, steps=steps)
+            mean = step_time("mean", kind, num_tasks, steps=steps)
+            for method_id in methods:
+                seconds = {"ew": base, "mean": mean}.get(method_id) or step_time(method_id, kind, num_tasks, steps=steps)
+                rows.append(_row(kind, "parameters", num_tasks, method_id, seconds, base, mean))
+    for num_tasks in representation_task_counts:
+        base = step_time("ew", "mlp", num_tasks, steps=steps)
+        mean = step_time("mean", "mlp", num_tasks, representation=True, steps=steps)
+        for method_id in methods:
+            if _runs_on_representation(method_id):
+                seconds = mean if method_id == "mean" else step_time(method_id, "mlp", num_tasks, representation=True, steps=steps)
+                rows.append(_row("mlp", "representation", num_tasks, method_id, seconds, base, mean))
+    return rows
+
+
+def _row(kind, mode, num_tasks, method_id, seconds, base, mean):
+    gradient = _is_gradient_method(method_id)
+    return {
+        "model": kind,
+        "mode": mode if gradient else "loss",
+        "K": num_tasks,
+        "method": method_id,
+        "ms/step": 1000 * seconds,
+        "× ew": seconds / base,
+        "× expected": seconds / base / _expected_cost(method_id, num_tasks) if mode == "parameters" and _expected_cost(method_id, num_tasks) else None,
+        "× mean": seconds / mean if gradient else None,
+    }
+
+
+def format_table(rows):
+    columns = list(rows[0])
+    cells = [[_cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value):
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="keras-mtl speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
+    parser.add_argument("--tasks", nargs="+", type=int, default=[2, 4, 8], help="task counts, parameter mode")
+    parser.add_argument("--representation-tasks", nargs="+", type=int, default=[2, 4, 8, 40], help="task counts, representation mode (MLP)")
+    parser.add_argument("--methods", nargs="+", default=None, help="method ids or sam+ID[:naive] (default: all, and " + " ".join(DEFAULT_SAM_ROWS) + ")")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per method")
+    args = parser.parse_args(argv)
+    methods = args.methods or [m for m in keras_mtl.available() if m != "sam"] + DEFAULT_SAM_ROWS
+    rows = run(args.models, args.tasks, args.representation_tasks, methods, args.steps)
+    print(format_table(rows))
+    return rows

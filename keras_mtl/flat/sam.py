@@ -1,0 +1,93 @@
+import keras
+
+from keras_mtl.gradients.base import GradientMethod
+from keras_mtl.methods import MultiTaskLoss, positive
+from keras_mtl.registry import get, register
+
+VARIANTS = ("fmtl", "naive")
+
+
+@register("sam")
+class SAM(MultiTaskLoss):
+    """Sharpness-aware minimisation around any loss weighting or gradient method.
+
+    With a loss weighting (`method="ew"`, `"uw_so"`, …): plain SAM (Foret et
+    al. 2021), or ASAM with `adaptive=True` (Kwon et al. 2021), on the
+    weighted total loss `L`: from the clean gradient `g`, perturb the model's
+    parameters by `ε = ρ·T²g / (‖T g‖ + 1e-12)` (`T = |θ|` elementwise when
+    adaptive, else 1), take the gradient there, restore the parameters, and
+    apply that gradient. The weighting's own variables take their clean
+    gradient; its running statistics are updated once, by the clean pass.
+
+    With a gradient method (`"pcgrad"`, `"mgda"`, `"mean"`, …): F-MTL (Phan et
+    al. 2022). For every task i, perturb the shared parameters by
+    `ε_sh = ρ·T²g_i / ‖T g_i‖` and task i's head by its own normalised
+    `ε_i`, evaluate `L_i` there and take `g_i^SAM` and the head's SAM
+    gradient. The shared update is `A({g_i}) + A({g_i^SAM − g_i})` for the
+    chosen method A (`variant="fmtl"`), or `A({g_i^SAM})` for the ablation
+    `variant="naive"`; heads take their own SAM gradient. About 2K backward
+    passes per step. A stateful A (GradVac's targets, PCGrad's draws) steps
+    twice per training step under `"fmtl"`.
+
+    Perturbed passes run in training mode with exactly the randomness of the
+    clean pass (dropout draws the same masks: every random seed is rewound),
+    and leave no trace: parameters, batch-normalisation statistics and every
+    other non-trainable variable are restored to their values after the
+    clean pass, bit for bit. Representation mode is not supported (SAM
+    perturbs parameters).
+
+    Args:
+        losses: the per-task losses.
+        method: the loss weighting or gradient method, an id or an instance.
+        rho: the neighbourhood radius ρ > 0; 0.05 for SAM (the F-MTL authors'
+            scripts use ρ = 2 with `adaptive=True`).
+        adaptive: ASAM's scale-invariant neighbourhood `T = |θ|`.
+        variant: `"fmtl"` or `"naive"`, for gradient methods.
+
+    Example:
+
+    >>> keras_mtl.SAM({"a": "mse", "b": "mse"}, method="pcgrad", rho=0.05)
+    """
+
+    def __init__(self, losses=None, method="ew", rho=0.05, adaptive=False, variant="fmtl", name=None):
+        super().__init__(losses, name=name)
+        if isinstance(method, SAM):
+            raise ValueError("SAM cannot wrap SAM.")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
+        if isinstance(method, MultiTaskLoss):
+            if method.losses is not None and losses is not None and method.losses is not losses:
+                raise ValueError("Give the losses to SAM or to its inner method, not both.")
+            self.method = method
+        else:
+            self.method = get(method, losses)
+        self.method.losses = losses if losses is not None else self.method.losses
+        self.losses = self.method.losses
+        self.rho = positive(rho, "rho")
+        self.adaptive = bool(adaptive)
+        self.variant = variant
+        self.min_tasks = self.method.min_tasks
+
+    @property
+    def is_gradient_method(self):
+        return isinstance(self.method, GradientMethod)
+
+    def build_state(self, state, task_names):
+        self.method.build_state(state, task_names)
+
+    def end_epoch(self, state):
+        self.method.end_epoch(state)
+
+    def get_config(self):
+        config = super().get_config()
+        inner = keras.saving.serialize_keras_object(self.method)
+        inner["config"].pop("losses", None)
+        return {**config, "method": inner, "rho": self.rho, "adaptive": self.adaptive, "variant": self.variant}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["method"] = keras.saving.deserialize_keras_object(config["method"])
+        return super().from_config(config)
+
+

@@ -1,0 +1,6 @@
+"""Gradient methods: combine the per-task gradients of the shared part."""
+
+from keras_mtl.gradients.auxiliary import GradientCosineSimilarity, HydaLearn
+from keras_mtl.gradients.base import GradientMethod, TaskGradients
+from keras_mtl.gradients.gradnorm import GradNorm
+from keras_mtl.gradients.mean import MeanGradient

@@ -1,0 +1,21 @@
+import tensorflow as tf
+
+from keras_mtl.gradients.base import GradientMethod
+from keras_mtl.registry import register
+
+
+@register("mean")
+class MeanGradient(GradientMethod):
+    """The mean of the task gradients, `d = (1/K) Σ_k g_k`.
+
+    Equal weighting (divided by K) computed through the per-task gradients:
+    the reference that isolates what a gradient method's aggregation costs,
+    and the plain aggregator of per-task SAM.
+
+    Example:
+
+    >>> keras_mtl.get("mean", {"a": "mse", "b": "mse"})
+    """
+
+    def task_weights(self, gradients, state, training):
+        return tf.fill(tf.shape(gradients.losses), 1.0 / gradients.losses.shape[0])

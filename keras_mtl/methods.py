@@ -1,0 +1,181 @@
+"""Base classes shared by every keras_mtl method.
+
+A method is a `keras.losses.Loss` that wraps the per-task losses, so that it is
+chosen where Keras users choose a loss: `model.compile(loss=method)`. It holds
+no variables (Keras neither trains nor saves variables created in a `Loss`);
+whatever a method learns or remembers lives in the model's
+`MultiTaskState` layer, which the method fills in `build_state`.
+"""
+
+import random
+
+import keras
+import tensorflow as tf
+
+
+def _resolve_loss(identifier):
+    loss = keras.losses.get(identifier)
+    if loss is None:
+        raise ValueError(f"Unknown loss {identifier!r}.")
+    if isinstance(loss, keras.losses.Loss):
+        return loss
+    # A plain function reduces nothing; wrap it as `compile` does, so that
+    # sample weights, masks and the replica scaling behave as in stock `fit`.
+    return _FunctionLoss(loss)
+
+
+class _FunctionLoss(keras.losses.Loss):
+    """A per-sample loss function as a reducing `Loss` (Keras' own wrapper is private)."""
+
+    def __init__(self, fn):
+        super().__init__(name=getattr(fn, "__name__", None))
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
+
+
+class MultiTaskLoss(keras.losses.Loss):
+    """Base of every multi-task method: the per-task losses and their names.
+
+    Args:
+        losses: a dict `{task: loss}` keyed by the model's output names, or one
+            loss used for every task. A loss is anything `keras.losses.get`
+            accepts: a string, a `keras.losses.Loss` or a function.
+        name: the method's name.
+
+    Passing a method to a plain `keras.Model` is an error: such a model applies
+    a loss to each output separately, while a multi-task method must see every
+    task's loss at once. Mix `keras_mtl.MultiTaskMixin` into the model (or use
+    `keras_mtl.MultiTaskModel`).
+    """
+
+    # Methods that compare or balance tasks need at least two of them.
+    min_tasks = 2
+
+    def __init__(self, losses=None, name=None):
+        super().__init__(name=name or self.method_id)
+        if isinstance(losses, (list, tuple)):
+            raise TypeError("Give the per-task losses as a dict {task: loss}, keyed by output name, not a list.")
+        self.losses = losses
+
+    def task_losses(self, task_names):
+        """Resolves the per-task `keras.losses.Loss` objects, in `task_names` order."""
+        if self.losses is None:
+            raise ValueError(
+                f"{type(self).__name__} has no per-task losses. Pass them first: "
+                f'{type(self).__name__}({{"task_a": "mse", ...}}) or keras_mtl.get("{self.method_id}", losses).'
+            )
+        if not isinstance(self.losses, dict):
+            return [_resolve_loss(self.losses) for _ in task_names]
+        missing = sorted(set(task_names) - set(self.losses))
+        unknown = sorted(set(self.losses) - set(task_names))
+        if missing or unknown:
+            raise ValueError(
+                f"The losses of {type(self).__name__} do not match the model's outputs {sorted(task_names)}: "
+                + (f"no loss for {missing}" if missing else "")
+                + ("; " if missing and unknown else "")
+                + (f"no output named {unknown}" if unknown else "")
+                + "."
+            )
+        return [_resolve_loss(self.losses[name]) for name in task_names]
+
+    def check_num_tasks(self, num_tasks):
+        if num_tasks < self.min_tasks:
+            raise ValueError(f"{type(self).__name__} needs at least {self.min_tasks} tasks; the model has {num_tasks}.")
+
+    def build_state(self, state, task_names):
+        """Creates the method's variables on `state` (a `MultiTaskState`).
+
+        Also the place to check the method's arguments against the tasks.
+        """
+
+    def end_epoch(self, state):
+        """Called at the end of every training epoch (for epoch-level methods)."""
+
+    def call(self, y_true, y_pred):
+        raise TypeError(
+            f"{type(self).__name__} is a multi-task method: it needs the losses of all tasks at once, "
+            "which a plain keras.Model cannot give it (it would apply the loss to each output alone). "
+            "Mix keras_mtl.MultiTaskMixin into your model, before keras.Model, or use keras_mtl.MultiTaskModel."
+        )
+
+    def get_config(self):
+        return {"name": self.name, "losses": _serialize_losses(self.losses)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["losses"] = _deserialize_losses(config.get("losses"))
+        return cls(**config)
+
+
+def positive(value, what):
+    """`value` as a float, or a ValueError naming `what` if it is not > 0."""
+    value = float(value)
+    if not value > 0:
+        raise ValueError(f"{what} must be > 0, got {value}.")
+    return value
+
+
+def draw_seed(seed):
+    """`seed` as an int, or a random one when None (kept in the method's config, so a reloaded model repeats)."""
+    return int(seed) if seed is not None else random.randrange(2**31)
+
+
+def next_seed(state, seed):
+    """A fresh stateless-RNG seed (2,) per training step, from `seed` and a saved counter.
+
+    The counter is the `draws` variable a random method creates in its state.
+    Keyed by it, draws repeat for a given seed, agree on every replica, and
+    continue where a resumed run stopped.
+    """
+    draw = state["draws"].assign_add(1)
+    return tf.stack([tf.constant(seed, tf.int32), draw])
+
+
+def _serialize_losses(losses):
+    if isinstance(losses, dict):
+        return {task: _serialize_losses(loss) for task, loss in losses.items()}
+    if losses is None or isinstance(losses, str):
+        return losses
+    return keras.saving.serialize_keras_object(losses)
+
+
+def _deserialize_losses(losses):
+    if isinstance(losses, dict) and "class_name" not in losses:
+        return {task: _deserialize_losses(loss) for task, loss in losses.items()}
+    if isinstance(losses, dict):
+        return keras.saving.deserialize_keras_object(losses)
+    return losses
+
+
+class LossWeighting(MultiTaskLoss):
+    """A method that needs only the K loss values: total = Σ_k w_k L_k + R.
+
+    Subclasses compute the task weights `w` from the batch losses (with the
+    gradient stopped) and their state, and optionally a regulariser `R` of
+    their learnable variables. Writing every weighting this way keeps
+    multi-replica training exact: the weights are computed from the global
+    losses, and the total stays linear in each replica's losses.
+    """
+
+    # Methods that take logs or ratios of the losses cannot take negative ones.
+    needs_non_negative_losses = False
+    # Methods whose weights use the losses after the optimizer step (FAMO).
+    updates_after_step = False
+
+    def task_weights(self, losses, state, training):
+        """The weights w (K,) from the losses (K,), gradient stopped.
+
+        `training` is True once per training step: the only time a method may
+        update running statistics in `state`.
+        """
+        raise NotImplementedError
+
+    def regularization(self, state):
+        """A term of the method's learnable variables added to the total."""
+        return 0.0
+
+    def after_step(self, state, losses_before, losses_after):
+        """Called with the same batch's losses after the optimizer step."""

@@ -1,0 +1,177 @@
+"""The train step of gradient methods: per-task gradients, combined, applied.
+
+Two modes:
+- parameters (default): each task's gradient with respect to the shared
+  parameters, K backward passes through the whole model;
+- representation: each task's gradient with respect to the shared
+  representation (the output of the layer the model names), which needs only
+  the heads' backward pass per task and one backward pass through the trunk.
+
+Shared parameters are those that more than one task's loss reaches (found
+from which gradients exist, at trace time), unless the model names its
+shared layers. Every other parameter gets the gradient of the one task that
+reaches it. Regularisation losses are added once, outside the balancing.
+
+Methods see float32, loss-scale-free, global-batch gradients (several are
+not scale invariant, and all are nonlinear, so per-replica gradients are
+all-reduced before they are combined); the optimizer gets scaled gradients,
+so `LossScaleOptimizer` unscales them and skips non-finite steps as usual.
+"""
+
+import tensorflow as tf
+
+from keras_mtl.gradients.base import TaskGradients
+from keras_mtl.training.perturb import perturbed, snapshot
+from keras_mtl.training.replicas import num_replicas, sum_over_replicas
+
+
+def gradient_train_step(model, x, y, sample_weight):
+    """One training step; returns (y_pred, global losses, task weights, logged total)."""
+    method, state, optimizer = model.multi_task_method, model.multi_task_state, model.optimizer
+    # Look-ahead passes rewind the seeds and statistics to this point.
+    before_step = snapshot(model) if method.needs_losses_after else None
+    with tf.GradientTape(persistent=True) as tape:
+        if model.representation is not None:
+            representation = model.multi_task_split.trunk(x, training=True)
+            y_pred = model.multi_task_split.heads(representation, training=True)
+        else:
+            y_pred = model(x, training=True)
+        losses = model.task_losses(y, y_pred, sample_weight)
+        scaled_losses = [optimizer.scale_loss(loss) for loss in losses]
+        regularization = model.regularization_loss()
+        scaled_regularization = optimizer.scale_loss(regularization)
+    global_losses = model.global_task_losses(tf.stack(losses))
+    # Read after the forward pass, which builds an unbuilt subclassed model.
+    variables = model.trainable_variables
+    loss_scale = optimizer.scale_loss(tf.constant(1.0))
+
+    if model.representation is not None:
+        head_variables = model.multi_task_split.heads.trainable_variables
+        per_task = [tape.gradient(loss, [representation] + head_variables) for loss in scaled_losses]
+        updates = [None] * len(variables)
+        place(updates, indices_of(variables, head_variables), own_gradients([task[1:] for task in per_task]))
+        jacobian = tf.stack([flat(task[0]) for task in per_task]) / loss_scale
+        # Rows hold this replica's samples only: the Gramian sums over
+        # samples, so the global one is the sum of the replicas'.
+        gramian = sum_over_replicas(tf.matmul(jacobian, jacobian, transpose_b=True))
+        task_gradients = TaskGradients(
+            jacobian=jacobian, losses=global_losses, gramian=gramian, last_layer_gramian=gramian, learning_rate=optimizer.learning_rate
+        )
+        with tf.control_dependencies([global_losses]):  # no state update before the loss check
+            direction, weights = method.combine(task_gradients, state, training=True)
+        trunk_variables = model.multi_task_split.trunk.trainable_variables
+        output_gradient = tf.cast(tf.reshape(direction * loss_scale, tf.shape(representation)), representation.dtype)
+        place(updates, indices_of(variables, trunk_variables), tape.gradient(representation, trunk_variables, output_gradients=output_gradient))
+    else:
+        per_task = [tape.gradient(loss, variables) for loss in scaled_losses]
+        shared = shared_indices(model, per_task)
+        updates = own_gradients(per_task, skip=shared)
+        jacobian = shared_jacobian(per_task, variables, shared, loss_scale)
+        losses_after = _losses_after(model, x, y, sample_weight, [variables[i] for i in shared], before_step) if method.needs_losses_after else None
+        task_gradients = make_task_gradients(jacobian, global_losses, [variables[i] for i in shared], losses_after, optimizer.learning_rate)
+        with tf.control_dependencies([global_losses]):  # no state update before the loss check
+            direction, weights = method.combine(task_gradients, state, training=True)
+        # Every replica holds the global direction; `apply` sums the replicas'.
+        place(updates, shared, split_like(direction * loss_scale / num_replicas(), [variables[i] for i in shared]))
+
+    logged_total = model.logged_total(global_losses, weights, regularization)
+    add_gradients(updates, tape.gradient(scaled_regularization, variables))
+    del tape
+    # The method's own gradients are global on every replica, like the direction.
+    for gradient, variable in method.state_gradients(task_gradients, weights, state):
+        place(updates, indices_of(variables, [variable]), [gradient * loss_scale / num_replicas()])
+    # The weights wait for every read of the model (look-ahead passes read the
+    # heads, whose updates do not depend on the weights); TensorFlow's
+    # automatic ordering did not keep those reads before the heads' update.
+    with tf.control_dependencies([global_losses, weights]):
+        optimizer.apply(updates, variables)
+        method.after_apply(state)
+    return y_pred, global_losses, weights, logged_total
+
+
+def shared_indices(model, per_task):
+    """Indices of the shared variables, from the per-task gradients (None: not reached)."""
+    shared = model.shared_variable_indices(per_task)
+    if not shared:
+        raise ValueError("No parameter is shared by two tasks: there is nothing for a gradient method to balance.")
+    return shared
+
+
+def own_gradients(per_task, skip=()):
+    """Per variable, the sum of the tasks' gradients; None where none reaches it or in `skip`.
+
+    Outside the shared variables at most one task reaches a variable, so this
+    is that task's own gradient.
+    """
+    totals = []
+    for i, gradients in enumerate(zip(*per_task)):
+        own = [g for g in gradients if g is not None]
+        totals.append(tf.add_n(own) if own and i not in skip else None)
+    return totals
+
+
+def shared_jacobian(per_task, variables, shared, loss_scale):
+    """The global, unscaled (K, P) Jacobian of the shared variables."""
+    jacobian = tf.stack([tf.concat([flat(task[i], variables[i]) for i in shared], axis=0) for task in per_task])
+    return sum_over_replicas(jacobian) / loss_scale
+
+
+def make_task_gradients(jacobian, losses, shared_variables, losses_after=None, learning_rate=None):
+    last_layer = tf.gather(jacobian, _last_layer_columns(shared_variables), axis=1)
+    return TaskGradients(
+        jacobian=jacobian,
+        losses=losses,
+        gramian=tf.matmul(jacobian, jacobian, transpose_b=True),
+        last_layer_gramian=tf.matmul(last_layer, last_layer, transpose_b=True),
+        losses_after=losses_after,
+        learning_rate=learning_rate,
+    )
+
+
+def _losses_after(model, x, y, sample_weight, shared_variables, before_step):
+    def losses_after(direction):
+        deltas = split_like(-direction, shared_variables)
+        losses = perturbed(model, before_step, shared_variables, deltas, lambda _: model.task_loss_vector(y, model(x, training=True), sample_weight))
+        return tf.stop_gradient(sum_over_replicas(losses))
+
+    return losses_after
+
+
+def indices_of(variables, subset):
+    index = {id(v): i for i, v in enumerate(variables)}
+    return [index[id(v)] for v in subset]
+
+
+def place(updates, indices, gradients):
+    for i, gradient in zip(indices, gradients):
+        updates[i] = gradient
+
+
+def add_gradients(updates, gradients):
+    for i, gradient in enumerate(gradients):
+        if gradient is not None:
+            updates[i] = gradient if updates[i] is None else updates[i] + gradient
+
+
+def split_like(vector, variables):
+    """Splits a flat vector into tensors shaped like `variables`."""
+    pieces = tf.split(vector, [v.shape.num_elements() for v in variables])
+    return [tf.reshape(piece, v.shape) for piece, v in zip(pieces, variables)]
+
+
+def flat(gradient, variable=None):
+    if gradient is None:
+        return tf.zeros([variable.shape.num_elements()], tf.float32)
+    return tf.reshape(tf.cast(gradient, tf.float32), [-1])
+
+
+def _last_layer_columns(shared_variables):
+    """Column indices (in the flat shared Jacobian) of the last shared layer's parameters."""
+    owners = [v.path.rsplit("/", 1)[0] for v in shared_variables]
+    columns, start = [], 0
+    for variable, owner in zip(shared_variables, owners):
+        size = variable.shape.num_elements()
+        if owner == owners[-1]:
+            columns.extend(range(start, start + size))
+        start += size
+    return tf.constant(columns, tf.int32)

@@ -1,0 +1,143 @@
+"""The train step of `keras_mtl.SAM`: plain SAM/ASAM and per-task SAM (F-MTL)."""
+
+import tensorflow as tf
+
+from keras_mtl.training.gradient_step import (
+    add_gradients,
+    flat,
+    indices_of,
+    make_task_gradients,
+    place,
+    shared_indices,
+    shared_jacobian,
+    split_like,
+)
+from keras_mtl.training.perturb import perturbed, snapshot
+from keras_mtl.training.replicas import num_replicas, sum_over_replicas
+
+# Keeps ε finite for a zero gradient (Phan et al. 2022).
+NORM_EPSILON = 1e-12
+
+
+def sam_train_step(model, x, y, sample_weight):
+    """One SAM step; returns (y_pred, global losses, task weights, logged total)."""
+    sam = model.multi_task_method
+    if model.representation is not None:
+        raise ValueError("SAM perturbs parameters; it does not support representation mode.")
+    before_step = snapshot(model)
+    if sam.is_gradient_method:
+        return _per_task_step(model, sam, x, y, sample_weight, before_step)
+    return _total_loss_step(model, sam, x, y, sample_weight, before_step)
+
+
+def sharpness_perturbation(gradients, variables, rho, adaptive):
+    """ε = ρ·T²g / (‖T g‖ + 1e-12) over a group of variables, `T = |θ|` if adaptive else 1."""
+    scaled = [g * tf.abs(v) if adaptive else g for g, v in zip(gradients, variables)]
+    norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(s)) for s in scaled]))
+    return [rho * (s * tf.abs(v) if adaptive else s) / (norm + NORM_EPSILON) for s, v in zip(scaled, variables)]
+
+
+def _total_loss_step(model, sam, x, y, sample_weight, before_step):
+    """Plain SAM on the weighted total: the clean pass sets the weights and updates the state."""
+    method, state, optimizer = sam.method, model.multi_task_state, model.optimizer
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=True)
+        losses = model.task_loss_vector(y, y_pred, sample_weight)
+        global_losses = model.global_task_losses(losses)
+        weights = method.task_weights(global_losses, state, training=True)
+        regularization = model.regularization_loss()
+        total = tf.tensordot(weights, losses, 1) + method.regularization(state) / num_replicas() + regularization
+        scaled_total = optimizer.scale_loss(total)
+    logged_total = model.logged_total(global_losses, weights, regularization)
+    variables = model.trainable_variables
+    updates = tape.gradient(scaled_total, variables)
+    loss_scale = optimizer.scale_loss(tf.constant(1.0))
+    # The model's parameters are perturbed; the weighting's own variables
+    # keep their clean gradient.
+    weighting_ids = {id(v) for v in state.trainable_variables}
+    perturbed_indices = [i for i, v in enumerate(variables) if id(v) not in weighting_ids and updates[i] is not None]
+    params = [variables[i] for i in perturbed_indices]
+    global_gradients = [sum_over_replicas(updates[i]) / loss_scale for i in perturbed_indices]
+    deltas = sharpness_perturbation(global_gradients, params, sam.rho, sam.adaptive)
+    fixed_weights = tf.stop_gradient(weights)
+
+    def perturbed_gradients(values):
+        with tf.GradientTape() as inner_tape:
+            inner_tape.watch(values)
+            inner_losses = model.task_loss_vector(y, model(x, training=True), sample_weight)
+            inner_total = tf.tensordot(fixed_weights, inner_losses, 1) + model.regularization_loss()
+            inner_scaled = optimizer.scale_loss(inner_total)
+        return inner_tape.gradient(inner_scaled, values)
+
+    place(updates, perturbed_indices, perturbed(model, before_step, params, deltas, perturbed_gradients))
+    with tf.control_dependencies([global_losses]):  # no step before the loss check passes
+        optimizer.apply(updates, variables)
+    if method.updates_after_step:
+        losses_after = model.global_task_losses(model.task_loss_vector(y, model(x, training=True), sample_weight))
+        method.after_step(state, global_losses, losses_after)
+    return y_pred, global_losses, weights, logged_total
+
+
+def _per_task_step(model, sam, x, y, sample_weight, before_step):
+    """F-MTL: a SAM gradient per task, split into the clean part and the sharpness part."""
+    method, state, optimizer = sam.method, model.multi_task_state, model.optimizer
+    num_tasks = len(model.task_names)
+    with tf.GradientTape(persistent=True) as tape:
+        y_pred = model(x, training=True)
+        losses = model.task_losses(y, y_pred, sample_weight)
+        scaled_losses = [optimizer.scale_loss(loss) for loss in losses]
+        regularization = model.regularization_loss()
+        scaled_regularization = optimizer.scale_loss(regularization)
+    global_losses = model.global_task_losses(tf.stack(losses))
+    variables = model.trainable_variables
+    loss_scale = optimizer.scale_loss(tf.constant(1.0))
+    per_task = [tape.gradient(loss, variables) for loss in scaled_losses]
+    regularization_gradients = tape.gradient(scaled_regularization, variables)
+    del tape
+    shared = shared_indices(model, per_task)
+    shared_variables = [variables[i] for i in shared]
+    jacobian = shared_jacobian(per_task, variables, shared, loss_scale)
+
+    updates = [None] * len(variables)
+    sam_rows = []
+    for k in range(num_tasks):
+        head = [i for i in range(len(variables)) if i not in shared and per_task[k][i] is not None]
+        head_variables = [variables[i] for i in head]
+        # Shared part and head normalised separately, from global gradients.
+        deltas = sharpness_perturbation(split_like(jacobian[k], shared_variables), shared_variables, sam.rho, sam.adaptive)
+        if head:
+            head_gradients = [sum_over_replicas(per_task[k][i]) / loss_scale for i in head]
+            deltas += sharpness_perturbation(head_gradients, head_variables, sam.rho, sam.adaptive)
+
+        def task_gradients_at_perturbation(values, k=k):
+            with tf.GradientTape() as inner_tape:
+                inner_tape.watch(values)
+                scaled = optimizer.scale_loss(model.task_losses(y, model(x, training=True), sample_weight)[k])
+            return inner_tape.gradient(scaled, values)
+
+        gradients = perturbed(model, before_step, shared_variables + head_variables, deltas, task_gradients_at_perturbation)
+        sam_rows.append(tf.concat([flat(g, v) for g, v in zip(gradients[: len(shared)], shared_variables)], axis=0))
+        place(updates, head, gradients[len(shared) :])
+    sam_jacobian = sum_over_replicas(tf.stack(sam_rows)) / loss_scale
+
+    # No state update and no step before the loss check passes, nor before
+    # every task's perturbed pass has read the heads that the step updates.
+    with tf.control_dependencies([global_losses, sam_jacobian]):
+        clean = make_task_gradients(jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
+        if sam.variant == "naive":
+            perturbed_gradients = make_task_gradients(sam_jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
+            direction, weights = method.combine(perturbed_gradients, state, training=True)
+        else:
+            sharpness = make_task_gradients(sam_jacobian - jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
+            direction, weights = method.combine(clean, state, training=True)
+            direction += method.combine(sharpness, state, training=True)[0]
+        place(updates, shared, split_like(direction * loss_scale / num_replicas(), shared_variables))
+        add_gradients(updates, regularization_gradients)
+        logged_total = model.logged_total(global_losses, weights, regularization)
+        for gradient, variable in method.state_gradients(clean, weights, state):
+            place(updates, indices_of(variables, [variable]), [gradient * loss_scale / num_replicas()])
+        optimizer.apply(updates, variables)
+        method.after_apply(state)
+    return y_pred, global_losses, weights, logged_total
+
+

@@ -1,0 +1,57 @@
+import tensorflow as tf
+
+from keras_mtl.methods import LossWeighting, positive
+from keras_mtl.registry import register
+
+
+@register("dwa")
+class DynamicWeightAverage(LossWeighting):
+    """DWA: weights from how fast each task's loss fell over the last epochs.
+
+    `w_k = K·softmax(r / T)_k` with `r_k = L̄_k(e−1) / L̄_k(e−2)`, the ratio of
+    the task's mean training loss in the two previous epochs; `w = 1` in the
+    first two epochs. The epoch means, kept in the model's state, are saved
+    with the model and survive `BackupAndRestore`. A zero mean loss gives a
+    ratio of 0 rather than a division by zero.
+
+    Liu, Johns & Davison, "End-to-End Multi-Task Learning with Attention",
+    CVPR 2019; T = 2.
+
+    Example:
+
+    >>> keras_mtl.DynamicWeightAverage({"a": "mse", "b": "mse"}, temperature=2.0)
+    """
+
+    needs_non_negative_losses = True
+
+    def __init__(self, losses=None, temperature=2.0, name=None):
+        super().__init__(losses, name=name)
+        self.temperature = positive(temperature, "temperature")
+
+    def build_state(self, state, task_names):
+        k = len(task_names)
+        state.variable("epoch_loss_sum", (k,))
+        state.variable("epoch_batches", ())
+        state.variable("last_epoch_mean", (k,))
+        state.variable("second_last_epoch_mean", (k,))
+        state.variable("epochs_seen", ())
+
+    def task_weights(self, losses, state, training):
+        if training:
+            state["epoch_loss_sum"].assign_add(losses)
+            # After the losses' finiteness check: a refused step must not count.
+            with tf.control_dependencies([losses]):
+                state["epoch_batches"].assign_add(1.0)
+        ratio = tf.math.divide_no_nan(state["last_epoch_mean"], state["second_last_epoch_mean"])
+        weights = losses.shape[0] * tf.nn.softmax(ratio / self.temperature)
+        return tf.where(state["epochs_seen"] >= 2, weights, tf.ones_like(weights))
+
+    def end_epoch(self, state):
+        state["second_last_epoch_mean"].assign(state["last_epoch_mean"])
+        state["last_epoch_mean"].assign(tf.math.divide_no_nan(state["epoch_loss_sum"], state["epoch_batches"]))
+        state["epoch_loss_sum"].assign(tf.zeros_like(state["epoch_loss_sum"]))
+        state["epoch_batches"].assign(0.0)
+        state["epochs_seen"].assign_add(1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}

@@ -1,0 +1,22 @@
+import tensorflow as tf
+
+from keras_mtl.methods import LossWeighting
+from keras_mtl.registry import register
+
+
+@register("ew")
+class EqualWeighting(LossWeighting):
+    """Equal weighting: the plain sum of the task losses, `Σ_k L_k`.
+
+    The baseline every method is compared with, and what stock Keras does with
+    a dict of losses; here it also logs each task's loss.
+
+    Example:
+
+    >>> model.compile("adam", loss=keras_mtl.EqualWeighting({"a": "mse", "b": "mae"}))
+    """
+
+    min_tasks = 1
+
+    def task_weights(self, losses, state, training):
+        return tf.ones_like(losses)

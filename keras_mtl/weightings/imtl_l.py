@@ -1,0 +1,28 @@
+import tensorflow as tf
+
+from keras_mtl.methods import LossWeighting
+from keras_mtl.registry import register
+
+
+@register("imtl_l")
+class IMTLL(LossWeighting):
+    """IMTL-L: learned loss scales, `total = Σ_k exp(s_k)·L_k − s_k`.
+
+    The `s_k` (initially 0) are trainable variables of the model; at the
+    optimum every scaled loss `exp(s_k)·L_k` equals 1.
+
+    Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021.
+
+    Example:
+
+    >>> keras_mtl.IMTLL({"a": "mse", "b": "mse"})
+    """
+
+    def build_state(self, state, task_names):
+        state.variable("loss_scales", (len(task_names),), trainable=True)
+
+    def task_weights(self, losses, state, training):
+        return tf.exp(state["loss_scales"])
+
+    def regularization(self, state):
+        return -tf.reduce_sum(state["loss_scales"])

@@ -1,0 +1,54 @@
+import numpy as np
+import tensorflow as tf
+from agg_helpers import gramian, random_jacobians
+from scipy.optimize import minimize
+
+from keras_mtl.aggregators import cagrad_weights
+
+# Run in a graph, as the engine does (eager while-loops are slow).
+cagrad_weights = tf.function(cagrad_weights)
+
+
+def test_hand_case():
+    # g1 = (1, 0), g2 = (0, 2): g0 = (0.5, 1), ||g0||^2 = 1.25, sqrt(phi) = 0.4 sqrt(1.25).
+    # With w = (1 - t, t): F(t) = 0.5 + 1.5 t + sqrt(phi) sqrt((1 - t)^2 + 4 t^2),
+    # F'(0) = 1.5 - sqrt(phi) > 0, so w* = (1, 0), g_w* = g1, ||g_w*|| = 1 and
+    # w = (1/2 + sqrt(phi), 1/2) / 1.16.
+    jac = np.array([[1.0, 0.0], [0.0, 2.0]])
+    root_phi = 0.4 * np.sqrt(1.25)
+    np.testing.assert_allclose(
+        cagrad_weights(gramian(jac)).numpy(), [(0.5 + root_phi) / 1.16, 0.5 / 1.16], atol=1e-5
+    )
+
+
+def test_symmetric_hand_case():
+    # Orthonormal g1, g2: by symmetry w* = (1/2, 1/2), g_w* = g0, so
+    # d = (1 + c) g0 / (1 + c^2) and w = (1 + c) / (2 (1 + c^2)) each.
+    w = cagrad_weights(gramian(np.eye(2)), c=0.5).numpy()
+    np.testing.assert_allclose(w, [1.5 / 2.5, 1.5 / 2.5], atol=1e-5)
+
+
+def test_c_zero_gives_the_mean():
+    for jac in random_jacobians():
+        num = len(jac)
+        np.testing.assert_allclose(cagrad_weights(gramian(jac), c=0.0).numpy(), np.ones(num) / num, atol=1e-7)
+
+
+def test_matches_reference_and_stays_in_the_ball():
+    c = 0.4
+    for jac in random_jacobians():
+        num = len(jac)
+        g = jac @ jac.T
+        mean = np.ones(num) / num
+        root_phi = c * np.sqrt(mean @ g @ mean)
+        objective = lambda w: w @ g @ mean + root_phi * np.sqrt(max(w @ g @ w, 0.0))  # noqa: E731
+        ref = minimize(objective, mean, method="SLSQP", bounds=[(0, 1)] * num,
+                       constraints=[dict(type="eq", fun=lambda w: w.sum() - 1)],
+                       options=dict(ftol=1e-15, maxiter=2000))
+        w = cagrad_weights(tf.constant(g, tf.float32), c).numpy().astype(np.float64)
+        w_star = w * (1 + c**2) - mean
+        w_star /= w_star.sum()
+        assert objective(w_star) <= ref.fun + 1e-4 * np.trace(g) / num
+        # The unrescaled update lies on the sphere ||d - g0|| = c ||g0||.
+        d = w @ jac * (1 + c**2)
+        np.testing.assert_allclose(np.linalg.norm(d - mean @ jac), root_phi, rtol=1e-4)

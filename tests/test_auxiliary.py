@@ -1,0 +1,145 @@
+"""HydaLearn and GCosSim: auxiliary tasks help the main task or get no weight."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_mtl
+from keras_mtl.gradients import TaskGradients
+
+
+def _state(method, tasks=("aux", "main", "other")):
+    state = keras_mtl.MultiTaskState()
+    state.configure(method, list(tasks))
+    return state
+
+
+def _gradients(jacobian, losses=(1.0, 1.0, 1.0), learning_rate=0.1):
+    jacobian = tf.constant(jacobian, tf.float32)
+    gramian = tf.matmul(jacobian, jacobian, transpose_b=True)
+    return TaskGradients(jacobian=jacobian, losses=tf.constant(losses), gramian=gramian, last_layer_gramian=gramian, learning_rate=learning_rate)
+
+
+# Tasks in order (aux, main, other): g_main = (2, 0); aux helps (1, 1),
+# "other" opposes (−1, 0.5). ⟨g_m, g_aux⟩ = 2, ⟨g_m, g_other⟩ = −2, ‖g_m‖² = 4.
+JACOBIAN = [[1.0, 1.0], [2.0, 0.0], [-1.0, 0.5]]
+
+
+def test_hydalearn_first_order_by_hand():
+    method = keras_mtl.HydaLearn("mse", main_task="main", first_order=True)
+    weights = method.task_weights(_gradients(JACOBIAN), _state(method), training=True)
+    # w_aux = max(η·2, 0) / (η·4) = 0.5; the opposing task gets 0; main 1.
+    np.testing.assert_allclose(weights, [0.5, 1.0, 0.0], rtol=1e-6)
+
+
+def test_gcossim_by_hand():
+    # cos(main, aux) = 2/(2·√2) = 1/√2; cos(main, other) < 0.
+    hard = keras_mtl.GradientCosineSimilarity("mse", main_task="main")
+    np.testing.assert_allclose(hard.task_weights(_gradients(JACOBIAN), _state(hard), True), [1.0, 1.0, 0.0])
+    soft = keras_mtl.GradientCosineSimilarity("mse", main_task="main", weighted=True)
+    np.testing.assert_allclose(soft.task_weights(_gradients(JACOBIAN), _state(soft), True), [1 / np.sqrt(2), 1.0, 0.0], rtol=1e-6)
+
+
+def test_zero_gradients_give_zero_auxiliary_weights():
+    for method in (keras_mtl.HydaLearn("mse", main_task="main", first_order=True), keras_mtl.GradientCosineSimilarity("mse", main_task="main")):
+        weights = method.task_weights(_gradients([[0.0, 0.0]] * 3), _state(method), True)
+        np.testing.assert_array_equal(weights, [0.0, 1.0, 0.0])
+
+
+def _model():
+    # One shared weight w, fixed heads: main predicts w·x for target a·x,
+    # "help" predicts 2w·x for 2a·x (same minimum), "oppose" predicts w·x for
+    # −a·x (its gradient points away from the main task's minimum).
+    inputs = keras.Input((4,))
+    z = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros", name="shared")(inputs)
+    return keras_mtl.MultiTaskModel(
+        inputs,
+        {"main": keras.layers.Identity(name="main")(z), "help": keras.layers.Rescaling(2.0, name="help")(z), "oppose": keras.layers.Identity(name="oppose")(z)},
+    )
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        keras_mtl.HydaLearn("mse", main_task="main"),
+        keras_mtl.HydaLearn("mse", main_task="main", first_order=True),
+        keras_mtl.GradientCosineSimilarity("mse", main_task="main"),
+    ],
+    ids=["hydalearn", "hydalearn_first_order", "gcossim"],
+)
+def test_opposing_auxiliary_gets_zero_and_helpful_a_positive_weight(method):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    a = rng.normal(size=(4, 1)).astype("float32")
+    model = _model()
+    model.compile(keras.optimizers.SGD(0.01), loss=method)
+    # One full-batch step from w = 0, where "oppose" pulls towards −a.
+    history = model.fit(x, {"main": x @ a, "help": 2 * x @ a, "oppose": -(x @ a)}, batch_size=64, epochs=1, verbose=0)
+    assert history.history["main_weight"] == [1.0]
+    assert history.history["oppose_weight"] == [0.0]
+    assert history.history["help_weight"][0] > 0.5
+
+
+def test_exact_lookahead_matches_first_order_for_a_small_step():
+    # For a quadratic loss, L_m(θ) − L_m(θ − η g_k) = η⟨g_m, g_k⟩ − O(η²).
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    a = rng.normal(size=(4, 1)).astype("float32")
+    y = {"main": x @ a, "help": 2 * x @ a, "oppose": -(x @ a)}
+    weights = []
+    for first_order in (False, True):
+        model = _model()
+        model.compile(keras.optimizers.SGD(1e-4), loss=keras_mtl.HydaLearn("mse", main_task="main", first_order=first_order))
+        weights.append(model.fit(x, y, batch_size=64, epochs=1, verbose=0).history["help_weight"][0])
+    assert weights[0] == pytest.approx(weights[1], rel=1e-2)
+
+
+def test_main_task_is_required_and_checked():
+    model = _model()
+    with pytest.raises(ValueError, match="needs `main_task`"):
+        model.compile("sgd", loss=keras_mtl.get("hydalearn", "mse"))
+    with pytest.raises(ValueError, match="'primary' is not one of the tasks"):
+        _model().compile("sgd", loss=keras_mtl.GradientCosineSimilarity("mse", main_task="primary"))
+
+
+def test_config_round_trip():
+    method = keras_mtl.HydaLearn({"main": "mse", "help": "mse"}, main_task="main", step_size=0.5, first_order=True)
+    restored = keras_mtl.get(keras.saving.serialize_keras_object(method))
+    assert (restored.main_task, restored.step_size, restored.first_order) == ("main", 0.5, True)
+
+
+def test_exact_lookahead_by_hand_with_trainable_heads():
+    # The look-ahead moves the shared parameters only and evaluates the main
+    # task with its head as it was before the step (heads are updated by the
+    # same step, so a pass that saw the updated head would be wrong).
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = {"main": rng.normal(size=(32, 1)).astype("float32"), "aux": rng.normal(size=(32, 1)).astype("float32")}
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(5, activation="tanh", name="shared")(inputs)
+    model = keras_mtl.MultiTaskModel(inputs, {name: keras.layers.Dense(1, name=name)(hidden) for name in ("main", "aux")})
+    shared = model.get_layer("shared").trainable_variables
+    eta = 0.5
+
+    def main_loss():
+        return float(keras.losses.mean_squared_error(y["main"], model(x)["main"]).numpy().mean())
+
+    start = [v.numpy() for v in shared]
+    gains = {}
+    for task in ("main", "aux"):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.mean_squared_error(y[task], model(x)[task]))
+        gradients = tape.gradient(loss, shared)
+        before = main_loss()
+        for variable, value, gradient in zip(shared, start, gradients):
+            variable.assign(value - eta * gradient)
+        gains[task] = before - main_loss()
+        for variable, value in zip(shared, start):
+            variable.assign(value)
+
+    model.compile(keras.optimizers.SGD(eta), loss=keras_mtl.HydaLearn("mse", main_task="main"))
+    history = model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert gains["main"] > 0
+    assert history.history["aux_weight"][0] == pytest.approx(max(gains["aux"], 0.0) / gains["main"], rel=1e-4)

@@ -1,0 +1,40 @@
+"""MirroredStrategy over 2 logical CPUs matches one device, for every method.
+
+The runs happen in a subprocess (tests/support/distributed_equivalence.py):
+logical devices must be configured before TensorFlow initialises.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import keras_mtl
+
+SCRIPT = Path(__file__).parent / "support" / "distributed_equivalence.py"
+# Plain float32 SGD over 12 steps; the runs differ only in summation order.
+TOLERANCE = 2e-6
+
+
+# Representation mode for every gradient method that supports it, except
+# GradDrop, whose per-sample masks are drawn per replica there (documented).
+SPECS = keras_mtl.available() + [
+    f"{method_id}@trunk"
+    for method_id in keras_mtl.available()
+    if isinstance(keras_mtl.get(method_id), keras_mtl.GradientMethod) and method_id not in ("hydalearn", "graddrop")
+]
+
+
+@pytest.fixture(scope="module")
+def differences():
+    specs = SPECS
+    result = subprocess.run([sys.executable, str(SCRIPT), *specs], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("method_id", SPECS)
+def test_two_replicas_match_one_device(differences, method_id):
+    assert differences[method_id] < TOLERANCE

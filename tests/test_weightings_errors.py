@@ -1,0 +1,171 @@
+"""Bad input to the loss weightings: clear errors, and no damage to the model or the method's state."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import ALL_WEIGHTINGS, compiled_toy_model, make_method, one_task_model, plain_toy_model, toy_data, toy_losses, toy_model
+
+import keras_mtl
+
+NON_NEGATIVE = ("uw_o", "uw_so", "gls", "dwa", "famo")
+
+
+def test_loss_keys_must_match_the_outputs():
+    model = toy_model()
+    with pytest.raises(ValueError, match=r"no loss for \['b'\].*no output named \['c'\]"):
+        model.compile("sgd", loss=keras_mtl.get("uw_so", {"a": "mse", "c": "mse"}))
+    with pytest.raises(ValueError, match=r"no loss for \['b'\]"):
+        toy_model().compile("sgd", loss={"a": "mse"})
+    with pytest.raises(TypeError, match="dict"):
+        keras_mtl.get("uw", ["mse", "mse"])
+    with pytest.raises(ValueError, match="no per-task losses"):
+        toy_model().compile("sgd", loss=keras_mtl.SoftmaxUncertaintyWeighting())
+    with pytest.raises(ValueError, match=r"loss_weights names \['c'\]"):
+        toy_model().compile("sgd", loss=make_method("ew"), loss_weights={"c": 1.0})
+
+
+def test_targets_must_match_the_tasks(toy):
+    x, y = toy
+    model = compiled_toy_model("uw_so")
+    with pytest.raises(ValueError, match=r"no task named \['c'\]"):
+        model.fit(x, {**y, "c": y["a"]}, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan")])
+@pytest.mark.parametrize("method_id", ["uw_so", "dwa"])
+def test_temperature_must_be_positive(method_id, temperature):
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        make_method(method_id, temperature=temperature)
+
+
+def test_other_bad_arguments():
+    with pytest.raises(ValueError, match="form"):
+        make_method("uw", form="ordinal")
+    with pytest.raises(ValueError, match="beta"):
+        make_method("slaw", beta=1.0)
+    with pytest.raises(ValueError, match="logits_learning_rate"):
+        make_method("famo", logits_learning_rate=0.0)
+    with pytest.raises(ValueError, match=r"min_losses has 3 entries for 2 tasks"):
+        toy_model().compile("sgd", loss=make_method("famo", min_losses=[0.0, 0.0, 0.0]))
+
+
+def test_scalarization_weights_checked():
+    with pytest.raises(ValueError, match="non-negative"):
+        keras_mtl.Scalarization(toy_losses(), weights=[0.5, -0.1])
+    with pytest.raises(ValueError, match="non-negative"):
+        keras_mtl.Scalarization(toy_losses(), weights={"a": -1.0, "b": 1.0})
+    with pytest.raises(ValueError, match="3 weights for 2 tasks"):
+        toy_model().compile("sgd", loss=keras_mtl.Scalarization(toy_losses(), weights=[0.2, 0.3, 0.5]))
+    with pytest.raises(ValueError, match="1 weights for 2 tasks"):
+        toy_model().compile("sgd", loss=keras_mtl.Scalarization(toy_losses(), weights=[1.0]))
+    with pytest.raises(ValueError, match="keyed by"):
+        toy_model().compile("sgd", loss=keras_mtl.Scalarization(toy_losses(), weights={"a": 0.5, "c": 0.5}))
+    with pytest.raises(ValueError, match="num_tasks"):
+        keras_mtl.scalarization_grid(0)
+
+
+@pytest.mark.parametrize("method_id", [m for m in ALL_WEIGHTINGS if m not in ("ew", "scalarization")])
+def test_one_task_is_refused_by_methods_that_balance_tasks(method_id):
+    with pytest.raises(ValueError, match="needs at least 2 tasks; the model has 1"):
+        one_task_model().compile("sgd", loss=make_method(method_id, losses={"a": "mse"}))
+
+
+@pytest.mark.parametrize("method_id", ["ew", "scalarization"])
+def test_one_task_is_fine_for_sums(method_id):
+    x, y = toy_data()
+    model = one_task_model()
+    kwargs = {"weights": [1.0]} if method_id == "scalarization" else {}
+    model.compile(keras.optimizers.SGD(0.05), loss=make_method(method_id, losses={"a": "mse"}, **kwargs))
+    history = model.fit(x, {"a": y["a"]}, batch_size=10, epochs=1, verbose=0).history
+    assert history["loss"][0] == pytest.approx(history["a_loss"][0], rel=1e-6)
+
+
+def test_plain_keras_model_explains_the_mixin(toy):
+    x, y = toy
+    model = plain_toy_model()
+    model.compile("sgd", loss=make_method("uw_so"))
+    with pytest.raises(TypeError, match="MultiTaskMixin"):
+        model.fit(x, y, epochs=1, verbose=0)
+    with pytest.raises(TypeError, match="keras_mtl.MultiTaskModel"):
+        model.evaluate(x, y, verbose=0)
+
+
+def test_recompiling_with_another_method_is_refused():
+    model = compiled_toy_model("uw")
+    model.compile(keras.optimizers.SGD(0.5), loss=make_method("uw"))  # same method: fine, keeps the state
+    with pytest.raises(ValueError, match="cannot be re-compiled with SoftmaxUncertaintyWeighting"):
+        model.compile("sgd", loss=make_method("uw_so"))
+
+
+def _snapshot(variables):
+    return [np.array(v.numpy()) for v in variables]
+
+
+def _running_statistics(model):
+    return [v for v in model.multi_task_state.weights if not v.trainable]
+
+
+def _two_clean_steps(method_id):
+    x, y = toy_data()
+    model = toy_model()
+    model.compile(keras.optimizers.Adam(0.01), loss=make_method(method_id))
+    for start in (0, 10):  # so that the running statistics are not at their initial values
+        model.train_on_batch(x[start : start + 10], {k: v[start : start + 10] for k, v in y.items()})
+    bad = {"a": y["a"][:10].copy(), "b": y["b"][:10]}
+    bad["a"][3] = np.nan
+    return model, x[:10], bad
+
+
+NAN_MESSAGE = "the loss of task 'a' is not finite"
+
+
+@pytest.mark.parametrize("method_id", ["dwa", "rlw", "slaw", "famo", "uw_so"])
+def test_nan_loss_names_the_task_and_leaves_running_statistics_unchanged(method_id):
+    model, x, bad = _two_clean_steps(method_id)
+    statistics = _running_statistics(model)
+    before = _snapshot(statistics)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=NAN_MESSAGE):
+        model.train_on_batch(x, bad)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=NAN_MESSAGE):
+        model.fit(x, bad, epochs=1, verbose=0)
+    for variable, old, new in zip(statistics, before, _snapshot(statistics)):
+        np.testing.assert_array_equal(new, old, err_msg=variable.path)
+
+
+def test_nan_loss_leaves_learned_weights_unchanged():
+    # Three tries, since the damage comes from a race between the check and the update.
+    for _ in range(3):
+        model, x, bad = _two_clean_steps("uw")
+        variables = model.weights + model.optimizer.variables
+        before = _snapshot(variables)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=NAN_MESSAGE):
+            model.train_on_batch(x, bad)
+        for variable, old, new in zip(variables, before, _snapshot(variables)):
+            np.testing.assert_array_equal(new, old, err_msg=variable.path)
+
+
+def negative_mse(y_true, y_pred):
+    return -keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1)
+
+
+@pytest.mark.parametrize("method_id", NON_NEGATIVE)
+def test_negative_loss_is_refused(method_id, toy):
+    x, y = toy
+    model = toy_model()
+    model.compile("sgd", loss=make_method(method_id, losses={"a": negative_mse, "b": toy_losses()["b"]}))
+    statistics = _running_statistics(model)
+    before = _snapshot(statistics)
+    # The graph error message escapes the quotes around the task name.
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"needs non-negative losses; task \\?'a\\?' has a negative one"):
+        model.fit(x, y, batch_size=10, epochs=1, verbose=0)
+    for variable, old, new in zip(statistics, before, _snapshot(statistics)):
+        np.testing.assert_array_equal(new, old, err_msg=variable.path)
+
+
+def test_negative_loss_is_fine_for_a_linear_weighting(toy):
+    x, y = toy
+    model = toy_model()
+    model.compile(keras.optimizers.SGD(0.01), loss=make_method("ew", losses={"a": negative_mse, "b": toy_losses()["b"]}))
+    history = model.fit(x, y, batch_size=10, epochs=1, verbose=0).history
+    assert history["a_loss"][0] < 0

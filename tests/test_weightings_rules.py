@@ -1,0 +1,409 @@
+"""Each loss weighting's rule, on hand-computed cases, and its defining property.
+
+The weightings are driven directly: `task_weights(losses, state, training)`
+on a `MultiTaskState` configured for tasks ["a", "b"], with no model involved.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import ALL_WEIGHTINGS, make_method, toy_losses
+
+import keras_mtl
+from keras_mtl.weightings import scalarization_grid
+
+TASKS = ["a", "b"]
+
+
+def _state(method, tasks=TASKS):
+    state = keras_mtl.MultiTaskState()
+    state.configure(method, tasks)
+    return state
+
+
+def _weights(method, state, losses, training=True):
+    return method.task_weights(tf.constant(losses, tf.float32), state, training=training).numpy()
+
+
+def _total(method, state, losses):
+    losses = tf.constant(losses, tf.float32)
+    return float(tf.tensordot(method.task_weights(losses, state, training=False), losses, 1) + method.regularization(state))
+
+
+# --- EW and scalarization -------------------------------------------------
+
+
+def test_equal_weighting_is_the_plain_sum():
+    method = make_method("ew")
+    state = _state(method)
+    np.testing.assert_array_equal(_weights(method, state, [2.0, 3.0]), [1.0, 1.0])
+    assert _total(method, state, [2.0, 3.0]) == pytest.approx(5.0)
+
+
+def test_scalarization_uses_the_fixed_weights_in_output_order():
+    # weights {"b": 0.7, "a": 0.3}: w = [0.3, 0.7]; total = 0.3·2 + 0.7·3 = 2.7.
+    method = keras_mtl.Scalarization(toy_losses(), weights={"b": 0.7, "a": 0.3})
+    state = _state(method)
+    np.testing.assert_allclose(_weights(method, state, [2.0, 3.0]), [0.3, 0.7], rtol=1e-6)
+    assert _total(method, state, [2.0, 3.0]) == pytest.approx(2.7, rel=1e-6)
+    listed = keras_mtl.Scalarization(toy_losses(), weights=[0.25, 0.75])
+    np.testing.assert_allclose(_weights(listed, _state(listed), [2.0, 3.0]), [0.25, 0.75])
+
+
+def test_scalarization_grid_sizes_and_points():
+    two, three = scalarization_grid(2), scalarization_grid(3)
+    assert len(two) == 9 and len(three) == 36
+    assert two[0] == (0.1, 0.9) and two[-1] == (0.9, 0.1)
+    for point in two + three:
+        assert sum(point) == pytest.approx(1.0) and min(point) >= 0.1 - 1e-12
+    assert len(set(three)) == 36
+
+
+# --- UW ---------------------------------------------------------------------
+
+
+def test_uncertainty_weighting_regression_form():
+    # s = −0.5 (default init): w = ½·exp(0.5) = 0.824361; R = ½·Σs = −0.5.
+    # Losses [2, 3]: total = 0.824361·5 − 0.5 = 3.621803.
+    method = make_method("uw")
+    state = _state(method)
+    np.testing.assert_allclose(state["log_variances"].numpy(), [-0.5, -0.5])
+    np.testing.assert_allclose(_weights(method, state, [2.0, 3.0]), [0.824361, 0.824361], rtol=1e-5)
+    assert _total(method, state, [2.0, 3.0]) == pytest.approx(3.621803, rel=1e-5)
+    assert state["log_variances"].trainable
+
+
+def test_uncertainty_weighting_classification_form():
+    # Classification drops the ½ on the loss term: w = exp(0.5) = 1.648721; total = 1.648721·5 − 0.5 = 7.743606.
+    method = make_method("uw", form="classification")
+    state = _state(method)
+    np.testing.assert_allclose(_weights(method, state, [2.0, 3.0]), [1.648721, 1.648721], rtol=1e-5)
+    assert _total(method, state, [2.0, 3.0]) == pytest.approx(7.743606, rel=1e-5)
+
+
+@pytest.mark.parametrize("form, optimum", [("regression", lambda L: np.log(L)), ("classification", lambda L: np.log(2 * L))])
+def test_uncertainty_weighting_optimum(form, optimum):
+    # d/ds [c·exp(−s)·L + s/2] = 0 at exp(s) = 2cL: s = log L (c = ½) or log 2L (c = 1).
+    losses = np.array([0.3, 4.0], "float32")
+    method = make_method("uw", form=form)
+    state = _state(method)
+    variable = state["log_variances"]
+    for values, expect_zero in ((optimum(losses), True), (optimum(losses) + 0.5, False)):
+        variable.assign(values.astype("float32"))
+        with tf.GradientTape() as tape:
+            total = tf.tensordot(method.task_weights(tf.constant(losses), state, True), losses, 1) + method.regularization(state)
+        gradient = tape.gradient(total, variable.value).numpy()
+        if expect_zero:
+            np.testing.assert_allclose(gradient, 0.0, atol=1e-6)
+        else:
+            assert np.all(np.abs(gradient) > 1e-2)
+
+
+# --- UW-O, UW-SO ------------------------------------------------------------
+
+
+def test_uw_o_makes_every_weighted_loss_one():
+    # L = [2, 0.5]: w = 1/L = [0.5, 2]; w·L = [1, 1].
+    method = make_method("uw_o")
+    state = _state(method)
+    np.testing.assert_allclose(_weights(method, state, [2.0, 0.5]), [0.5, 2.0], rtol=1e-6)
+    for losses in ([2.0, 0.5], [1e-2, 250.0], [7.0, 7.0]):  # ε = 1e-8 is negligible here
+        np.testing.assert_allclose(_weights(method, state, losses) * np.array(losses), [1.0, 1.0], rtol=1e-5)
+
+
+def test_uw_so_hand_computed():
+    # L = [1, 0.5] → 1/L = [1, 2]. T = 1: softmax([1, 2]) = [0.268941, 0.731059].
+    # T = 2: softmax([0.5, 1]) = [0.377541, 0.622459].
+    # (The wrong copy softmax(−L) would give [0.377541, 0.622459] at T = 1.)
+    losses = [1.0, 0.5]
+    one = make_method("uw_so")
+    np.testing.assert_allclose(_weights(one, _state(one), losses), [0.268941, 0.731059], rtol=1e-5)
+    two = make_method("uw_so", temperature=2.0)
+    np.testing.assert_allclose(_weights(two, _state(two), losses), [0.377541, 0.622459], rtol=1e-5)
+
+
+def test_uw_so_sums_to_one_and_temperature_limits():
+    losses = [0.8, 0.2, 3.0]
+    tasks = ["a", "b", "c"]
+    for temperature in (0.01, 1.0, 7.0, 1e5):
+        method = keras_mtl.SoftmaxUncertaintyWeighting("mse", temperature=temperature)
+        weights = _weights(method, _state(method, tasks), losses)
+        assert weights.sum() == pytest.approx(1.0, abs=1e-6)
+        assert np.argmax(weights) == 1  # the smallest loss gets the largest weight
+    hot = keras_mtl.SoftmaxUncertaintyWeighting("mse", temperature=1e5)
+    np.testing.assert_allclose(_weights(hot, _state(hot, tasks), losses), [1 / 3] * 3, atol=1e-4)
+    cold = keras_mtl.SoftmaxUncertaintyWeighting("mse", temperature=0.01)
+    np.testing.assert_allclose(_weights(cold, _state(cold, tasks), losses), [0.0, 1.0, 0.0], atol=1e-6)
+
+
+# --- GLS ----------------------------------------------------------------------
+
+
+def test_gls_total_is_the_geometric_mean():
+    # L = [1, 4]: GM = 2; w = GM/(K·L) = [1, 0.25]; Σ w·L = 2.
+    method = make_method("gls")
+    state = _state(method)
+    np.testing.assert_allclose(_weights(method, state, [1.0, 4.0]), [1.0, 0.25], rtol=1e-6)
+    assert _total(method, state, [1.0, 4.0]) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_gls_gradient_is_the_scaled_uw_o_direction():
+    # Losses L_k(θ) of one parameter vector; the GLS gradient must equal that of
+    # (Π L_k)^{1/K} and that of UW-O times GM/K.
+    theta = tf.Variable([0.7, -1.3, 0.4])
+    targets = tf.constant([[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5], [0.0, 0.0, 0.0]])
+
+    def losses():
+        return tf.reduce_sum(tf.square(theta[None, :] - targets), axis=1)  # (3,) positive
+
+    gls, uw_o = keras_mtl.GeometricLossStrategy("mse"), keras_mtl.AnalyticUncertaintyWeighting("mse")
+    tasks = ["a", "b", "c"]
+    gradients = {}
+    for name, method in (("gls", gls), ("uw_o", uw_o)):
+        state = _state(method, tasks)
+        with tf.GradientTape() as tape:
+            values = losses()
+            total = tf.tensordot(method.task_weights(tf.stop_gradient(values), state, True), values, 1)
+        gradients[name] = tape.gradient(total, theta).numpy()
+    with tf.GradientTape() as tape:
+        values = losses()
+        geometric_mean = tf.reduce_prod(values) ** (1.0 / 3.0)
+    exact = tape.gradient(geometric_mean, theta).numpy()
+    np.testing.assert_allclose(gradients["gls"], exact, rtol=1e-5)
+    np.testing.assert_allclose(gradients["gls"], gradients["uw_o"] * float(geometric_mean) / 3.0, rtol=1e-5)
+
+
+# --- IMTL-L -----------------------------------------------------------------
+
+
+def test_imtl_l_hand_computed_and_optimum():
+    # s = 0: w = [1, 1], R = 0, total = Σ L = 5. d/ds [exp(s)·L − s] = exp(s)·L − 1: zero at exp(s)·L = 1.
+    method = make_method("imtl_l")
+    state = _state(method)
+    np.testing.assert_allclose(_weights(method, state, [2.0, 3.0]), [1.0, 1.0])
+    assert _total(method, state, [2.0, 3.0]) == pytest.approx(5.0)
+    losses = np.array([2.0, 0.25], "float32")
+    variable = state["loss_scales"]
+    variable.assign(-np.log(losses))
+    with tf.GradientTape() as tape:
+        total = tf.tensordot(method.task_weights(tf.constant(losses), state, True), losses, 1) + method.regularization(state)
+    np.testing.assert_allclose(tape.gradient(total, variable.value).numpy(), 0.0, atol=1e-6)
+    np.testing.assert_allclose(_weights(method, state, losses) * losses, [1.0, 1.0], rtol=1e-6)
+    # Descending the total drives exp(s)·L to 1 from the initial s = 0.
+    variable.assign([0.0, 0.0])
+    optimizer = keras.optimizers.SGD(0.2)
+    for _ in range(300):
+        with tf.GradientTape() as tape:
+            total = tf.tensordot(method.task_weights(tf.constant(losses), state, True), losses, 1) + method.regularization(state)
+        optimizer.apply([tape.gradient(total, variable.value)], [variable])
+    np.testing.assert_allclose(np.exp(variable.numpy()) * losses, [1.0, 1.0], rtol=1e-3)
+
+
+# --- DWA ----------------------------------------------------------------------
+
+
+def test_dwa_driven_by_hand():
+    # Epoch 0: batches [2, 4], [4, 8] → means [3, 6]. Epoch 1: [1.5, 6] → means [1.5, 6].
+    # Epoch 2: r = [1.5/3, 6/6] = [0.5, 1]; T = 2: softmax([0.25, 0.5]) · 2 = [0.875647, 1.124353].
+    method = make_method("dwa")
+    state = _state(method)
+    for batch in ([2.0, 4.0], [4.0, 8.0]):
+        np.testing.assert_array_equal(_weights(method, state, batch), [1.0, 1.0])
+    method.end_epoch(state)
+    np.testing.assert_allclose(state["last_epoch_mean"].numpy(), [3.0, 6.0])
+    np.testing.assert_array_equal(_weights(method, state, [1.5, 6.0]), [1.0, 1.0])
+    method.end_epoch(state)
+    expected = [0.875647, 1.124353]
+    np.testing.assert_allclose(_weights(method, state, [9.0, 9.0]), expected, rtol=1e-5)
+    # Evaluation-time calls neither use nor change the running sums.
+    np.testing.assert_allclose(_weights(method, state, [100.0, 0.1], training=False), expected, rtol=1e-5)
+    np.testing.assert_allclose(state["epoch_loss_sum"].numpy(), [9.0, 9.0])
+    assert _weights(method, state, [1.0, 1.0]).sum() == pytest.approx(2.0)
+
+
+# --- RLW ----------------------------------------------------------------------
+
+
+def test_rlw_draws_sum_to_one_repeat_and_change():
+    def draws(seed, steps=5):
+        method = keras_mtl.RandomLossWeighting("mse", seed=seed)
+        state = _state(method, ["a", "b", "c"])
+        return np.stack([_weights(method, state, [1.0, 2.0, 3.0]) for _ in range(steps)])
+
+    first, again, other = draws(11), draws(11), draws(12)
+    np.testing.assert_allclose(first.sum(axis=1), 1.0, rtol=1e-6)
+    assert np.all(first > 0)
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)
+    assert not np.allclose(first[0], first[1])
+    # The rule: w = softmax(z), z ~ N(0, I) keyed by (seed, step counter).
+    z = tf.random.stateless_normal((3,), seed=tf.constant([11, 1], tf.int32))  # eager, as the method ran
+    np.testing.assert_allclose(first[0], tf.nn.softmax(z).numpy(), rtol=1e-6)
+
+
+def test_rlw_evaluation_uses_expected_weights_and_draws_nothing():
+    method = keras_mtl.RandomLossWeighting("mse", seed=0)
+    state = _state(method)
+    np.testing.assert_allclose(_weights(method, state, [1.0, 2.0], training=False), [0.5, 0.5])
+    assert int(state["draws"].numpy()) == 0
+
+
+# --- SLAW ---------------------------------------------------------------------
+
+
+def test_slaw_plain_average_during_warmup():
+    # Step 1: L = [1, 2]: every spread is 0 → w = [1, 1].
+    # Step 2: L = [3, 4]: a = [2, 3], b = [5, 10], s = [1, 1] → w = [1, 1].
+    # Step 3: L = [2, 6]: a = [2, 4], b = [14/3, 56/3], s² = [2/3, 8/3] → 1/s ∝ [2, 1] → w = [4/3, 2/3].
+    method = make_method("slaw")
+    state = _state(method)
+    np.testing.assert_array_equal(_weights(method, state, [1.0, 2.0]), [1.0, 1.0])
+    np.testing.assert_allclose(_weights(method, state, [3.0, 4.0]), [1.0, 1.0], rtol=1e-5)
+    np.testing.assert_allclose(_weights(method, state, [2.0, 6.0]), [4 / 3, 2 / 3], rtol=1e-5)
+    np.testing.assert_allclose(state["loss_mean"].numpy(), [2.0, 4.0], rtol=1e-6)
+    np.testing.assert_allclose(state["loss_square_mean"].numpy(), [14 / 3, 56 / 3], rtol=1e-6)
+
+
+def test_slaw_switches_to_ema_after_warmup():
+    # warmup 2, β = 0.5. After steps [1, 2], [3, 4]: a = [2, 3], b = [5, 10].
+    # Step 3 (EMA, rate 0.5), L = [2, 6]: a = [2, 4.5], b = [4.5, 23], s = [0.707107, 1.658312]
+    # → w = 2·(1/s)/Σ(1/s) = [1.402130, 0.597870].
+    method = make_method("slaw", warmup_steps=2, beta=0.5)
+    state = _state(method)
+    for losses in ([1.0, 2.0], [3.0, 4.0]):
+        _weights(method, state, losses)
+    weights = _weights(method, state, [2.0, 6.0])
+    np.testing.assert_allclose(state["loss_mean"].numpy(), [2.0, 4.5], rtol=1e-6)
+    np.testing.assert_allclose(state["loss_square_mean"].numpy(), [4.5, 23.0], rtol=1e-6)
+    np.testing.assert_allclose(weights, [1.402130, 0.597870], rtol=1e-5)
+    assert weights.sum() == pytest.approx(2.0)
+    # Evaluation leaves the moments alone.
+    _weights(method, state, [50.0, 50.0], training=False)
+    np.testing.assert_allclose(state["loss_mean"].numpy(), [2.0, 4.5], rtol=1e-6)
+    assert float(state["steps"].numpy()) == 3.0
+
+
+def test_slaw_weights_sum_to_k_on_random_losses():
+    method = keras_mtl.SLAW("mse", warmup_steps=5)
+    state = _state(method, ["a", "b", "c"])
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        weights = _weights(method, state, rng.uniform(0.1, 5.0, size=3).astype("float32"))
+        assert weights.sum() == pytest.approx(3.0, rel=1e-5)
+
+
+# --- FAMO ---------------------------------------------------------------------
+
+
+def _famo_reference(logits, losses_before, losses_after, m, v, step, lr=0.025, decay=1e-3, min_losses=0.0):
+    """numpy re-implementation of the reference FAMO update (PyTorch Adam with L2 weight decay)."""
+    z = np.exp(logits) / np.exp(logits).sum()
+    delta = np.log(losses_before - min_losses + 1e-8) - np.log(losses_after - min_losses + 1e-8)
+    jacobian = np.diag(z) - np.outer(z, z)  # ∂z/∂ξ
+    gradient = jacobian.T @ delta + decay * logits
+    m = 0.9 * m + 0.1 * gradient
+    v = 0.999 * v + 0.001 * gradient**2
+    m_hat, v_hat = m / (1 - 0.9**step), v / (1 - 0.999**step)
+    return logits - lr * m_hat / (np.sqrt(v_hat) + 1e-8), m, v
+
+
+def test_famo_hand_computed_first_step():
+    # ξ = 0 → z = [½, ½]; L = [1, 4]: z/D = [0.5, 0.125] → w = [0.8, 0.2].
+    # After the step L = [0.5, 4]: δ = [log 2, 0]; (∂z/∂ξ)ᵀδ = z·(δ − z·δ) = [0.173287, −0.173287];
+    # Adam's first step moves by lr·sign: ξ = [−0.025, 0.025].
+    method = make_method("famo")
+    state = _state(method)
+    np.testing.assert_allclose(_weights(method, state, [1.0, 4.0]), [0.8, 0.2], rtol=1e-6)
+    method.after_step(state, tf.constant([1.0, 4.0]), tf.constant([0.5, 4.0]))
+    np.testing.assert_allclose(state["logits"].numpy(), [-0.025, 0.025], rtol=1e-5)
+    np.testing.assert_allclose(state["logits_adam_m"].numpy(), [0.0173287, -0.0173287], rtol=1e-4)
+
+
+def test_famo_matches_numpy_reference_over_many_steps():
+    tasks = ["a", "b", "c"]
+    min_losses = np.array([0.1, 0.0, 0.2])
+    method = keras_mtl.FAMO("mse", min_losses=list(min_losses), logits_learning_rate=0.05, logits_weight_decay=0.01)
+    state = _state(method, tasks)
+    rng = np.random.default_rng(0)
+    logits, m, v = np.zeros(3), np.zeros(3), np.zeros(3)
+    for step in range(1, 16):
+        before = rng.uniform(0.5, 3.0, size=3)
+        after = before * rng.uniform(0.6, 1.1, size=3)
+        # Weights: w = (z/D) / Σ z/D with D = L − m + 1e-8.
+        z = np.exp(logits) / np.exp(logits).sum()
+        ratio = z / (before - min_losses + 1e-8)
+        np.testing.assert_allclose(_weights(method, state, before), ratio / ratio.sum(), rtol=1e-5)
+        method.after_step(state, tf.constant(before, tf.float32), tf.constant(after, tf.float32))
+        logits, m, v = _famo_reference(logits, before, after, m, v, step, lr=0.05, decay=0.01, min_losses=min_losses)
+        np.testing.assert_allclose(state["logits"].numpy(), logits, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(state["logits_adam_m"].numpy(), m, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(state["logits_adam_v"].numpy(), v, rtol=1e-4, atol=1e-9)
+    assert float(state["logits_adam_steps"].numpy()) == 15.0
+
+
+def test_famo_weights_give_the_gradient_of_its_objective():
+    # ∇ Σ w_k L_k (w from sg[L]) equals ∇ [Σ z_k log D_k / sg[Σ z_k/D_k]].
+    theta = tf.Variable([0.3, -0.8])
+    method = make_method("famo")
+    state = _state(method)
+    state["logits"].assign([0.4, -0.2])
+    z = tf.nn.softmax(state["logits"])
+
+    def losses():
+        return tf.stack([tf.reduce_sum(tf.square(theta - 1.0)), tf.reduce_sum(tf.square(theta + 2.0))])
+
+    with tf.GradientTape(persistent=True) as tape:
+        values = losses()
+        weighted = tf.tensordot(method.task_weights(tf.stop_gradient(values), state, True), values, 1)
+        gap = values + 1e-8
+        objective = tf.reduce_sum(z * tf.math.log(gap)) / tf.stop_gradient(tf.reduce_sum(z / gap))
+    np.testing.assert_allclose(tape.gradient(weighted, theta).numpy(), tape.gradient(objective, theta).numpy(), rtol=1e-5)
+
+
+# --- configs and the registry ---------------------------------------------------
+
+NON_DEFAULT = {
+    "scalarization": {"weights": {"a": 0.2, "b": 0.8}},
+    "uw": {"form": "classification", "initial_log_variance": 0.3},
+    "uw_so": {"temperature": 5.0},
+    "dwa": {"temperature": 3.0},
+    "rlw": {"seed": 42},
+    "slaw": {"beta": 0.9, "warmup_steps": 7},
+    "famo": {"min_losses": [0.1, 0.2], "logits_learning_rate": 0.01, "logits_weight_decay": 0.0},
+}
+
+
+@pytest.mark.parametrize("method_id", ALL_WEIGHTINGS)
+def test_config_round_trip(method_id):
+    losses = {"a": "mse", "b": keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="xent")}
+    method = make_method(method_id, losses=losses, **NON_DEFAULT.get(method_id, {}))
+    config = method.get_config()
+    for key, value in NON_DEFAULT.get(method_id, {}).items():
+        assert config[key] == value
+    clone = type(method).from_config(config)
+    assert clone.get_config() == config
+    serialized = keras.saving.serialize_keras_object(method)
+    again = keras_mtl.get(serialized)
+    assert type(again) is type(method) and again.get_config() == config
+    assert isinstance(again.losses["b"], keras.losses.SparseCategoricalCrossentropy)
+    assert again.losses["b"].get_config()["from_logits"] is True
+
+
+def test_registry_get():
+    assert set(ALL_WEIGHTINGS) <= set(keras_mtl.available())
+    method = keras_mtl.get("uw_so", {"a": "mse", "b": "mae"})
+    assert isinstance(method, keras_mtl.SoftmaxUncertaintyWeighting) and method.losses == {"a": "mse", "b": "mae"}
+    assert keras_mtl.get(method) is method
+    shared = keras_mtl.get("gls", "mse")
+    resolved = shared.task_losses(["a", "b"])
+    assert len(resolved) == 2 and all(isinstance(loss, keras.losses.Loss) for loss in resolved)
+    assert float(resolved[0](np.zeros((2, 1)), np.full((2, 1), 3.0))) == pytest.approx(9.0)
+    with pytest.raises(ValueError, match="Unknown multi-task method 'nope'.*uw_so"):
+        keras_mtl.get("nope", "mse")
+    with pytest.raises(ValueError, match="cannot be given with a method instance"):
+        keras_mtl.get(method, "mse")
+    with pytest.raises(ValueError, match="does not describe a keras_mtl method"):
+        keras_mtl.get(keras.saving.serialize_keras_object(keras.losses.MeanSquaredError()))
+    with pytest.raises(TypeError):
+        keras_mtl.get(3)
