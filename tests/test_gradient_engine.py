@@ -98,6 +98,18 @@ def test_logs_carry_task_weights_and_evaluate_leaves_them_out():
     assert "a_weight" not in logs and logs["a_loss"] > 0 and logs["b_loss"] > 0
 
 
+@pytest.mark.parametrize("method_id", ["mean", "mgda"])
+def test_gradient_clipping_on_the_optimizer_applies_to_the_combined_update(method_id):
+    # global_clipnorm: the whole step (shared direction, heads, regulariser)
+    # has the clip norm when the raw update is longer, as in stock Keras.
+    model = _model()
+    before = model.get_weights()
+    model.compile(keras.optimizers.SGD(1.0, global_clipnorm=0.01), loss=keras_mtl.get(method_id, LOSSES))
+    model.fit(*_data(), batch_size=64, epochs=1, verbose=0)
+    step = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(model.get_weights(), before)))
+    assert step == pytest.approx(0.01, rel=1e-4)
+
+
 def test_mixed_precision_trains_with_loss_scaling():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

@@ -82,6 +82,59 @@ def test_fmtl_with_a_linear_aggregator_equals_the_naive_variant():
     assert max(np.max(np.abs(a - b)) for a, b in zip(fmtl.get_weights(), plain.get_weights())) > 1e-4
 
 
+def test_fmtl_step_with_mgda_matches_a_hand_written_one():
+    # F-MTL: per task, ε_i perturbs the trunk and task i's head (each part
+    # normalised to ρ on its own); h_i = g_i^SAM − g_i on the trunk; the trunk
+    # moves by A({g_i}) + A({h_i}) with A = MGDA, a head by its own g_i^SAM.
+    rho, learning_rate = 0.3, 0.1
+    model = _model()
+    x, y = _data()
+    trunk = model.get_layer("trunk").trainable_variables
+    start = [v.numpy() for v in model.trainable_variables]
+
+    def task_gradients(task):
+        head = model.get_layer(task).trainable_variables
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(y[task] - model(x, training=True)[task]))
+        return tape.gradient(loss, trunk + head), head
+
+    def flat(tensors):
+        return np.concatenate([np.ravel(t) for t in tensors])
+
+    def mgda_direction(rows):
+        jacobian = np.stack(rows)
+        weights = keras_mtl.aggregators.mgda_weights(tf.constant(jacobian @ jacobian.T)).numpy()
+        return weights @ jacobian
+
+    clean, perturbed, expected_heads = [], [], {}
+    for task in ("a", "b"):
+        gradients, head = task_gradients(task)
+        clean.append(flat(gradients[: len(trunk)]))
+        parts = [(trunk, gradients[: len(trunk)]), (head, gradients[len(trunk) :])]
+        for variables, part in parts:
+            norm = np.sqrt(sum(np.sum(g.numpy() ** 2) for g in part))
+            for v, g in zip(variables, part):
+                v.assign_add(rho * g / norm)
+        sam_gradients, _ = task_gradients(task)
+        perturbed.append(flat(sam_gradients[: len(trunk)]))
+        for v, value in zip(model.trainable_variables, start):
+            v.assign(value)
+        expected_heads[task] = [value.numpy() - learning_rate * g.numpy() for value, g in zip(head, sam_gradients[len(trunk) :])]
+    direction = mgda_direction(clean) + mgda_direction([p - c for p, c in zip(perturbed, clean)])
+    expected_trunk = flat(start[:2]) - learning_rate * direction
+
+    model.compile(keras.optimizers.SGD(learning_rate), loss=keras_mtl.SAM(LOSSES, method="mgda", rho=rho))
+    model.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
+    np.testing.assert_allclose(flat(model.get_layer("trunk").get_weights()), expected_trunk, atol=1e-5)
+    for task in ("a", "b"):
+        for got, want in zip(model.get_layer(task).get_weights(), expected_heads[task]):
+            np.testing.assert_allclose(got, want, atol=1e-5)
+
+    # MGDA is not linear: the naive combination A({g^SAM}) takes another step.
+    naive = _one_step(keras_mtl.SAM(LOSSES, method="mgda", rho=rho, variant="naive"), learning_rate=learning_rate)
+    assert np.max(np.abs(flat(naive.get_layer("trunk").get_weights()) - expected_trunk)) > 1e-4
+
+
 @pytest.mark.parametrize("inner", ["ew", "uw_so", "mean"])
 def test_perturbed_passes_leave_no_trace_on_statistics_and_seeds(inner):
     # The non-trainable state after one step (batch-norm moving statistics,

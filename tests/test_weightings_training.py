@@ -267,10 +267,7 @@ def test_jit_compile_trains_like_graph_mode(method_id, toy):
 def test_subclassed_model_with_the_mixin(method_id, toy, tmp_path):
     x, y = toy
     keras.utils.set_random_seed(2)
-    model = SubclassedToyModel()
-    # Built before fit: keras_mtl/training/mixin.py _weighted_loss_step reads `self.trainable_variables`
-    # before the forward pass, so an unbuilt subclassed model fails in fit (reported).
-    model(x[:1])
+    model = SubclassedToyModel()  # unbuilt: the first step builds it
     model.compile(keras.optimizers.Adam(0.01), loss=make_method(method_id))
     history = model.fit(x, y, batch_size=10, epochs=3, verbose=0).history
     assert LOG_KEYS <= set(history) and all(np.all(np.isfinite(v)) for v in history.values())
@@ -333,3 +330,21 @@ def test_grid_search_picks_the_best_point_by_the_monitored_log(toy):
     assert result.score == pytest.approx(0.9, rel=1e-6)
     for weights, score in result.scores:
         assert score == pytest.approx(weights["a"], rel=1e-6)
+
+
+def test_famo_after_step_sees_the_losses_at_the_updated_parameters(toy):
+    # FAMO's update compares the batch's losses before and after the step: the
+    # "after" losses must be those of the parameters the step produced.
+    x, y = toy
+    seen = []
+
+    class RecordingFAMO(keras_mtl.FAMO):
+        def after_step(self, state, losses_before, losses_after):
+            tf.py_function(lambda after: seen.append(after.numpy()), [losses_after], [])
+            return super().after_step(state, losses_before, losses_after)
+
+    model = toy_model()
+    model.compile(keras.optimizers.SGD(0.5), loss=RecordingFAMO(toy_losses()))
+    model.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
+    results = model.evaluate(x, y, batch_size=len(x), return_dict=True, verbose=0)
+    np.testing.assert_allclose(seen[-1], [results["a_loss"], results["b_loss"]], rtol=1e-5)

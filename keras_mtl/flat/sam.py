@@ -31,9 +31,9 @@ class SAM(MultiTaskLoss):
 
     Perturbed passes run in training mode with exactly the randomness of the
     clean pass (dropout draws the same masks: every random seed is rewound),
-    and leave no trace: parameters, batch-normalisation statistics and every
-    other non-trainable variable are restored to their values after the
-    clean pass, bit for bit. Representation mode is not supported (SAM
+    and leave no trace: they run in a `keras.StatelessScope`, so nothing is
+    assigned, and parameters, batch-normalisation statistics and every other
+    non-trainable variable keep the values the clean pass left, bit for bit. Representation mode is not supported (SAM
     perturbs parameters).
 
     Args:

@@ -18,6 +18,8 @@ all-reduced before they are combined); the optimizer gets scaled gradients,
 so `LossScaleOptimizer` unscales them and skips non-finite steps as usual.
 """
 
+from dataclasses import dataclass
+
 import tensorflow as tf
 
 from keras_mtl.gradients.base import TaskGradients
@@ -30,20 +32,9 @@ def gradient_train_step(model, x, y, sample_weight):
     method, state, optimizer = model.multi_task_method, model.multi_task_state, model.optimizer
     # Look-ahead passes rewind the seeds and statistics to this point.
     before_step = snapshot(model) if method.needs_losses_after else None
-    with tf.GradientTape(persistent=True) as tape:
-        if model.representation is not None:
-            representation = model.multi_task_split.trunk(x, training=True)
-            y_pred = model.multi_task_split.heads(representation, training=True)
-        else:
-            y_pred = model(x, training=True)
-        losses = model.task_losses(y, y_pred, sample_weight)
-        scaled_losses = [optimizer.scale_loss(loss) for loss in losses]
-        regularization = model.regularization_loss()
-        scaled_regularization = optimizer.scale_loss(regularization)
-    global_losses = model.global_task_losses(tf.stack(losses))
-    # Read after the forward pass, which builds an unbuilt subclassed model.
-    variables = model.trainable_variables
-    loss_scale = optimizer.scale_loss(tf.constant(1.0))
+    clean = clean_pass(model, x, y, sample_weight)
+    tape, representation, scaled_losses = clean.tape, clean.representation, clean.scaled_losses
+    global_losses, variables, loss_scale = clean.global_losses, clean.variables, clean.loss_scale
 
     if model.representation is not None:
         head_variables = model.multi_task_split.heads.trainable_variables
@@ -74,9 +65,8 @@ def gradient_train_step(model, x, y, sample_weight):
         # Every replica holds the global direction; `apply` sums the replicas'.
         place(updates, shared, split_like(direction * loss_scale / num_replicas(), [variables[i] for i in shared]))
 
-    logged_total = model.logged_total(global_losses, weights, regularization)
-    add_gradients(updates, tape.gradient(scaled_regularization, variables))
-    del tape
+    logged_total = model.logged_total(global_losses, weights, clean.regularization)
+    add_gradients(updates, tape.gradient(clean.scaled_regularization, variables))
     # The method's own gradients are global on every replica, like the direction.
     for gradient, variable in method.state_gradients(task_gradients, weights, state):
         place(updates, indices_of(variables, [variable]), [gradient * loss_scale / num_replicas()])
@@ -86,7 +76,50 @@ def gradient_train_step(model, x, y, sample_weight):
     with tf.control_dependencies([global_losses, weights]):
         optimizer.apply(updates, variables)
         method.after_apply(state)
-    return y_pred, global_losses, weights, logged_total
+    return clean.y_pred, global_losses, weights, logged_total
+
+
+@dataclass
+class CleanPass:
+    """The step's forward pass, recorded on a persistent tape."""
+
+    tape: tf.GradientTape
+    y_pred: dict
+    representation: tf.Tensor  # None in parameter mode
+    scaled_losses: list  # per task, scaled for the optimizer
+    global_losses: tf.Tensor  # checked, unscaled, summed over replicas
+    regularization: tf.Tensor
+    scaled_regularization: tf.Tensor
+    variables: list
+    loss_scale: tf.Tensor
+
+
+def clean_pass(model, x, y, sample_weight):
+    """The forward pass of a gradient step, through the split model in representation mode."""
+    optimizer = model.optimizer
+    representation = None
+    with tf.GradientTape(persistent=True) as tape:
+        if model.representation is not None:
+            representation = model.multi_task_split.trunk(x, training=True)
+            y_pred = model.multi_task_split.heads(representation, training=True)
+        else:
+            y_pred = model(x, training=True)
+        losses = model.task_losses(y, y_pred, sample_weight)
+        scaled_losses = [optimizer.scale_loss(loss) for loss in losses]
+        regularization = model.regularization_loss()
+        scaled_regularization = optimizer.scale_loss(regularization)
+    return CleanPass(
+        tape=tape,
+        y_pred=y_pred,
+        representation=representation,
+        scaled_losses=scaled_losses,
+        global_losses=model.global_task_losses(tf.stack(losses)),
+        regularization=regularization,
+        scaled_regularization=scaled_regularization,
+        # Read after the forward pass, which builds an unbuilt subclassed model.
+        variables=model.trainable_variables,
+        loss_scale=optimizer.scale_loss(tf.constant(1.0)),
+    )
 
 
 def shared_indices(model, per_task):

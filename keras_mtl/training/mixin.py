@@ -13,6 +13,7 @@ from keras_mtl.training.gradient_step import gradient_train_step
 from keras_mtl.training.replicas import num_replicas, sum_over_replicas
 from keras_mtl.training.sam_step import sam_train_step
 from keras_mtl.training.state import MultiTaskState
+from keras_mtl.training.weighted_step import weighted_loss_step
 from keras_mtl.weightings.equal import EqualWeighting
 
 
@@ -232,7 +233,7 @@ class MultiTaskMixin:
         elif isinstance(self.multi_task_method, GradientMethod):
             step = gradient_train_step
         else:
-            step = _weighted_loss_step
+            step = weighted_loss_step
         y_pred, global_losses, weights, total = step(self, x, y, sample_weight)
         self._update_trackers(x, total, global_losses, weights)
         return _for_multi_worker_reduction(self.compute_metrics(x, y, y_pred, sample_weight))
@@ -262,31 +263,6 @@ class MultiTaskMixin:
             state.loss_trackers[k].update_state(global_losses[k], sample_weight=batch_size)
             if weights is not None:
                 state.weight_trackers[k].update_state(tf.stop_gradient(weights[k]), sample_weight=batch_size)
-
-
-def _weighted_loss_step(model, x, y, sample_weight):
-    """One training step of a loss weighting: the gradient of `Σ w_k L_k + R`."""
-    method, state = model.multi_task_method, model.multi_task_state
-    with tf.GradientTape() as tape:
-        y_pred = model(x, training=True)
-        losses = model.task_loss_vector(y, y_pred, sample_weight)
-        global_losses = model.global_task_losses(losses)
-        weights = method.task_weights(global_losses, state, training=True)
-        regularization = model.regularization_loss()
-        total = tf.tensordot(weights, losses, 1) + method.regularization(state) / num_replicas() + regularization
-        scaled_total = model.optimizer.scale_loss(total)
-    logged_total = model.logged_total(global_losses, weights, regularization)
-    # Read after the forward pass, which builds an unbuilt subclassed model.
-    variables = model.trainable_variables
-    gradients = tape.gradient(scaled_total, variables)
-    # Graph mode runs independent ops in any order: the step (the optimizer's
-    # iteration count included) must wait for the loss check to pass.
-    with tf.control_dependencies([global_losses]):
-        model.optimizer.apply(gradients, variables)
-    if method.updates_after_step:
-        losses_after = model.global_task_losses(model.task_loss_vector(y, model(x, training=True), sample_weight))
-        method.after_step(state, global_losses, losses_after)
-    return y_pred, global_losses, weights, logged_total
 
 
 class _EndEpoch(keras.callbacks.Callback):

@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from keras_mtl.training.gradient_step import (
     add_gradients,
+    clean_pass,
     flat,
     indices_of,
     make_task_gradients,
@@ -14,6 +15,7 @@ from keras_mtl.training.gradient_step import (
 )
 from keras_mtl.training.perturb import perturbed, snapshot
 from keras_mtl.training.replicas import num_replicas, sum_over_replicas
+from keras_mtl.training.weighted_step import update_after_step, weighted_gradients
 
 # Keeps ε finite for a zero gradient (Phan et al. 2022).
 NORM_EPSILON = 1e-12
@@ -40,17 +42,7 @@ def sharpness_perturbation(gradients, variables, rho, adaptive):
 def _total_loss_step(model, sam, x, y, sample_weight, before_step):
     """Plain SAM on the weighted total: the clean pass sets the weights and updates the state."""
     method, state, optimizer = sam.method, model.multi_task_state, model.optimizer
-    with tf.GradientTape() as tape:
-        y_pred = model(x, training=True)
-        losses = model.task_loss_vector(y, y_pred, sample_weight)
-        global_losses = model.global_task_losses(losses)
-        weights = method.task_weights(global_losses, state, training=True)
-        regularization = model.regularization_loss()
-        total = tf.tensordot(weights, losses, 1) + method.regularization(state) / num_replicas() + regularization
-        scaled_total = optimizer.scale_loss(total)
-    logged_total = model.logged_total(global_losses, weights, regularization)
-    variables = model.trainable_variables
-    updates = tape.gradient(scaled_total, variables)
+    y_pred, global_losses, weights, logged_total, variables, updates = weighted_gradients(model, method, x, y, sample_weight)
     loss_scale = optimizer.scale_loss(tf.constant(1.0))
     # The model's parameters are perturbed; the weighting's own variables
     # keep their clean gradient.
@@ -72,9 +64,7 @@ def _total_loss_step(model, sam, x, y, sample_weight, before_step):
     place(updates, perturbed_indices, perturbed(model, before_step, params, deltas, perturbed_gradients))
     with tf.control_dependencies([global_losses]):  # no step before the loss check passes
         optimizer.apply(updates, variables)
-    if method.updates_after_step:
-        losses_after = model.global_task_losses(model.task_loss_vector(y, model(x, training=True), sample_weight))
-        method.after_step(state, global_losses, losses_after)
+    update_after_step(model, method, x, y, sample_weight, global_losses)
     return y_pred, global_losses, weights, logged_total
 
 
@@ -82,18 +72,10 @@ def _per_task_step(model, sam, x, y, sample_weight, before_step):
     """F-MTL: a SAM gradient per task, split into the clean part and the sharpness part."""
     method, state, optimizer = sam.method, model.multi_task_state, model.optimizer
     num_tasks = len(model.task_names)
-    with tf.GradientTape(persistent=True) as tape:
-        y_pred = model(x, training=True)
-        losses = model.task_losses(y, y_pred, sample_weight)
-        scaled_losses = [optimizer.scale_loss(loss) for loss in losses]
-        regularization = model.regularization_loss()
-        scaled_regularization = optimizer.scale_loss(regularization)
-    global_losses = model.global_task_losses(tf.stack(losses))
-    variables = model.trainable_variables
-    loss_scale = optimizer.scale_loss(tf.constant(1.0))
-    per_task = [tape.gradient(loss, variables) for loss in scaled_losses]
-    regularization_gradients = tape.gradient(scaled_regularization, variables)
-    del tape
+    clean = clean_pass(model, x, y, sample_weight)
+    y_pred, global_losses, variables, loss_scale = clean.y_pred, clean.global_losses, clean.variables, clean.loss_scale
+    per_task = [clean.tape.gradient(loss, variables) for loss in clean.scaled_losses]
+    regularization_gradients = clean.tape.gradient(clean.scaled_regularization, variables)
     shared = shared_indices(model, per_task)
     shared_variables = [variables[i] for i in shared]
     jacobian = shared_jacobian(per_task, variables, shared, loss_scale)
@@ -123,18 +105,18 @@ def _per_task_step(model, sam, x, y, sample_weight, before_step):
     # No state update and no step before the loss check passes, nor before
     # every task's perturbed pass has read the heads that the step updates.
     with tf.control_dependencies([global_losses, sam_jacobian]):
-        clean = make_task_gradients(jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
+        clean_gradients = make_task_gradients(jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
         if sam.variant == "naive":
             perturbed_gradients = make_task_gradients(sam_jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
             direction, weights = method.combine(perturbed_gradients, state, training=True)
         else:
             sharpness = make_task_gradients(sam_jacobian - jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
-            direction, weights = method.combine(clean, state, training=True)
+            direction, weights = method.combine(clean_gradients, state, training=True)
             direction += method.combine(sharpness, state, training=True)[0]
         place(updates, shared, split_like(direction * loss_scale / num_replicas(), shared_variables))
         add_gradients(updates, regularization_gradients)
-        logged_total = model.logged_total(global_losses, weights, regularization)
-        for gradient, variable in method.state_gradients(clean, weights, state):
+        logged_total = model.logged_total(global_losses, weights, clean.regularization)
+        for gradient, variable in method.state_gradients(clean_gradients, weights, state):
             place(updates, indices_of(variables, [variable]), [gradient * loss_scale / num_replicas()])
         optimizer.apply(updates, variables)
         method.after_apply(state)
