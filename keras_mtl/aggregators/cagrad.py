@@ -10,6 +10,7 @@ from keras_mtl.aggregators._common import (
     prepare_gramian,
     project_simplex,
     safe_sqrt,
+    xla_compiled,
 )
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
@@ -20,6 +21,7 @@ _SMOOTHING = 1e-6
 _ZERO_NORM = 1e-3  # sqrt(_SMOOTHING)
 
 
+@xla_compiled
 def cagrad_weights(gramian, c=0.4):
     """CAGrad task weights.
 

@@ -7,6 +7,7 @@ from keras_mtl.aggregators._common import (
     prepare_gramian,
     safe_sqrt,
     solve_simplex_qp,
+    xla_compiled,
 )
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
@@ -14,6 +15,7 @@ from keras_mtl.registry import register
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
 
+@xla_compiled
 def mgda_weights(gramian, losses=None, normalization="none"):
     """MGDA task weights: the min-norm point of the convex hull of the gradients.
 

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from keras_mtl.aggregators._common import finite_or_zero, prepare_gramian
+from keras_mtl.aggregators._common import finite_or_zero, prepare_gramian, xla_compiled
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
@@ -12,6 +12,7 @@ NASH_RIDGE = 1e-6
 NEWTON_STEPS = 50
 
 
+@xla_compiled
 def nash_mtl_weights(gramian, max_norm=1.0, normalize=True):
     """Nash-MTL task weights: ``a > 0`` with ``G a = 1/a`` (elementwise).
 

@@ -2,11 +2,12 @@
 
 import tensorflow as tf
 
-from keras_mtl.aggregators._common import finite_or_zero, prepare_gramian, solve_box_qp
+from keras_mtl.aggregators._common import finite_or_zero, prepare_gramian, solve_box_qp, xla_compiled
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
 
+@xla_compiled
 def upgrad_weights(gramian):
     """UPGrad task weights: ``w = mean_i argmin_{v >= e_i} v^T G v``.
 
