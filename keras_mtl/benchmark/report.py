@@ -180,6 +180,11 @@ def plot_weights(runs, path):
         for task, weights in run["history"]["weights"].items():
             axis.plot(np.arange(1, len(weights) + 1), weights, label=task, linewidth=0.8)
         axis.set_title(run["config"]["label"], fontsize=9)
+        # Constant weights, recovered from running means, carry float32 noise:
+        # show them flat rather than magnified.
+        low, high = axis.get_ylim()
+        if high - low < 1e-3:
+            axis.set_ylim(low - 0.05, high + 0.05)
     for axis in axes.flat[len(runs) :]:
         axis.axis("off")
     for axis in axes[-1]:
