@@ -6,7 +6,8 @@ downloaded when Debian's package is installed
 (`apt-get install dataset-fashion-mnist`, files in
 /usr/share/datasets/fashion-mnist); without it the builder downloads them
 (30 MB). The first run prepares the set in tfds's data directory
-(~/tensorflow_datasets, about a minute); training takes a few minutes on a CPU:
+(~/tensorflow_datasets, about 20 seconds); the whole script took 49 seconds
+on a 2-core CPU with Debian's files:
 
     python examples/example_multi_fashion.py
 

@@ -176,6 +176,27 @@ def test_sam_finds_the_flat_minimum():
     assert fmtl_sharpness < 0.7 * plain_sharpness
 
 
+@pytest.mark.parametrize("inner", ["ew", "pcgrad"])
+def test_mixed_precision_takes_the_float32_step(mixed_precision, inner):
+    # Under mixed_float16 the losses are scaled and the perturbations are
+    # computed from unscaled gradients: the step is the float32 one, to
+    # float16 rounding. (A loss scale of 2^8: Keras' default 2^15 overflows
+    # float16 in a perturbed head's gradient here, and the first step is
+    # skipped, as LossScaleOptimizer does.)
+    x, y = _data()
+    mixed = _model()
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1), initial_scale=2.0**8)
+    mixed.compile(optimizer, loss=keras_mtl.SAM(LOSSES, method=inner, rho=0.5))
+    mixed.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
+    assert int(optimizer.iterations.numpy()) == 1 and float(optimizer.dynamic_scale.numpy()) == 2.0**8
+    keras.mixed_precision.set_global_policy("float32")
+    exact = _one_step(keras_mtl.SAM(LOSSES, method=inner, rho=0.5))
+    start = _model().get_weights()
+    for got, want, before in zip(mixed.get_weights(), exact.get_weights(), start):
+        assert np.max(np.abs(want - before)) > 1e-3  # the step is not trivial
+        np.testing.assert_allclose(got, want, atol=2e-3)
+
+
 def test_save_load_and_config(tmp_path):
     method = keras_mtl.SAM(LOSSES, method="uw", rho=2.0, adaptive=True)
     model = _one_step(method)

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import keras_mtl
 from keras_mtl import datasets
