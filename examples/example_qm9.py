@@ -3,7 +3,7 @@
 Needs the QM9 CSVs of the `qm9pack` package (a 104 MB wheel, no download at
 run time): `pip install -e ".[qm9]"` (or `pip install qm9pack==1.0.3`).
 The 11 targets are standardised; their raw scales differ by about 10^4.
-A few minutes on a CPU:
+About a minute on a 2-core CPU:
 
     python examples/example_qm9.py
 
