@@ -86,11 +86,9 @@ def make_method(spec, loss):
     return method
 
 
-def _is_gradient_method(method_id):
-    method = make_method(method_id, "mse")
-    if isinstance(method, SAM):
-        return isinstance(method.method, GradientMethod)
-    return isinstance(method, GradientMethod)
+def _balances_gradients(method):
+    """Whether the method, or the one SAM wraps, combines per-task gradients."""
+    return isinstance(method.method if isinstance(method, SAM) else method, GradientMethod)
 
 
 def _runs_on_representation(method_id):
@@ -99,13 +97,12 @@ def _runs_on_representation(method_id):
     return isinstance(method, GradientMethod) and not method.needs_losses_after
 
 
-def _expected_cost(method_id, num_tasks):
+def _expected_cost(method, num_tasks):
     """Step cost implied by the passes alone, in plain steps (see the module docstring)."""
-    method = make_method(method_id, "mse")
     backward = (1 + 2 * num_tasks) / 3
     if isinstance(method, SAM):
-        return backward + num_tasks if isinstance(method.method, GradientMethod) else 2.0
-    return backward if isinstance(method, GradientMethod) else None
+        return backward + num_tasks if _balances_gradients(method) else 2.0
+    return backward if _balances_gradients(method) else None
 
 
 def run(models, task_counts, representation_task_counts, methods, steps):
@@ -128,7 +125,9 @@ def run(models, task_counts, representation_task_counts, methods, steps):
 
 
 def _row(kind, mode, num_tasks, method_id, seconds, base, mean):
-    gradient = _is_gradient_method(method_id)
+    method = make_method(method_id, "mse")
+    gradient = _balances_gradients(method)
+    expected = _expected_cost(method, num_tasks) if mode == "parameters" else None
     return {
         "model": kind,
         "mode": mode if gradient else "loss",
@@ -136,7 +135,7 @@ def _row(kind, mode, num_tasks, method_id, seconds, base, mean):
         "method": method_id,
         "ms/step": 1000 * seconds,
         "× ew": seconds / base,
-        "× expected": seconds / base / _expected_cost(method_id, num_tasks) if mode == "parameters" and _expected_cost(method_id, num_tasks) else None,
+        "× expected": seconds / base / expected if expected else None,
         "× mean": seconds / mean if gradient else None,
     }
 

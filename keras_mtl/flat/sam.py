@@ -33,8 +33,8 @@ class SAM(MultiTaskLoss):
     clean pass (dropout draws the same masks: every random seed is rewound),
     and leave no trace: they run in a `keras.StatelessScope`, so nothing is
     assigned, and parameters, batch-normalisation statistics and every other
-    non-trainable variable keep the values the clean pass left, bit for bit. Representation mode is not supported (SAM
-    perturbs parameters).
+    non-trainable variable keep the values the clean pass left, bit for bit.
+    Representation mode is not supported (SAM perturbs parameters).
 
     Args:
         losses: the per-task losses.
