@@ -4,21 +4,35 @@ import tensorflow as tf
 
 from keras_mtl.aggregators._common import (
     finite_or_zero,
+    jacobi_scale,
+    null_tolerance,
     prepare_gramian,
     safe_sqrt,
-    symmetric_spectrum,
 )
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
 
-def _alignment_matrix(gramian):
-    """B = sigma_min V Lambda^-1/2 V^T on the non-null eigen-directions of G.
+def numerical_rank(gramian):
+    """Rank of G: the eigenvalues of the Jacobi-scaled G_s above ``null_tolerance(K)``.
 
-    The rows of ``B J`` are the aligned gradients: ``B G B^T = sigma_min^2 P``
-    with P the projector onto the range of G (the identity at full rank).
+    Scale-free: a small task's direction counts however large the others are.
     """
-    eigenvalues, vectors, kept = symmetric_spectrum(gramian)
+    scaled, _ = jacobi_scale(gramian)
+    eigenvalues = tf.linalg.eigvalsh(scaled)
+    return tf.reduce_sum(tf.cast(eigenvalues > null_tolerance(gramian.shape[0]), tf.int32))
+
+
+def _alignment_matrix(gramian):
+    """B = sigma_min V Lambda^-1/2 V^T on the r largest eigen-directions of G (float64).
+
+    r is the numerical rank (``numerical_rank``), so the rows of ``B J`` are
+    the aligned gradients: ``B G B^T = sigma_min^2 P`` with P the projector
+    onto the kept eigen-directions (the identity at full rank).
+    """
+    num = gramian.shape[0]
+    eigenvalues, vectors = tf.linalg.eigh(gramian)
+    kept = (tf.range(num) >= num - numerical_rank(gramian)) & (eigenvalues > 0)
     inverse_sqrt = tf.where(kept, tf.math.rsqrt(tf.where(kept, eigenvalues, 1.0)), 0.0)
     sigma_min = safe_sqrt(tf.reduce_min(tf.where(kept, eigenvalues, tf.reduce_max(eigenvalues))))
     return sigma_min * tf.matmul(vectors * inverse_sqrt, vectors, transpose_b=True)
@@ -27,12 +41,15 @@ def _alignment_matrix(gramian):
 def aligned_mtl_weights(gramian):
     """Aligned-MTL task weights: ``w = sigma_min V Lambda^-1/2 V^T (1/K)``.
 
-    With ``G = V Lambda V^T``, the task gradients are replaced by an
+    With ``G = V Lambda V^T`` (float64), the task gradients are replaced by an
     orthogonal, equal-norm system ``B J`` (norm ``sigma_min``, the smallest
-    non-zero singular value of J), and the update is their mean,
-    ``d = J^T B^T 1/K``. Null directions (eigenvalues <= 1.2e-6 K
-    lambda_max) are dropped. The notes' ``1/K`` is used; the official code and
-    LibMTL sum instead (K times larger).
+    kept singular value of J), and the update is their mean,
+    ``d = J^T B^T 1/K``. Only the r largest eigen-directions are kept, r the
+    rank of the Jacobi-scaled Gramian at float32 resolution (its eigenvalues
+    above ``K 2^-23``, see ``_common``): a task's direction is never dropped
+    because another task is large, and a full-rank G keeps all K however
+    ill-conditioned its row scales make it. The notes' ``1/K`` is used; the
+    official code and LibMTL sum instead (K times larger).
 
     Args:
         gramian: (K, K) Gramian ``J J^T``, K static.
@@ -41,14 +58,13 @@ def aligned_mtl_weights(gramian):
         float32 (K,) weights.
 
     Degenerate inputs: rank-deficient G (identical, collinear or zero
-    gradients) is handled by dropping its null directions: identical
-    gradients give ``w = 1/K`` (``d = g``), opposing collinear ones ``w = 0``;
-    all-zero and non-finite G give zero weights. Graph- and XLA-compatible
-    (eigh compiles under XLA).
+    gradients, K > P) keeps its r non-null directions: identical gradients
+    give ``w = 1/K`` (``d = g``), opposing collinear ones ``w = 0``; all-zero
+    and non-finite G give zero weights. Graph- and XLA-compatible.
     """
     gramian, ok = prepare_gramian(gramian)
     num = gramian.shape[0]
-    weights = tf.linalg.matvec(_alignment_matrix(gramian), tf.fill([num], 1.0 / num))
+    weights = tf.linalg.matvec(_alignment_matrix(gramian), tf.fill([num], tf.constant(1.0 / num, tf.float64)))
     return finite_or_zero(weights, ok)
 
 

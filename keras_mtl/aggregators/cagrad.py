@@ -3,37 +3,132 @@
 import tensorflow as tf
 
 from keras_mtl.aggregators._common import (
+    EXACT_MAX_TASKS,
     QP_ITERATIONS,
     accelerated_projected_gradient,
+    all_supports,
     finite_or_zero,
-    normalize_gramian,
+    least_objective,
+    masked_system,
+    null_tolerance,
     prepare_gramian,
-    project_simplex,
+    project_weighted_simplex,
+    regularized_solve,
+    quadratic,
     safe_sqrt,
+    simplex_face_candidates,
+    simplex_feasible,
+    simplex_scaling,
     xla_compiled,
 )
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
-# Smoothing of ||g_w|| = sqrt(w^T G w + eps) in the inner problem (on the
-# normalised G); it also bounds the curvature used for the step size.
-_SMOOTHING = 1e-6
-_ZERO_NORM = 1e-3  # sqrt(_SMOOTHING)
+# Smoothing of sqrt(u^T G_s u + eps) in the iterative inner solve (K > 8), in
+# scaled units where every vertex of the simplex has u^T G_s u >= 1.
+_SMOOTHING = 1e-8
+
+
+def _objective(scaled, linear, radius, u):
+    """``F(u) = linear^T u + radius sqrt(u^T G_s u)`` for a batch u (.., K)."""
+    return tf.reduce_sum(linear * u, -1) + radius * safe_sqrt(quadratic(scaled, u))
+
+
+def _stationary_candidates(scaled, c, linear, radius, free):
+    """Stationary points of F on ``{c^T u = 1}`` restricted to each free set (M, K).
+
+    Stationarity ``linear_F + r A u / rho = mu c_F`` (``A = G_s,FF``,
+    ``rho = sqrt(u^T A u)``) gives ``u = (mu p - q) / sqrt(D)`` with
+    ``p = A^+ c``, ``q = A^+ linear``, ``P = c.p``, ``Q = c.q``,
+    ``R = linear.q``, ``D = Q^2 - P (R - r^2)`` and ``mu = (Q + sqrt(D)) / P``
+    (the root with ``c^T u = 1 > 0``). Faces with ``D <= 0`` have no such
+    point and give u = 0 (infeasible).
+    """
+    system = masked_system(scaled, free)
+    p, q = regularized_solve(system, free * c), regularized_solve(system, free * linear)
+    big_p = tf.reduce_sum(free * c * p, -1, keepdims=True)
+    big_q = tf.reduce_sum(free * c * q, -1, keepdims=True)
+    big_r = tf.reduce_sum(free * linear * q, -1, keepdims=True)
+    root = safe_sqrt(big_q**2 - big_p * (big_r - radius**2))
+    mu = tf.math.divide_no_nan(big_q + root, big_p)
+    return tf.math.divide_no_nan(mu * p - q, root)
+
+
+def _select(scaled, c, linear, radius, candidates):
+    feasible = simplex_feasible(candidates, c)
+    candidates = tf.maximum(candidates, 0.0)
+    candidates /= tf.reduce_sum(candidates * c, -1, keepdims=True)
+    objective = _objective(scaled, linear, radius, candidates)
+    return least_objective(objective[None], candidates[None], feasible[None])[0]
+
+
+def _inner_exact(scaled, c, linear, radius):
+    """K <= 8: the least feasible F over every support's stationary point and min-norm point.
+
+    The min-norm points (``_common.simplex_face_candidates``) cover the
+    optima where ``g_w = 0`` (F is not differentiable there) and singular
+    faces; all candidates are feasible points, so the least is the optimum.
+    """
+    free = all_supports(c.shape[0])
+    candidates = tf.concat(
+        [
+            _stationary_candidates(scaled, c, linear, radius, free),
+            simplex_face_candidates(scaled, c, free),
+        ],
+        axis=0,
+    )
+    return _select(scaled, c, linear, radius, candidates)
+
+
+def _inner_iterative(scaled, c, linear, radius):
+    """K > 8: FISTA on the smoothed F, then the exact candidates of the identified face."""
+    eigenvalues = tf.linalg.eigvalsh(scaled)
+    # Hessian of r sqrt(u^T A u + eps) <= r A / sqrt(floor), with
+    # u^T A u >= lambda_min / ||c||^2 on the plane c^T u = 1.
+    floor = tf.maximum(eigenvalues[0], 0.0) / tf.reduce_sum(c**2) + _SMOOTHING
+    lipschitz = tf.maximum(eigenvalues[-1] * (1.0 + radius * tf.math.rsqrt(floor)), 1e-12)
+
+    def gradient(u):
+        gram_u = tf.matmul(u, scaled)
+        norm = tf.sqrt(tf.maximum(tf.reduce_sum(gram_u * u, -1, keepdims=True), 0.0) + _SMOOTHING)
+        return linear + radius * gram_u / norm
+
+    u = accelerated_projected_gradient(
+        gradient,
+        lambda x: project_weighted_simplex(x, c),
+        (c / tf.reduce_sum(c**2))[None],
+        1.0 / lipschitz,
+        QP_ITERATIONS,
+    )
+    free = tf.cast(u > 1e-7 * tf.reduce_max(u), tf.float64)
+    candidates = tf.concat(
+        [
+            u,
+            _stationary_candidates(scaled, c, linear, radius, free),
+            simplex_face_candidates(scaled, c, free),
+        ],
+        axis=0,
+    )
+    return _select(scaled, c, linear, radius, candidates)
 
 
 @xla_compiled
 def cagrad_weights(gramian, c=0.4):
     """CAGrad task weights.
 
-    With ``g0 = mean_k g_k`` and ``phi = c^2 ||g0||^2``, solve
-    ``w* = argmin_{w in simplex} g_w^T g0 + sqrt(phi) ||g_w||``
+    With ``g0 = mean_k g_k`` and ``phi = c^2 ||g0||^2``, solve the inner problem
+    ``w* = argmin_{w in simplex} F(w) = g_w^T g0 + sqrt(phi) ||g_w||``
     (``g_w = J^T w``; in Gramian form ``w^T G a + sqrt(phi) sqrt(w^T G w)``,
     ``a = 1/K``), then ``d = (g0 + sqrt(phi)/||g_w*|| g_w*) / (1 + c^2)``,
-    returned as weights ``w = (a + sqrt(phi)/||g_w*|| w*) / (1 + c^2)``.
-    The inner problem is solved on the normalised G by accelerated projected
-    gradient (300 fixed iterations, ``||g_w||`` smoothed by 1e-6): accurate to
-    about 1e-4 in the objective, like the official SLSQP solve. c = 0 gives
-    the mean exactly.
+    returned as weights ``w = (a + sqrt(phi)/||g_w*|| w*) / (1 + c^2)``, so
+    that ``||(1 + c^2) d - g0|| = c ||g0||`` (the ball of Liu et al.).
+
+    The inner problem is solved in float64, in ``u = w / c_k`` on the
+    Jacobi-scaled Gramian (``_common.simplex_scaling``). K <= 8: exactly,
+    comparing every support's closed-form stationary point and min-norm
+    point; K > 8: accelerated projected gradient on F smoothed by 1e-8 (in
+    scaled units), then the same closed forms on the face it identified.
+    c = 0 gives the mean exactly.
 
     Args:
         gramian: (K, K) Gramian ``J J^T``, K static.
@@ -42,38 +137,30 @@ def cagrad_weights(gramian, c=0.4):
     Returns:
         float32 (K,) weights.
 
-    Degenerate inputs: when ``||g_w*|| <= 1e-3`` times the RMS task-gradient
-    norm (0 in the convex hull, e.g. opposing collinear gradients) the
-    correction term is dropped and
-    ``d = g0 / (1 + c^2)``; identical gradients give
-    ``w = (1 + c) / (K (1 + c^2))`` (``d = (1 + c) g / (1 + c^2)``); all-zero G
-    gives ``w = 1/(K (1 + c^2))``; non-finite G gives zero weights.
-    Graph- and XLA-compatible.
+    Degenerate inputs: when ``g_w* = 0`` at float32 resolution
+    (``u^T G_s u <= K 2^-23 ||u||^2``: 0 in the convex hull, e.g. opposing
+    collinear gradients or a zero gradient) it has no direction and the
+    correction term is dropped: ``d = g0 / (1 + c^2)``; identical gradients
+    give ``w = (1 + c) / (K (1 + c^2))`` (``d = (1 + c) g / (1 + c^2)``);
+    all-zero G gives ``w = 1/(K (1 + c^2))``; non-finite G gives zero
+    weights. Graph- and XLA-compatible.
     """
     gramian, ok = prepare_gramian(gramian)
-    gramian = normalize_gramian(gramian)
     num = gramian.shape[0]
-    mean = tf.fill([1, num], 1.0 / num)
-    linear = tf.matmul(mean, gramian)
-    radius = c * safe_sqrt(tf.reduce_sum(linear * mean))
-
-    def gradient(w):
-        gram_w = tf.matmul(w, gramian)
-        norm = tf.sqrt(tf.maximum(tf.reduce_sum(gram_w * w, -1, keepdims=True), 0.0) + _SMOOTHING)
-        return linear + radius * gram_w / norm
-
-    # Hessian of radius * sqrt(w^T G w + eps) <= radius G / sqrt(eps_lb), with
-    # w^T G w >= lambda_min(G) / K on the simplex.
-    eigenvalues = tf.linalg.eigvalsh(gramian)
-    floor = tf.maximum(eigenvalues[0], 0.0) / num + _SMOOTHING
-    lipschitz = eigenvalues[-1] * (1.0 + radius * tf.math.rsqrt(floor))
-    w_star = accelerated_projected_gradient(
-        gradient, project_simplex, mean, 1.0 / tf.maximum(lipschitz, 1e-12), QP_ITERATIONS
-    )[0]
-    norm_star = safe_sqrt(tf.reduce_sum(tf.linalg.matvec(gramian, w_star) * w_star))
-    # Below the smoothing scale g_w* is numerically zero and has no direction.
-    correction = tf.where(norm_star > _ZERO_NORM, radius / tf.maximum(norm_star, _ZERO_NORM), 0.0)
-    weights = (mean[0] + correction * w_star) / (1.0 + c**2)
+    mean = tf.fill([num], tf.constant(1.0 / num, tf.float64))
+    scaled, unit, largest = simplex_scaling(gramian)
+    # F scaled by largest^2: linear = largest^2 (unit * G a), radius = largest sqrt(phi).
+    radius = c * safe_sqrt(quadratic(gramian, mean))
+    linear = largest**2 * unit * tf.linalg.matvec(gramian, mean)
+    if num <= EXACT_MAX_TASKS:
+        u = _inner_exact(scaled, unit, linear, largest * radius)
+    else:
+        u = _inner_iterative(scaled, unit, linear, largest * radius)
+    w_star = u * unit
+    has_direction = quadratic(scaled, u) > null_tolerance(num) * tf.reduce_sum(u**2)
+    norm_star = safe_sqrt(quadratic(gramian, w_star))
+    correction = tf.where(has_direction, tf.math.divide_no_nan(radius, norm_star), 0.0)
+    weights = (mean + correction * w_star) / (1.0 + c**2)
     return finite_or_zero(weights, ok)
 
 

@@ -13,7 +13,9 @@ def dualproj_weights(gramian):
 
     ``J^T w`` is the projection of the mean gradient onto the dual cone
     ``{x : J x >= 0}``: the update conflicts with no task (``G w >= 0``).
-    Solved by ``_common.solve_box_qp``.
+    Solved in float64 on the Jacobi-scaled Gramian by
+    ``_common.solve_box_qp`` (exact for K <= 8, iterative with an exact face
+    solve beyond), so no task is treated as null because another is large.
 
     Args:
         gramian: (K, K) Gramian ``J J^T``, K static.
@@ -27,7 +29,7 @@ def dualproj_weights(gramian):
     """
     gramian, ok = prepare_gramian(gramian)
     num = gramian.shape[0]
-    weights = solve_box_qp(gramian, tf.fill([1, num], 1.0 / num))[0]
+    weights = solve_box_qp(gramian, tf.fill([1, num], tf.constant(1.0 / num, tf.float64)))[0]
     return finite_or_zero(weights, ok)
 
 

@@ -37,7 +37,7 @@ def gradvac_weights(gramian, ema, seed, beta=0.01):
         beta: EMA rate, default 0.01 (Wang et al.).
 
     Returns:
-        ``(weights, new_ema)``, float32 (K,) and (K, K).
+        ``(weights, new_ema)``, float32 (K,) and (K, K); computed in float64.
 
     Degenerate inputs: a pair where ``v`` or ``g_j`` is zero is skipped (no
     adjustment, EMA entry unchanged): cosines are undefined there. Targets are
@@ -47,13 +47,13 @@ def gradvac_weights(gramian, ema, seed, beta=0.01):
     XLA-compatible; under XLA the same seed gives other orders.
     """
     gramian, ok = prepare_gramian(gramian)
-    ema = tf.cast(ema, tf.float32)
+    ema = tf.cast(ema, tf.float64)
     ema = tf.where(tf.math.is_finite(ema), ema, tf.zeros_like(ema))
     num = gramian.shape[0]
     orders = random_orders(seed, num)
     norms = safe_sqrt(tf.linalg.diag_part(gramian))
     rows = tf.range(num)
-    coeffs = tf.eye(num)
+    coeffs = tf.eye(num, dtype=tf.float64)
     new_ema = ema
     for position in range(num - 1):
         j = orders[:, position]
@@ -75,12 +75,12 @@ def gradvac_weights(gramian, ema, seed, beta=0.01):
             / tf.where(defined, g_norm * target_sine, 1.0)
         )
         step = tf.where(defined & (cos < target), step, 0.0)
-        coeffs += step[:, None] * tf.one_hot(j, num)
+        coeffs += step[:, None] * tf.one_hot(j, num, dtype=tf.float64)
         new_ema = tf.tensor_scatter_nd_update(
             new_ema, pair, tf.where(defined, (1.0 - beta) * target + beta * cos, target)
         )
     weights = finite_or_zero(tf.reduce_sum(coeffs, 0), ok)
-    return weights, tf.where(ok, new_ema, ema)
+    return weights, tf.cast(tf.where(ok, new_ema, ema), tf.float32)
 
 
 @register("gradvac")

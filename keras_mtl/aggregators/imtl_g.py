@@ -4,10 +4,10 @@ import tensorflow as tf
 
 from keras_mtl.aggregators._common import (
     finite_or_zero,
-    normalize_gramian,
+    jacobi_scale,
+    null_tolerance,
     prepare_gramian,
     pseudo_solve,
-    safe_sqrt,
 )
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
@@ -18,27 +18,35 @@ def imtl_g_weights(gramian):
 
     We need ``d = J^T a`` with ``sum a = 1`` and ``d.u_k`` equal for all k,
     ``u_k = g_k / ||g_k||``. Since ``d.u_k = (G a)_k / ||g_k||``, this is
-    ``G a = c n`` with ``n_k = ||g_k||``, so the closed form is
-    ``a = G^-1 n / (1^T G^-1 n)``, the same as the paper's
-    ``a_{2:K} = g_1 U^T (D U^T)^-1`` but from G alone. G^-1 is the
-    pseudo-inverse (eigenvalues <= 1.2e-6 K lambda_max dropped).
+    ``G a = c n`` with ``n_k = ||g_k||``; with ``a = s * b`` (``s = 1/n``) it
+    becomes ``G_s b = c 1`` on the Jacobi-scaled Gramian (unit diagonal, see
+    ``_common``): ``b = G_s^+ 1``, ``a = s * b / sum(s * b)``, the paper's
+    ``a_{2:K} = g_1 U^T (D U^T)^-1`` from G alone. The solve is in float64,
+    G_s^+ dropping eigenvalues <= ``K 2^-23`` (the float32 resolution of G).
+    If ``sum(s * b) < 0`` the equal projections are negative: the paper's
+    equation then asks for an update that conflicts with every task, and
+    this is what is returned.
 
     Args:
         gramian: (K, K) Gramian ``J J^T``, K static.
 
     Returns:
-        float32 (K,) weights, summing to 1.
+        float32 (K,) weights, summing to 1 (or all 0, below).
 
-    Degenerate inputs: with the pseudo-inverse a zero gradient gets weight 0
-    and the others are solved among themselves; identical gradients give
-    uniform weights. If ``1^T G^+ n = 0`` the weights are 0 (``d = 0``): this
-    covers opposing collinear gradients (n lies in the null space of G; any
-    ``d = 0`` has equal zero projections) and G = 0, as well as non-finite G. Graph- and XLA-compatible.
+    Degenerate inputs: a zero gradient gets weight 0 and the others are
+    solved among themselves. A rank-deficient G has in general no exact
+    solution: G_s^+ gives the least-squares one, whose projections
+    ``d.u_k`` are proportional to the orthogonal projection of 1 onto the
+    range of G_s (all equal when 1 lies in it, e.g. identical gradients:
+    uniform weights). If ``sum(s * b) = 0`` the weights are 0 (``d = 0``):
+    opposing collinear gradients of any sizes (1 is then in the null space
+    of G_s; ``d = 0`` has equal zero projections), G = 0, and non-finite G.
+    Graph- and XLA-compatible.
     """
     gramian, ok = prepare_gramian(gramian)
-    gramian = normalize_gramian(gramian)
-    norms = safe_sqrt(tf.linalg.diag_part(gramian))
-    direction = pseudo_solve(gramian, norms)
+    scaled, inverse_norms = jacobi_scale(gramian)
+    ones = tf.cast(inverse_norms > 0, tf.float64)
+    direction = pseudo_solve(scaled, ones, null_tolerance(gramian.shape[0])) * inverse_norms
     return finite_or_zero(tf.math.divide_no_nan(direction, tf.reduce_sum(direction)), ok)
 
 

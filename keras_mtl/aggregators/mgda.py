@@ -22,25 +22,31 @@ def mgda_weights(gramian, losses=None, normalization="none"):
     The task gradients are first divided by ``n_k`` (LibMTL's ``mgda_gn``):
     ``"none"`` 1, ``"l2"`` ``||g_k||``, ``"loss"`` ``L_k``, ``"loss+"``
     ``L_k ||g_k||``. Then ``w* = argmin_{w in simplex} w^T G_n w`` with
-    ``G_n = N^-1 G N^-1`` (solved to ~1e-5 by ``_common.solve_simplex_qp``),
-    and the update is LibMTL's ``d = sum_k w*_k g_k / n_k``. The returned
-    weights apply to the ORIGINAL gradients: ``w_k = w*_k / n_k``.
+    ``G_n = N^-1 G N^-1``, and the update is LibMTL's
+    ``d = sum_k w*_k g_k / n_k``. The returned weights apply to the ORIGINAL
+    gradients: ``w_k = w*_k / n_k``. The QP is solved in float64 on the
+    Jacobi-scaled Gramian by ``_common.solve_simplex_qp``: exactly for
+    K <= 8 (every support's KKT system, the least feasible objective), by
+    accelerated projected gradient and an exact face solve beyond.
 
     Args:
         gramian: (K, K) Gramian ``J J^T``, K static.
-        losses: (K,) positive task losses; required for "loss" and "loss+".
+        losses: (K,) non-negative task losses; required for "loss" and "loss+".
         normalization: one of "none", "l2", "loss", "loss+".
 
     Returns:
         float32 (K,) weights.
 
-    Degenerate inputs: a task with ``n_k = 0`` (zero gradient under l2/loss+,
-    zero loss) gets weight 0. Under "none" a zero gradient lies in the hull,
-    so the update is 0 (Pareto-stationary). Identical gradients give uniform
-    weights (the ridge picks the min-||w|| minimiser); opposing collinear ones
-    give the weights that cancel them (``d = 0``); all-zero G gives uniform
-    weights; non-finite G or losses give zero weights. Graph- and
-    XLA-compatible.
+    Degenerate inputs: a task with ``n_k = 0`` (zero gradient under
+    l2/loss+, zero loss) has a zero normalised gradient, which lies in the
+    hull: all weights are 0 (``d = 0``, Pareto-stationary). Under "none" a
+    zero gradient likewise gives ``d = 0`` (weight 1 on it). Identical
+    gradients give uniform weights (the least-norm minimiser); opposing
+    collinear ones the weights that cancel them (``d = 0``); all-zero G gives
+    uniform weights. Non-finite G or losses, and a negative loss under
+    "loss"/"loss+" (it would turn the task's weight negative: gradient
+    ascent), give zero weights; `MGDA` declares ``needs_non_negative_losses``
+    so that the engine refuses such losses first. Graph- and XLA-compatible.
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
@@ -53,10 +59,11 @@ def mgda_weights(gramian, losses=None, normalization="none"):
     elif normalization == "l2":
         scale = norms
     else:
-        losses = tf.cast(losses, tf.float32)
-        ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(losses)))
+        losses = tf.cast(losses, tf.float64)
+        valid = tf.reduce_all(tf.math.is_finite(losses)) & tf.reduce_all(losses >= 0)
+        ok = tf.logical_and(ok, valid)
         scale = losses * norms if normalization == "loss+" else losses
-    inverse = tf.math.divide_no_nan(1.0, tf.where(ok, scale, 0.0))
+    inverse = tf.math.divide_no_nan(tf.ones_like(scale), tf.where(ok, scale, 0.0))
     weights = solve_simplex_qp(gramian * inverse[:, None] * inverse[None, :]) * inverse
     return finite_or_zero(weights, ok)
 
@@ -83,6 +90,11 @@ class MGDA(GradientMethod):
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}.")
         self.normalization = normalization
+
+    @property
+    def needs_non_negative_losses(self):
+        """The loss normalisations divide by the losses: a negative one flips a task's gradient."""
+        return self.normalization in ("loss", "loss+")
 
     def task_weights(self, gradients, state, training):
         return mgda_weights(gradients.gramian, gradients.losses, self.normalization)

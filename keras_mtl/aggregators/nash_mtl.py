@@ -2,71 +2,111 @@
 
 import tensorflow as tf
 
-from keras_mtl.aggregators._common import finite_or_zero, prepare_gramian, xla_compiled
+from keras_mtl.aggregators._common import (
+    finite_or_zero,
+    jacobi_scale,
+    null_tolerance,
+    prepare_gramian,
+    quadratic,
+    safe_sqrt,
+    xla_compiled,
+)
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
-# Ridge on the normalised Gramian: without it 1/2 a^T G a - sum log a is
-# unbounded below when G is singular (a zero gradient, opposing gradients).
-NASH_RIDGE = 1e-6
-NEWTON_STEPS = 50
+NEWTON_STEPS = 60
+
+
+def _bargaining_system(gramian):
+    """The Jacobi-scaled G_s, with what makes ``G_s b = 1/b`` solvable.
+
+    A zero gradient's row becomes the identity row (``b_k = 1``, decoupled;
+    its weight is set to 0 afterwards). When G_s is singular at float32
+    resolution (smallest eigenvalue <= ``null_tolerance(K)``: 0 in the
+    convex hull of the gradients, or K > P) it is lifted to that smallest
+    eigenvalue: ``G_s + (tol - lambda_min) I``. A positive definite G_s is
+    left as it is: no ridge, no bias.
+    """
+    scaled, inverse_norms = jacobi_scale(gramian)
+    eye = tf.eye(gramian.shape[0], dtype=gramian.dtype)
+    system = scaled + eye * tf.cast(inverse_norms == 0, gramian.dtype)
+    lift = tf.maximum(null_tolerance(gramian.shape[0]) - tf.linalg.eigvalsh(system)[0], 0.0)
+    return system + lift * eye, inverse_norms
+
+
+def _damped_newton(system):
+    """``b > 0`` with ``A b = 1/b``: the minimiser of ``1/2 b^T A b - sum log b``.
+
+    Damped Newton steps ``b <- b - H^-1 grad / (1 + lambda)`` (``lambda`` the
+    Newton decrement) keep b > 0 and converge quadratically near the
+    solution (the function is self-concordant); the start ``b = t 1`` is the
+    best point on that ray, ``t = sqrt(K / 1^T A 1)``.
+    """
+    num = system.shape[0]
+    ones = tf.ones([num], system.dtype)
+
+    def newton_step(beta):
+        gradient = tf.linalg.matvec(system, beta) - 1.0 / beta
+        hessian = system + tf.linalg.diag(1.0 / beta**2)
+        step = tf.linalg.cholesky_solve(tf.linalg.cholesky(hessian), gradient[:, None])[:, 0]
+        decrement = safe_sqrt(tf.reduce_sum(gradient * step))
+        return (beta - step / (1.0 + decrement),)
+
+    start = tf.sqrt(num / quadratic(system, ones)) * ones
+    (beta,) = tf.while_loop(lambda _: True, newton_step, (start,), maximum_iterations=NEWTON_STEPS)
+    return beta
 
 
 @xla_compiled
-def nash_mtl_weights(gramian, max_norm=1.0, normalize=True):
+def nash_mtl_weights(gramian, max_norm=1.0, normalize=False):
     """Nash-MTL task weights: ``a > 0`` with ``G a = 1/a`` (elementwise).
 
-    ``a`` is the minimiser of the strictly convex, self-concordant
-    ``f(a) = 1/2 a^T A a - sum_k log a_k`` with ``A = G / ||G||_F + 1e-6 I``
-    (the official code and LibMTL also divide G by its Frobenius norm). It is
-    found by 50 damped Newton steps ``a <- a - H^-1 grad f / (1 + lambda)``,
-    ``lambda`` the Newton decrement, from ``a_k = A_kk^-1/2``; this step
-    keeps ``a > 0`` and converges quadratically near the solution, so no
-    external solver (cvxpy) is needed.
+    This is the paper's bargaining equation, and what the authors' code
+    (AvivNavon/nash-mtl, ``NashMTL``) and LibMTL return: they divide G by
+    ``||G||_F`` for their solver but put the factor back in the constraint
+    ``a_k ||G||_F (G a / ||G||_F)_k >= 1``, so their weights solve the
+    equation on the raw G (they stop after at most 20 cvxpy/ECOS
+    iterations of a linearised problem, warm-started from the previous step;
+    keras_mtl solves it to float64 precision every time).
+
+    With ``a = s * b`` (``s = 1/||g_k||``) the equation becomes ``G_s b = 1/b``
+    on the Jacobi-scaled Gramian (unit diagonal, see ``_common``), solved in
+    float64 by damped Newton on the strictly convex, self-concordant
+    ``1/2 b^T G_s b - sum log b`` (60 steps; no external solver).
 
     Args:
         gramian: (K, K) Gramian ``J J^T``, K static.
         max_norm: if set (> 0), ``a`` is scaled down so that
-            ``||J^T a|| = sqrt(a^T G a) <= max_norm``, which is LibMTL's
-            gradient clipping of the shared parameters (default 1.0 as there).
-            ``None`` disables it.
-        normalize: if False, return the solution of ``G a = 1/a`` on the raw G,
-            ``a / sqrt(||G||_F)`` (the paper's unnormalised equation).
+            ``||J^T a|| = sqrt(a^T G a) <= max_norm``, which is the reference
+            code's gradient clipping of the shared parameters (default 1.0 as
+            there). At the solution ``a^T G a = K``, so for K >= 2 the clip
+            is always active. ``None`` disables it.
+        normalize: keras_mtl's option, not in the reference: if True, solve
+            the equation on ``G / ||G||_F`` instead, i.e. return
+            ``a sqrt(||G||_F)`` (weights independent of the gradients' scale).
 
     Returns:
         float32 (K,) positive weights. Reusing old weights for several steps
         (``update_weights_every``) is the caller's job.
 
-    Degenerate inputs: the 1e-6 ridge makes singular G well-posed: a zero
-    gradient gets ``a_k = 1000`` (multiplying a zero vector), opposing
-    collinear gradients get equal weights and ``d = 0``, identical gradients
-    equal weights. All-zero and non-finite G give zero weights.
-    Graph- and XLA-compatible.
+    Degenerate inputs: the equation has a solution exactly when 0 is not in
+    the convex hull of the gradients (and G_s is positive definite then,
+    unless K > P). A zero gradient gets weight 0 and the others are solved
+    among themselves. A G_s singular at float32 resolution (smallest
+    eigenvalue <= ``K 2^-23``: opposing collinear gradients, K > P) is
+    lifted to that eigenvalue (``_bargaining_system``): opposing collinear
+    gradients then get equal, large weights with ``d = 0``; identical
+    gradients get ``a_k = 1 / (||g|| sqrt(K))``. All-zero and non-finite G
+    give zero weights. Graph- and XLA-compatible.
     """
     gramian, ok = prepare_gramian(gramian)
-    num = gramian.shape[0]
-    scale = tf.norm(gramian)
-    system = tf.math.divide_no_nan(gramian, scale) + NASH_RIDGE * tf.eye(num)
-
-    def newton_step(alpha):
-        gradient = tf.linalg.matvec(system, alpha) - 1.0 / alpha
-        hessian = system + tf.linalg.diag(1.0 / alpha**2)
-        step = tf.linalg.cholesky_solve(tf.linalg.cholesky(hessian), gradient[:, None])[:, 0]
-        decrement = tf.sqrt(tf.maximum(tf.reduce_sum(gradient * step), 0.0))
-        return (alpha - step / (1.0 + decrement),)
-
-    (alpha,) = tf.while_loop(
-        lambda _: True,
-        newton_step,
-        (tf.math.rsqrt(tf.linalg.diag_part(system)),),
-        maximum_iterations=NEWTON_STEPS,
-    )
-    alpha = tf.where(scale > 0, alpha, 0.0)
-    if not normalize:
-        alpha = tf.math.divide_no_nan(alpha, tf.sqrt(scale))
+    system, inverse_norms = _bargaining_system(gramian)
+    alpha = _damped_newton(system) * inverse_norms
+    if normalize:
+        alpha *= tf.sqrt(tf.norm(gramian))
     if max_norm is not None and max_norm > 0:
-        norm = tf.sqrt(tf.maximum(tf.reduce_sum(tf.linalg.matvec(gramian, alpha) * alpha), 0.0))
-        alpha *= tf.where(norm > max_norm, max_norm / tf.maximum(norm, 1e-30), 1.0)
+        norm = safe_sqrt(quadratic(gramian, alpha))
+        alpha *= tf.where(norm > max_norm, max_norm / tf.maximum(norm, 1e-300), 1.0)
     return finite_or_zero(alpha, ok)
 
 
@@ -75,8 +115,9 @@ class NashMTL(GradientMethod):
     """Nash-MTL: the bargaining solution `α > 0` with `Gα = 1/α`, `d = Jᵀα`.
 
     Solved by a damped Newton method on the strictly convex
-    `½αᵀGα − Σ log α` inside TensorFlow (see `nash_mtl_weights`), on the
-    normalised Gramian as the reference code does (`normalize`); `max_norm`
+    `½αᵀGα − Σ log α` in float64 inside TensorFlow (see `nash_mtl_weights`);
+    like the reference code the weights solve the equation on the raw
+    Gramian (`normalize=True` solves it on `G/‖G‖_F` instead); `max_norm`
     caps `‖d‖`; the weights are recomputed every `update_weights_every` steps
     and reused in between (kept in the model's state).
 
@@ -87,7 +128,7 @@ class NashMTL(GradientMethod):
     >>> keras_mtl.NashMTL({"a": "mse", "b": "mse"}, update_weights_every=1)
     """
 
-    def __init__(self, losses=None, max_norm=1.0, normalize=True, update_weights_every=1, name=None):
+    def __init__(self, losses=None, max_norm=1.0, normalize=False, update_weights_every=1, name=None):
         super().__init__(losses, name=name)
         if int(update_weights_every) < 1:
             raise ValueError(f"update_weights_every must be >= 1, got {update_weights_every}.")

@@ -18,13 +18,13 @@ def _projected_coefficients(gramian, orders):
     """
     num = gramian.shape[0]
     sq_norms = tf.linalg.diag_part(gramian)
-    coeffs = tf.eye(num)
+    coeffs = tf.eye(num, dtype=gramian.dtype)
     for position in range(num - 1):
         j = orders[:, position]
         dots = tf.gather(tf.matmul(coeffs, gramian), j, batch_dims=1)
         # divide_no_nan: a zero g_j has v.g_j = 0 and is never projected on.
         shift = tf.math.divide_no_nan(tf.minimum(dots, 0.0), tf.gather(sq_norms, j))
-        coeffs -= shift[:, None] * tf.one_hot(j, num)
+        coeffs -= shift[:, None] * tf.one_hot(j, num, dtype=gramian.dtype)
     return coeffs
 
 
@@ -42,7 +42,7 @@ def pcgrad_weights(gramian, seed):
             ``_common.random_orders(seed, K)`` (same as GradVac).
 
     Returns:
-        float32 (K,) weights. Non-conflicting gradients (all ``G_ij >= 0``)
+        float32 (K,) weights (computed in float64). Non-conflicting gradients (all ``G_ij >= 0``)
         give exactly ``w = 1`` (plain sum).
 
     Degenerate inputs: identical gradients give ``w = 1``; a zero gradient is

@@ -14,8 +14,11 @@ def upgrad_weights(gramian):
     ``J^T argmin_{v >= e_i} v^T G v`` is the projection of ``g_i`` onto the
     dual cone ``{x : J x >= 0}``, so the update ``d = J^T w`` has a
     non-negative inner product with every task gradient (``G w >= 0``). The K
-    problems are solved together by ``_common.solve_box_qp`` (exact on the
-    identified face, ~1e-5 on nearly singular G).
+    problems are solved together in float64 on the Jacobi-scaled Gramian by
+    ``_common.solve_box_qp``: exactly for K <= 8 (every free set's face
+    solve, the least feasible objective), by accelerated projected gradient
+    and an exact face solve beyond. Invariant to rescaling any task's
+    gradient: a small task is never projected away because others are large.
 
     Args:
         gramian: (K, K) Gramian ``J J^T``, K static.
@@ -25,11 +28,12 @@ def upgrad_weights(gramian):
 
     Degenerate inputs: identical gradients and all-zero G give ``w = 1/K``;
     a zero gradient changes nothing (its coordinate stays at the bound);
+    when the minimiser is not unique (singular G) the update is;
     opposing collinear gradients give ``d = 0``; non-finite G gives zero
     weights. Graph- and XLA-compatible.
     """
     gramian, ok = prepare_gramian(gramian)
-    projections = solve_box_qp(gramian, tf.eye(gramian.shape[0]))
+    projections = solve_box_qp(gramian, tf.eye(gramian.shape[0], dtype=tf.float64))
     return finite_or_zero(tf.reduce_mean(projections, 0), ok)
 
 

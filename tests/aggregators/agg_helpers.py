@@ -28,3 +28,16 @@ def random_jacobians():
     """Seeded (K, 12) Jacobians, two for each K = 2..8; the second of each pair
     has a shared component, so some pairs conflict and some do not."""
     return [jac.copy() for jac in _random_jacobians()]
+
+
+def pcgrad_reference(jac, orders):
+    """Plain P-space PCGrad in numpy with the given orders: the projected gradients (K, P)."""
+    projected = []
+    for i, order in enumerate(orders):
+        v = np.array(jac[i], np.float64)
+        for j in order:
+            dot = v @ jac[j]
+            if dot < 0:
+                v -= dot / (jac[j] @ jac[j]) * jac[j]
+        projected.append(v)
+    return np.array(projected)

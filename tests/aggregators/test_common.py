@@ -14,17 +14,18 @@ def test_prepare_gramian_zeroes_non_finite_input():
     assert np.all(_common.finite_or_zero(tf.constant([1.0, np.nan]), tf.constant(True)).numpy() == 0)
 
 
-def test_project_simplex_matches_reference():
+def test_project_weighted_simplex_matches_reference():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20, 5)) * 2
-    got = _common.project_simplex(tf.constant(x, tf.float32)).numpy()
-    for row, projected in zip(x, got):
-        ref = minimize(
-            lambda w: np.sum((w - row) ** 2), np.ones(5) / 5, method="SLSQP",
-            bounds=[(0, 1)] * 5, constraints=[dict(type="eq", fun=lambda w: w.sum() - 1)],
-            options=dict(ftol=1e-14),
-        ).x
-        np.testing.assert_allclose(projected, ref, atol=1e-5)
+    for c in (np.ones(5), rng.uniform(1e-3, 1.0, size=5)):
+        got = _common.project_weighted_simplex(tf.constant(x), tf.constant(c)).numpy()
+        for row, projected in zip(x, got):
+            ref = minimize(
+                lambda w: np.sum((w - row) ** 2), c / (c @ c), jac=lambda w: 2 * (w - row), method="SLSQP",
+                bounds=[(0, None)] * 5, constraints=[dict(type="eq", fun=lambda w: c @ w - 1, jac=lambda w: c)],
+                options=dict(ftol=1e-15, maxiter=1000),
+            ).x
+            np.testing.assert_allclose(projected, ref, atol=1e-7)
 
 
 def test_random_orders_are_permutations_of_the_other_tasks():

@@ -6,15 +6,24 @@ from keras_mtl.aggregators import gradvac_weights, pcgrad_weights
 
 
 def test_hand_case():
-    # g1 = (1, 0), g2 = (0, 1), targets 0.5, beta = 0.5. For i = 1: phi = 0 < 0.5, so
-    # v1 = g1 + (0.5 * 1 - 0) / sqrt(0.75) g2 = (1, 1/sqrt(3)), whose cosine with g2 is 0.5;
-    # same for i = 2. w = (1 + 1/sqrt(3)) each; EMA 0.5 * 0.5 + 0.5 * 0 = 0.25 off the diagonal.
-    ema = tf.constant([[0.0, 0.5], [0.5, 0.0]])
-    w, new_ema = gradvac_weights(gramian(np.eye(2)), ema, SEED, beta=0.5)
-    np.testing.assert_allclose(w.numpy(), [1 + 3**-0.5] * 2, atol=1e-6)
-    np.testing.assert_allclose(new_ema.numpy(), [[0.0, 0.25], [0.25, 0.0]], atol=1e-6)
-    v1 = np.array([1.0, 3**-0.5])
-    np.testing.assert_allclose(v1[1] / np.linalg.norm(v1), 0.5, atol=1e-7)
+    # g1 = (1, 0), g2 = (0, 1), targets phi_hat = 0.5, beta = 0.5. Task 1: v = g1 and
+    # phi = cos(v, g2) = 0 < 0.5, so v += ||v|| (phi_hat sqrt(1 - phi^2) - phi sqrt(1 - phi_hat^2))
+    # / (||g2|| sqrt(1 - phi_hat^2)) g2, which must bring cos(v, g2) to exactly phi_hat.
+    jac = np.eye(2)
+    phi_hat, phi = 0.5, 0.0
+    v = jac[0].copy()
+    step = np.linalg.norm(v) * (phi_hat * np.sqrt(1 - phi**2) - phi * np.sqrt(1 - phi_hat**2)) / (
+        np.linalg.norm(jac[1]) * np.sqrt(1 - phi_hat**2)
+    )
+    v += step * jac[1]
+    np.testing.assert_allclose(v @ jac[1] / np.linalg.norm(v), phi_hat, rtol=1e-12)
+    # Task 2 is the mirror image: v2 = g2 + step g1. d = v1 + v2 = (1 + step) (g1 + g2).
+    # Each visited pair's target moves to (1 - beta) phi_hat + beta phi.
+    ema = tf.constant([[0.0, phi_hat], [phi_hat, 0.0]])
+    w, new_ema = gradvac_weights(gramian(jac), ema, SEED, beta=0.5)
+    np.testing.assert_allclose(w.numpy(), [1 + step, 1 + step], rtol=1e-6)
+    target = 0.5 * phi_hat + 0.5 * phi
+    np.testing.assert_allclose(new_ema.numpy(), [[0.0, target], [target, 0.0]], atol=1e-7)
 
 
 def test_zero_targets_reduce_to_pcgrad():

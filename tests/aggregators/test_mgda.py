@@ -4,10 +4,11 @@ import tensorflow as tf
 from agg_helpers import gramian, random_jacobians
 from scipy.optimize import minimize
 
-from keras_mtl.aggregators import mgda_weights
+from keras_mtl.aggregators import MGDA, mgda_weights
 
-# Run in a graph, as the engine does (eager while-loops are slow).
-mgda_weights = tf.function(mgda_weights)
+# Run as a plain graph: compiling XLA for every K is slow; the XLA path is checked in
+# test_degenerate_and_compile.py.
+mgda_weights = tf.function(mgda_weights.python_function)
 
 # g1 = (1, 0), g2 = (0, 2).
 HAND = np.array([[1.0, 0.0], [0.0, 2.0]])
@@ -68,3 +69,21 @@ def test_rejects_unknown_normalization_and_missing_losses():
         mgda_weights(gramian(HAND), normalization="l1")
     with pytest.raises(ValueError):
         mgda_weights(gramian(HAND), normalization="loss")
+
+
+def test_norms_1_1e2_1e4_give_the_true_min_norm_point():
+    # Orthogonal gradients of norms 1, 1e2, 1e4: w_k ∝ 1/||g_k||^2, so w = (1, 1e-4, 1e-8) / s with
+    # s = 1 + 1e-4 + 1e-8, and ||d||^2 = 1/s (the old solver returned an update 40x longer).
+    jac = np.diag([1.0, 1e2, 1e4])
+    w = mgda_weights(gramian(jac)).numpy().astype(np.float64)
+    total = 1 + 1e-4 + 1e-8
+    np.testing.assert_allclose(w, np.array([1.0, 1e-4, 1e-8]) / total, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(w @ jac) ** 2, 1 / total, rtol=1e-6)
+
+
+def test_negative_losses_never_give_a_negative_weight():
+    for normalization in ("loss", "loss+"):
+        assert MGDA(normalization=normalization).needs_non_negative_losses
+        w = mgda_weights(gramian(HAND), [-1.0, 1.0], normalization).numpy()
+        np.testing.assert_array_equal(w, [0.0, 0.0])
+    assert not MGDA(normalization="l2").needs_non_negative_losses

@@ -3,30 +3,64 @@ import tensorflow as tf
 from agg_helpers import gramian, random_jacobians
 
 from keras_mtl.aggregators import nash_mtl_weights
-from keras_mtl.aggregators.nash_mtl import NASH_RIDGE
 
-# Run in a graph, as the engine does (eager while-loops are slow).
-nash_mtl_weights = tf.function(nash_mtl_weights)
+# Run as a plain graph: compiling XLA for every K is slow; the XLA path is checked in
+# test_degenerate_and_compile.py.
+nash_mtl_weights = tf.function(nash_mtl_weights.python_function)
 
 
 def test_hand_case():
-    # g1 = (1, 0), g2 = (0, 2): G = diag(1, 4), ||G||_F = sqrt(17). Raw G a = 1/a:
-    # a = (1, 1/2); normalised: a = 17^(1/4) (1, 1/2); ||J^T a|| = sqrt(2) 17^(1/4)
-    # > 1, so max_norm=1 rescales to (1, 1/2) / sqrt(2) (d = (1, 1)/sqrt(2)).
+    # g1 = (1, 0), g2 = (0, 2): G = diag(1, 4). G a = 1/a: a1^2 = 1, 4 a2^2 = 1, so
+    # a = (1, 1/2) on the raw G, as the reference code returns; on G / ||G||_F
+    # (normalize=True, ||G||_F = sqrt(17)): a = 17^(1/4) (1, 1/2). ||J^T a|| =
+    # sqrt(a^T G a) = sqrt(2) > 1, so max_norm=1 rescales to (1, 1/2) / sqrt(2).
     g = gramian([[1.0, 0.0], [0.0, 2.0]])
-    np.testing.assert_allclose(nash_mtl_weights(g, None, normalize=False).numpy(), [1.0, 0.5], rtol=1e-5)
-    np.testing.assert_allclose(nash_mtl_weights(g, None).numpy(), 17**0.25 * np.array([1.0, 0.5]), rtol=1e-5)
-    np.testing.assert_allclose(nash_mtl_weights(g).numpy(), [0.5**0.5, 0.5**1.5], rtol=1e-5)
+    np.testing.assert_allclose(nash_mtl_weights(g, None).numpy(), [1.0, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(nash_mtl_weights(g, None, normalize=True).numpy(), 17**0.25 * np.array([1.0, 0.5]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(nash_mtl_weights(g).numpy(), [0.5**0.5, 0.5**1.5], rtol=1e-6)
 
 
-def test_solves_the_bargaining_equation():
+def _relative_residual(g, alpha):
+    """|(G a)_k a_k - 1| relative to the size of the terms, float64."""
+    return np.abs(g @ alpha * alpha - 1) / (np.abs(g) @ np.abs(alpha) * np.abs(alpha) + 1)
+
+
+def test_solves_the_bargaining_equation_without_a_ridge():
     for jac in random_jacobians():
-        g = jac @ jac.T
-        alpha = nash_mtl_weights(gramian(jac), None, normalize=False).numpy().astype(np.float64)
+        g = gramian(jac).numpy().astype(np.float64)  # the float32 G the method sees
+        alpha = nash_mtl_weights(tf.constant(g, tf.float32), None).numpy().astype(np.float64)
         assert np.all(alpha > 0)
-        # G a = 1/a, up to the documented ridge (relative to ||G||_F).
-        residual = g @ alpha + NASH_RIDGE * np.linalg.norm(g) * alpha - 1 / alpha
-        np.testing.assert_allclose(residual * alpha, 0.0, atol=1e-4)
+        assert np.all(_relative_residual(g, alpha) < 1e-6)
+
+
+def test_small_gradients_are_not_biased():
+    # Norms 1, 1e3, 1e5 (the old ridge on G / ||G||_F was as large as task 1's G_11).
+    rng = np.random.default_rng(0)
+    jac = rng.normal(size=(3, 6)) * np.array([[1.0], [1e3], [1e5]])
+    jac /= np.linalg.norm(jac, axis=1, keepdims=True) / np.array([[1.0], [1e3], [1e5]])
+    g = gramian(jac).numpy().astype(np.float64)
+    alpha = nash_mtl_weights(tf.constant(g, tf.float32), None).numpy().astype(np.float64)
+    assert np.all(_relative_residual(g, alpha) < 1e-6)
+    # Scaling G by t scales the raw solution by 1/sqrt(t); normalize=True undoes it.
+    scaled = nash_mtl_weights(tf.constant(4.0 * g, tf.float32), None).numpy()
+    np.testing.assert_allclose(scaled, alpha / 2, rtol=1e-6)
+
+
+def test_singular_gramians_give_the_documented_weights():
+    # A zero gradient gets weight 0; the other solves its own equation a^2 ||g||^2 = 1.
+    zero = nash_mtl_weights(gramian([[3.0, 4.0], [0.0, 0.0]]), None).numpy()
+    np.testing.assert_allclose(zero, [0.2, 0.0], rtol=1e-6)
+    # Opposing collinear gradients (0 in the hull): no solution; G_s is lifted to its
+    # float32 resolution, the weights are equal (per unit gradient) and d = 0.
+    jac = np.array([[1.0, 2.0], [-2.0, -4.0]])
+    alpha = nash_mtl_weights(gramian(jac), None).numpy()
+    assert np.all(alpha > 0)
+    np.testing.assert_allclose(alpha[0], 2 * alpha[1], rtol=1e-5)
+    np.testing.assert_allclose(alpha @ jac, 0.0, atol=1e-5 * np.abs(alpha[0]))
+    # Identical gradients: (G a)_k = ||g||^2 (a1 + a2) = 1/a_k, a_k = 1 / (||g|| sqrt(2)).
+    same = nash_mtl_weights(gramian([[3.0, 4.0], [3.0, 4.0]]), None).numpy()
+    np.testing.assert_allclose(same, [0.2 / 2**0.5] * 2, rtol=1e-5)
 
 
 def test_max_norm_only_rescales():

@@ -1,6 +1,6 @@
 import numpy as np
 import tensorflow as tf
-from agg_helpers import SEED, gramian, random_jacobians
+from agg_helpers import SEED, gramian, pcgrad_reference, random_jacobians
 
 from keras_mtl.aggregators import _common, pcgrad_weights
 from keras_mtl.aggregators.pcgrad import _projected_coefficients
@@ -16,24 +16,11 @@ def test_hand_case():
     np.testing.assert_allclose(w @ jac, [0.5, 1.5], atol=1e-6)
 
 
-def _reference(jac, orders):
-    """Plain P-space PCGrad with the given orders."""
-    projected = []
-    for i, order in enumerate(orders):
-        v = jac[i].copy()
-        for j in order:
-            dot = v @ jac[j]
-            if dot < 0:
-                v -= dot / (jac[j] @ jac[j]) * jac[j]
-        projected.append(v)
-    return np.array(projected)
-
-
 def test_matches_p_space_reference_and_its_guarantees():
     for jac in random_jacobians():
         num = len(jac)
         orders = _common.random_orders(SEED, num).numpy()
-        ref = _reference(jac, orders)
+        ref = pcgrad_reference(jac, orders)
         coeffs = _projected_coefficients(gramian(jac), tf.constant(orders)).numpy()
         projected = coeffs @ jac
         scale = np.linalg.norm(jac, axis=1).max()

