@@ -7,6 +7,7 @@ whatever a method learns or remembers lives in the model's
 `MultiTaskState` layer, which the method fills in `build_state`.
 """
 
+import math
 import random
 
 import keras
@@ -25,14 +26,38 @@ def _resolve_loss(identifier):
 
 
 class _FunctionLoss(keras.losses.Loss):
-    """A per-sample loss function as a reducing `Loss` (Keras' own wrapper is private)."""
+    """A per-sample loss function as a reducing `Loss` (Keras' own wrapper is private).
+
+    Like Keras' `LossFunctionWrapper`, it first aligns targets and outputs
+    whose ranks differ by a trailing axis of size 1, so that targets of
+    shape (n,) against an (n, 1) output give one loss per sample rather than
+    an n×n broadcast.
+    """
 
     def __init__(self, fn):
         super().__init__(name=getattr(fn, "__name__", None))
         self.fn = fn
 
     def call(self, y_true, y_pred):
-        return self.fn(y_true, y_pred)
+        return self.fn(*_same_rank(y_true, y_pred))
+
+
+def _same_rank(y_true, y_pred):
+    """Keras 3.15's `squeeze_or_expand_to_same_rank`, the rule of its loss wrapper.
+
+    When one tensor has one more axis than the other and that last axis has
+    size 1: a rank-1 other tensor gains that axis, else the axis is squeezed.
+    """
+    true_rank, pred_rank = len(y_true.shape), len(y_pred.shape)
+    if pred_rank == true_rank + 1 and y_pred.shape[-1] == 1:
+        if true_rank == 1:
+            return keras.ops.expand_dims(y_true, -1), y_pred
+        return y_true, keras.ops.squeeze(y_pred, -1)
+    if true_rank == pred_rank + 1 and y_true.shape[-1] == 1:
+        if pred_rank == 1:
+            return y_true, keras.ops.expand_dims(y_pred, -1)
+        return keras.ops.squeeze(y_true, -1), y_pred
+    return y_true, y_pred
 
 
 class MultiTaskLoss(keras.losses.Loss):
@@ -52,6 +77,9 @@ class MultiTaskLoss(keras.losses.Loss):
 
     # Methods that compare or balance tasks need at least two of them.
     min_tasks = 2
+    # Methods that take logs or ratios of the losses cannot take negative ones
+    # (the engine checks the global batch's losses before anything changes).
+    needs_non_negative_losses = False
 
     def __init__(self, losses=None, name=None):
         super().__init__(name=name or self.method_id)
@@ -90,8 +118,16 @@ class MultiTaskLoss(keras.losses.Loss):
         Also the place to check the method's arguments against the tasks.
         """
 
+    def begin_epoch(self, state):
+        """Called at the start of every `fit` epoch: drops what an interrupted epoch left in `state`."""
+
     def end_epoch(self, state):
         """Called at the end of every training epoch (for epoch-level methods)."""
+
+    @property
+    def works_per_epoch(self):
+        """Whether the method needs `end_epoch` (then `train_on_batch` alone never moves it on)."""
+        return type(self).end_epoch is not MultiTaskLoss.end_epoch
 
     def call(self, y_true, y_pred):
         raise TypeError(
@@ -111,10 +147,10 @@ class MultiTaskLoss(keras.losses.Loss):
 
 
 def positive(value, what):
-    """`value` as a float, or a ValueError naming `what` if it is not > 0."""
+    """`value` as a float, or a ValueError naming `what` if it is not finite and > 0."""
     value = float(value)
-    if not value > 0:
-        raise ValueError(f"{what} must be > 0, got {value}.")
+    if not 0 < value < math.inf:
+        raise ValueError(f"{what} must be > 0 and finite, got {value}.")
     return value
 
 
@@ -160,8 +196,6 @@ class LossWeighting(MultiTaskLoss):
     losses, and the total stays linear in each replica's losses.
     """
 
-    # Methods that take logs or ratios of the losses cannot take negative ones.
-    needs_non_negative_losses = False
     # Methods whose weights use the losses after the optimizer step (FAMO).
     updates_after_step = False
 

@@ -77,10 +77,12 @@ def test_shared_variables_are_found_from_the_model():
 
 
 def test_shared_layers_override():
-    model = _model(shared_layers=["a"])
+    # As if both tasks reached every variable: detection would share them all, the names only the trunk's.
+    model = _model(shared_layers=["trunk"])
     model.compile("sgd", loss=keras_mtl.get("mean", LOSSES))
-    shared = {model.trainable_variables[i].path for i in model.shared_variable_indices(None)}
-    assert shared == {"a/kernel", "a/bias"}
+    reached = [[True] * len(model.trainable_variables)] * 2
+    shared = {model.trainable_variables[i].path for i in model.shared_variable_indices(reached)}
+    assert shared == {"trunk/kernel", "trunk/bias"}
 
 
 def test_a_model_without_shared_parameters_is_refused():

@@ -262,7 +262,7 @@ def test_slaw_plain_average_during_warmup():
     np.testing.assert_allclose(_weights(method, state, [3.0, 4.0]), [1.0, 1.0], rtol=1e-5)
     np.testing.assert_allclose(_weights(method, state, [2.0, 6.0]), [4 / 3, 2 / 3], rtol=1e-5)
     np.testing.assert_allclose(state["loss_mean"].numpy(), [2.0, 4.0], rtol=1e-6)
-    np.testing.assert_allclose(state["loss_square_mean"].numpy(), [14 / 3, 56 / 3], rtol=1e-6)
+    np.testing.assert_allclose(state["loss_variance"].numpy(), [14 / 3 - 4, 56 / 3 - 16], rtol=1e-6)  # b − a²
 
 
 def test_slaw_switches_to_ema_after_warmup():
@@ -275,7 +275,7 @@ def test_slaw_switches_to_ema_after_warmup():
         _weights(method, state, losses)
     weights = _weights(method, state, [2.0, 6.0])
     np.testing.assert_allclose(state["loss_mean"].numpy(), [2.0, 4.5], rtol=1e-6)
-    np.testing.assert_allclose(state["loss_square_mean"].numpy(), [4.5, 23.0], rtol=1e-6)
+    np.testing.assert_allclose(state["loss_variance"].numpy(), [4.5 - 4.0, 23.0 - 4.5**2], rtol=1e-6)  # b − a²
     np.testing.assert_allclose(weights, [1.402130, 0.597870], rtol=1e-5)
     assert weights.sum() == pytest.approx(2.0)
     # Evaluation leaves the moments alone.
@@ -407,3 +407,40 @@ def test_registry_get():
         keras_mtl.get(keras.saving.serialize_keras_object(keras.losses.MeanSquaredError()))
     with pytest.raises(TypeError):
         keras_mtl.get(3)
+
+
+def _explicit_moments(losses, warmup_steps, beta):
+    """Float64 mean and variance of the losses under SLAW's sample weights, two-pass.
+
+    After n steps the weights are 1/n in the warm-up; past it, the warm-up's
+    average decays as β^(n−W) and step t > W weighs (1−β)β^(n−t).
+    """
+    losses = np.asarray(losses, np.float64)
+    n = len(losses)
+    if n <= warmup_steps:
+        weights = np.full(n, 1.0 / n)
+    else:
+        steps = np.arange(1, n + 1)
+        weights = np.where(steps <= warmup_steps, beta ** (n - warmup_steps) / warmup_steps, (1 - beta) * beta ** (n - steps))
+    mean = weights @ losses
+    return mean, weights @ (losses - mean) ** 2
+
+
+@pytest.mark.parametrize("relative_spread", [1e-2, 1e-3, 3e-4, 1e-4, 1e-5, 1e-6])
+def test_slaw_spread_is_accurate_when_a_loss_barely_varies(relative_spread):
+    # Losses 3·(1 + ε·z): the float32 spread sqrt(b − a²) cancelled (2× off
+    # at ε = 3e-4). The reference uses the same float32 losses; the running
+    # mean's float32 rounding leaves an error of a fraction of an ulp of the
+    # loss (1.2e-7) relative to its spread ε, hence the tolerance.
+    warmup_steps, beta, steps = 10, 0.9, 40
+    z = np.random.default_rng(0).normal(size=(steps, 2))
+    losses = (3.0 * (1.0 + relative_spread * z)).astype(np.float32)
+    method = make_method("slaw", warmup_steps=warmup_steps, beta=beta)
+    state = _state(method)
+    for row in losses:
+        _weights(method, state, row)
+    for k in range(2):
+        mean, variance = _explicit_moments(losses[:, k], warmup_steps, beta)
+        tolerance = 1e-5 + 0.5 * float(np.finfo(np.float32).eps) / relative_spread
+        assert float(state["loss_mean"].numpy()[k]) == pytest.approx(mean, rel=1e-6)
+        assert np.sqrt(state["loss_variance"].numpy()[k]) == pytest.approx(np.sqrt(variance), rel=tolerance)

@@ -75,8 +75,15 @@ class SAM(MultiTaskLoss):
     def build_state(self, state, task_names):
         self.method.build_state(state, task_names)
 
+    def begin_epoch(self, state):
+        self.method.begin_epoch(state)
+
     def end_epoch(self, state):
         self.method.end_epoch(state)
+
+    @property
+    def works_per_epoch(self):
+        return self.method.works_per_epoch
 
     def get_config(self):
         config = super().get_config()

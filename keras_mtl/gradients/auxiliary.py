@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from keras_mtl.gradients.base import GradientMethod
+from keras_mtl.methods import positive
 from keras_mtl.registry import register
 
 
@@ -58,7 +59,7 @@ class HydaLearn(_AuxiliaryMethod):
 
     def __init__(self, losses=None, main_task=None, step_size=None, first_order=False, name=None):
         super().__init__(losses, main_task=main_task, name=name)
-        self.step_size = None if step_size is None else float(step_size)
+        self.step_size = None if step_size is None else positive(step_size, "step_size")
         self.first_order = bool(first_order)
 
     @property

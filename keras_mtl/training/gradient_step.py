@@ -15,7 +15,12 @@ reaches it. Regularisation losses are added once, outside the balancing.
 Methods see float32, loss-scale-free, global-batch gradients (several are
 not scale invariant, and all are nonlinear, so per-replica gradients are
 all-reduced before they are combined); the optimizer gets scaled gradients,
-so `LossScaleOptimizer` unscales them and skips non-finite steps as usual.
+so `LossScaleOptimizer` unscales them. Before the update the step checks
+the tasks' gradients and their Gramian, then the method's state, weights
+and direction (`keras_mtl.training.faults`): a non-finite one is an overflow
+that skips the whole step under a loss scale, the method's state included
+(aggregators give zero weights on a non-finite Gramian, which alone would
+have moved the heads and kept stale state), and an error otherwise.
 """
 
 from dataclasses import dataclass
@@ -23,13 +28,24 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from keras_mtl.gradients.base import TaskGradients
+from keras_mtl.training.faults import (
+    StepGuard,
+    direction_check,
+    gramian_check,
+    state_checks,
+    task_gradient_checks,
+    update_checks,
+    variable_gradient_checks,
+    weight_checks,
+)
 from keras_mtl.training.perturb import perturbed, snapshot
 from keras_mtl.training.replicas import num_replicas, sum_over_replicas
 
 
 def gradient_train_step(model, x, y, sample_weight):
-    """One training step; returns (y_pred, global losses, task weights, logged total)."""
+    """One training step; returns (y_pred, global losses, task weights, logged total, applied)."""
     method, state, optimizer = model.multi_task_method, model.multi_task_state, model.optimizer
+    guard = StepGuard(model)  # first: it copies the method's state
     # Look-ahead passes rewind the seeds and statistics to this point.
     before_step = snapshot(model) if method.needs_losses_after else None
     clean = clean_pass(model, x, y, sample_weight)
@@ -42,41 +58,59 @@ def gradient_train_step(model, x, y, sample_weight):
         updates = [None] * len(variables)
         place(updates, indices_of(variables, head_variables), own_gradients([task[1:] for task in per_task]))
         jacobian = tf.stack([flat(task[0]) for task in per_task]) / loss_scale
+        checks = task_gradient_checks(jacobian, model.task_names, "the shared representation") + variable_gradient_checks(updates, variables)
         # Rows hold this replica's samples only: the Gramian sums over
         # samples, so the global one is the sum of the replicas'.
         gramian = sum_over_replicas(tf.matmul(jacobian, jacobian, transpose_b=True))
+        checks.append(gramian_check(gramian, "the shared representation"))
         task_gradients = TaskGradients(
             jacobian=jacobian, losses=global_losses, gramian=gramian, last_layer_gramian=gramian, learning_rate=optimizer.learning_rate
         )
         with tf.control_dependencies([global_losses]):  # no state update before the loss check
             direction, weights = method.combine(task_gradients, state, training=True)
+        checks += method_checks(method, state, weights, direction, model.task_names, global_losses)
         trunk_variables = model.multi_task_split.trunk.trainable_variables
         output_gradient = tf.cast(tf.reshape(direction * loss_scale, tf.shape(representation)), representation.dtype)
-        place(updates, indices_of(variables, trunk_variables), tape.gradient(representation, trunk_variables, output_gradients=output_gradient))
+        trunk_gradients = tape.gradient(representation, trunk_variables, output_gradients=output_gradient)
+        # The trunk's own backward pass can overflow (or meet an inf input) too.
+        checks += variable_gradient_checks(trunk_gradients, trunk_variables)
+        place(updates, indices_of(variables, trunk_variables), trunk_gradients)
     else:
         per_task = [tape.gradient(loss, variables) for loss in scaled_losses]
         shared = shared_indices(model, per_task)
         updates = own_gradients(per_task, skip=shared)
         jacobian = shared_jacobian(per_task, variables, shared, loss_scale)
+        checks = task_gradient_checks(jacobian, model.task_names, "the shared parameters") + variable_gradient_checks(updates, variables)
         losses_after = _losses_after(model, x, y, sample_weight, [variables[i] for i in shared], before_step) if method.needs_losses_after else None
         task_gradients = make_task_gradients(jacobian, global_losses, [variables[i] for i in shared], losses_after, optimizer.learning_rate)
+        checks.append(gramian_check(task_gradients.gramian, "the shared parameters"))
         with tf.control_dependencies([global_losses]):  # no state update before the loss check
             direction, weights = method.combine(task_gradients, state, training=True)
+        checks += method_checks(method, state, weights, direction, model.task_names, global_losses)
         # Every replica holds the global direction; `apply` sums the replicas'.
         place(updates, shared, split_like(direction * loss_scale / num_replicas(), [variables[i] for i in shared]))
 
     logged_total = model.logged_total(global_losses, weights, clean.regularization)
-    add_gradients(updates, tape.gradient(clean.scaled_regularization, variables))
+    regularization_gradients = tape.gradient(clean.scaled_regularization, variables)
+    checks += variable_gradient_checks(regularization_gradients, variables, "the regularisation gradient")
+    add_gradients(updates, regularization_gradients)
     # The method's own gradients are global on every replica, like the direction.
     for gradient, variable in method.state_gradients(task_gradients, weights, state):
         place(updates, indices_of(variables, [variable]), [gradient * loss_scale / num_replicas()])
+    applied = guard.verdict(checks + update_checks(updates, variables))
     # The weights wait for every read of the model (look-ahead passes read the
     # heads, whose updates do not depend on the weights); TensorFlow's
     # automatic ordering did not keep those reads before the heads' update.
-    with tf.control_dependencies([global_losses, weights]):
-        optimizer.apply(updates, variables)
+    with tf.control_dependencies([global_losses, weights, applied]):
+        guard.apply(updates, variables, applied)
         method.after_apply(state)
-    return clean.y_pred, global_losses, weights, logged_total
+    guard.finish(applied)
+    return clean.y_pred, global_losses, weights, logged_total, applied
+
+
+def method_checks(method, state, weights, direction, task_names, losses):
+    """What a gradient method computed: its new state, its weights and its direction."""
+    return state_checks(method, state) + weight_checks(method, weights, losses, task_names) + [direction_check(method, direction)]
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """`MultiTaskMixin`: multi-task training for any Keras model."""
 
 import inspect
+import warnings
 from dataclasses import dataclass
 
 import keras
@@ -9,8 +10,9 @@ import tensorflow as tf
 from keras_mtl.flat.sam import SAM
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.methods import MultiTaskLoss
+from keras_mtl.training.faults import method_name
 from keras_mtl.training.gradient_step import gradient_train_step
-from keras_mtl.training.replicas import num_replicas, sum_over_replicas
+from keras_mtl.training.replicas import num_replicas, on_first_replica, sum_over_replicas
 from keras_mtl.training.sam_step import sam_train_step
 from keras_mtl.training.state import MultiTaskState
 from keras_mtl.training.weighted_step import weighted_loss_step
@@ -42,8 +44,15 @@ class MultiTaskMixin:
     `sample_weight` (a dict keyed by task), regularisation losses and mixed
     precision behave as in stock `fit`.
 
-    A non-finite task loss stops training with an error that names the task,
-    before the step can change any weight or running statistic.
+    A non-finite task loss, or a negative one for a method that needs
+    non-negative losses, stops training with an error that names the task,
+    before the step can change any weight or running statistic. Non-finite
+    gradients behind finite losses are an error that names the task or
+    variable, or, under a `LossScaleOptimizer` (mixed precision), an
+    overflow: the step is skipped, the method's state kept, and `fit` logs
+    the epoch's `skipped_steps` and leaves their task weights out of the
+    averages. Non-finite weights or state are an error that names the
+    method (see `keras_mtl.training.faults`).
 
     Gradient methods (PCGrad, MGDA, ...) work on the gradients of the shared
     parameters: those that more than one task's loss reaches, or the
@@ -58,11 +67,16 @@ class MultiTaskMixin:
     construction rewrites the bases of `keras.Model` subclasses.
 
     Args:
-        representation: optional name of the layer whose output the heads share.
-        shared_layers: optional names of the layers whose variables are shared.
+        representation: optional name of the layer whose output the heads
+            share (not the input layer).
+        shared_layers: optional list of the names of the layers whose
+            variables are shared; each must serve two tasks or more (a layer
+            that one task uses alone is its head, and is refused).
     """
 
     def __init__(self, *args, representation=None, shared_layers=None, **kwargs):
+        if isinstance(shared_layers, str):
+            raise TypeError(f"shared_layers must be a list of layer names, not a string: pass [{shared_layers!r}].")
         super().__init__(*args, **kwargs)
         self.representation = representation
         self.shared_layers = None if shared_layers is None else list(shared_layers)
@@ -70,29 +84,46 @@ class MultiTaskMixin:
         self.multi_task_method = None
         self.task_names = None
         self.multi_task_split = None
+        self._warned_about_epochs = False
 
     def get_config(self):
         return {**super().get_config(), "representation": self.representation, "shared_layers": self.shared_layers}
 
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, **kwargs):
+        """Compiles the model with a multi-task method as `loss`.
+
+        Re-compiling with the same method configuration (its whole config,
+        losses included) keeps the method's state: a learned weighting
+        survives a new learning rate. Another configuration drops that state
+        and the new method starts fresh; the model's weights stay, and so
+        does the optimizer given, if it can train the new state. Everything
+        is checked before anything changes: a refused compile leaves the
+        model as it was.
+        """
         if loss is None:
             raise ValueError("Give a multi-task method as `loss`, e.g. keras_mtl.get('uw_so', {task: loss, ...}).")
         method = loss if isinstance(loss, MultiTaskLoss) else EqualWeighting(loss)
         task_names = self._resolve_task_names(method)
         method.check_num_tasks(len(task_names))
-        self._task_loss_fns = method.task_losses(task_names)
-        self._task_loss_weights = _loss_weight_vector(loss_weights, task_names)
-        self.multi_task_method = method
-        self.task_names = task_names
-        self.multi_task_state.configure(method, task_names)
-        if isinstance(method, GradientMethod) and self.representation is not None:
-            self.multi_task_split = _split_at(self, self.representation)
+        task_loss_fns = method.task_losses(task_names)
+        task_loss_weights = _loss_weight_vector(loss_weights, task_names)
+        if self.shared_layers is not None:
+            _check_shared_layers(self, self.shared_layers)
+        split = _split_at(self, self.representation) if isinstance(method, GradientMethod) and self.representation is not None else None
+        state = self.multi_task_state.for_method(method, task_names)
+        _check_optimizer_can_train(optimizer, self.multi_task_state, state, method)
         # Keras gets no loss: its CompileLoss would apply the method to each
         # output alone, and, never built, would force a symbolic build under
         # every tf.distribute strategy (which fails under
         # MultiWorkerMirroredStrategy in Keras 3.15). The method is saved
         # through `get_compile_config` instead.
         super().compile(optimizer=optimizer, loss=None, loss_weights=loss_weights, **kwargs)
+        self._task_loss_fns = task_loss_fns
+        self._task_loss_weights = task_loss_weights
+        self.multi_task_method = method
+        self.task_names = task_names
+        self.multi_task_split = split
+        _install_state(self, state)
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -111,8 +142,30 @@ class MultiTaskMixin:
         arguments = inspect.signature(super().fit).bind(*args, **kwargs).arguments
         # First in the list, so that checkpointing callbacks such as
         # BackupAndRestore save the state as it is after the epoch's update.
-        arguments["callbacks"] = [_EndEpoch()] + list(arguments.get("callbacks") or [])
+        arguments["callbacks"] = [_EpochBoundaries()] + list(arguments.get("callbacks") or [])
         return super().fit(**arguments)
+
+    def end_epoch(self):
+        """Ends a training epoch for the methods that work per epoch (DWA, STCH).
+
+        `fit` calls it after every epoch; call it yourself after each epoch
+        you train with `train_on_batch`. The epoch is the training steps since
+        the last one ended; an epoch without steps changes nothing.
+        """
+        if self.multi_task_method is None:
+            raise ValueError("end_epoch: compile the model with a multi-task method first.")
+        self.multi_task_method.end_epoch(self.multi_task_state)
+
+    def train_on_batch(self, *args, **kwargs):
+        method = self.multi_task_method
+        if method is not None and method.works_per_epoch and not self._warned_about_epochs:
+            self._warned_about_epochs = True
+            warnings.warn(
+                f"{type(method).__name__} updates its weights at the end of each training epoch, and "
+                "train_on_batch never ends one: call model.end_epoch() after each of your epochs.",
+                stacklevel=2,
+            )
+        return super().train_on_batch(*args, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras 3.15 builds from the first batch, reduced over replicas with
@@ -168,11 +221,24 @@ class MultiTaskMixin:
 
         The variables of `shared_layers` if the model names them, else those
         that more than one task's loss reaches (`per_task_gradients[k][i]` is
-        None where task k does not reach variable i).
+        None where task k does not reach variable i). A named layer with a
+        variable that one task alone reaches is a head: an error, raised while
+        the first step is traced, before it runs.
         """
         if self.shared_layers is not None:
-            shared_ids = {id(v) for name in self.shared_layers for v in self.get_layer(name).trainable_variables}
-            return [i for i, v in enumerate(self.trainable_variables) if id(v) in shared_ids]
+            index = {id(v): i for i, v in enumerate(self.trainable_variables)}
+            shared = []
+            for name in self.shared_layers:
+                for variable in self.get_layer(name).trainable_variables:
+                    i = index[id(variable)]
+                    tasks = [task for task, gradients in zip(self.task_names, per_task_gradients) if gradients[i] is not None]
+                    if len(tasks) == 1:
+                        raise ValueError(
+                            f"shared_layers names {name!r}, but only task {tasks[0]!r} reaches its variable {variable.path!r}: "
+                            "a layer that one task uses alone is that task's head. Leave it out of shared_layers."
+                        )
+                    shared.append(i)
+            return sorted(set(shared))
         reached = [sum(task[i] is not None for task in per_task_gradients) for i in range(len(self.trainable_variables))]
         return [i for i, count in enumerate(reached) if count >= 2]
 
@@ -180,15 +246,20 @@ class MultiTaskMixin:
         """The global batch's losses: summed over replicas, gradient stopped, checked.
 
         A non-finite loss, or a negative one for a method that takes logs or
-        ratios, raises an error that names the task. Everything a step
-        updates must wait for these losses (a control dependency).
+        ratios (`needs_non_negative_losses`: loss weightings and gradient
+        methods alike, also inside SAM), raises an error that names the task.
+        Everything a step updates must wait for these losses (a control
+        dependency).
         """
         global_losses = tf.stop_gradient(sum_over_replicas(losses))
+        method = self.multi_task_method
+        # SAM takes its inner method's losses; the flag is that method's.
+        method = method.method if isinstance(method, SAM) else method
         checked = []
         for k, name in enumerate(self.task_names):
             loss = tf.debugging.check_numerics(global_losses[k], f"keras_mtl: the loss of task '{name}' is not finite")
-            if getattr(self.loss_weighting, "needs_non_negative_losses", False):
-                message = f"keras_mtl: {type(self.multi_task_method).__name__} needs non-negative losses; task '{name}' has a negative one"
+            if method.needs_non_negative_losses:
+                message = f"keras_mtl: {method_name(self.multi_task_method)} needs non-negative losses; task '{name}' has a negative one"
                 with tf.control_dependencies([tf.debugging.assert_non_negative(loss, message=message)]):
                     loss = tf.identity(loss)
             checked.append(loss)
@@ -234,9 +305,13 @@ class MultiTaskMixin:
             step = gradient_train_step
         else:
             step = weighted_loss_step
-        y_pred, global_losses, weights, total = step(self, x, y, sample_weight)
-        self._update_trackers(x, total, global_losses, weights)
-        return _for_multi_worker_reduction(self.compute_metrics(x, y, y_pred, sample_weight))
+        y_pred, global_losses, weights, total, applied = step(self, x, y, sample_weight)
+        self._update_trackers(x, total, global_losses, weights, applied)
+        logs = self.compute_metrics(x, y, y_pred, sample_weight)
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # Only a loss scale skips steps; without one a fault is an error.
+            logs.pop(self.multi_task_state.skipped_steps_tracker.name)
+        return _for_multi_worker_reduction(logs)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -248,28 +323,45 @@ class MultiTaskMixin:
         weights = None if weighting is None else weighting.task_weights(global_losses, self.multi_task_state, training=False)
         self._update_trackers(x, self.logged_total(global_losses, weights, self.regularization_loss()), global_losses, weights)
         logs = self.compute_metrics(x, y, y_pred, sample_weight)
+        # Evaluation skips no step.
+        left_out = {self.multi_task_state.skipped_steps_tracker.name}
         if weights is None:
-            weight_names = {tracker.name for tracker in self.multi_task_state.weight_trackers}
-            logs = {name: value for name, value in logs.items() if name not in weight_names}
-        return _for_multi_worker_reduction(logs)
+            left_out |= {tracker.name for tracker in self.multi_task_state.weight_trackers}
+        return _for_multi_worker_reduction({name: value for name, value in logs.items() if name not in left_out})
 
-    def _update_trackers(self, x, total, global_losses, weights):
-        """Logs the total and, per task, its loss and weight, each batch weighted by its size as in stock fit."""
+    def _update_trackers(self, x, total, global_losses, weights, applied=True):
+        """Logs the total and, per task, its loss and weight, each batch weighted by its size as in stock fit.
+
+        A step skipped under a loss scale (`applied` False) counts in
+        `skipped_steps` and leaves the weight averages alone: its weights were
+        computed from overflowed gradients and never used. Its losses, a
+        measurement of the model, are logged as stock Keras logs them.
+        """
         batch_size = tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], tf.float32)
         state = self.multi_task_state
         # Keras' own loss tracker, so that `loss` means what it means in stock fit.
         self._loss_tracker.update_state(total, sample_weight=batch_size)
+        skipped = 1.0 - tf.cast(applied, tf.float32)
+        state.skipped_steps_tracker.update_state(on_first_replica(skipped))
         for k in range(len(self.task_names)):
             state.loss_trackers[k].update_state(global_losses[k], sample_weight=batch_size)
             if weights is not None:
-                state.weight_trackers[k].update_state(tf.stop_gradient(weights[k]), sample_weight=batch_size)
+                state.weight_trackers[k].update_state(tf.stop_gradient(weights[k]), sample_weight=batch_size * (1.0 - skipped))
 
 
-class _EndEpoch(keras.callbacks.Callback):
-    """Tells epoch-level methods (DWA) that a training epoch ended."""
+class _EpochBoundaries(keras.callbacks.Callback):
+    """Tells epoch-level methods (DWA) where each `fit` epoch begins and ends.
+
+    Beginning an epoch drops what an interrupted one left (a KeyboardInterrupt,
+    or a BackupAndRestore backup taken mid-epoch, which Keras 3.15 resumes at
+    the start of that epoch).
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.multi_task_method.begin_epoch(self.model.multi_task_state)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.model.multi_task_method.end_epoch(self.model.multi_task_state)
+        self.model.end_epoch()
 
 
 def _for_multi_worker_reduction(logs):
@@ -293,15 +385,95 @@ class _Split:
     heads: keras.Model
 
 
+def _is_functional(model):
+    return getattr(model, "inputs", None) is not None
+
+
+def _named_layer(model, name, argument):
+    """`model.get_layer(name)`, or an error that names the constructor argument that named it."""
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        raise ValueError(f"{argument} names {name!r}, but the model has no such layer; its layers are {[layer.name for layer in model.layers]}.") from None
+
+
 def _split_at(model, layer_name):
-    if not hasattr(model, "inputs") or model.inputs is None:
+    if not _is_functional(model):
         raise ValueError("`representation` needs a functional model (keras_mtl.MultiTaskModel or a functional subclass).")
-    representation = model.get_layer(layer_name).output
+    layer = _named_layer(model, layer_name, "representation")
+    if isinstance(layer, keras.layers.InputLayer):
+        raise ValueError(
+            f"representation names the input layer {layer_name!r}: name the last layer the tasks share, "
+            "whose output the heads compute from."
+        )
+    representation = layer.output
     try:
         heads = keras.Model(representation, model.outputs)
     except ValueError as error:
         raise ValueError(f"The heads cannot be computed from the output of layer {layer_name!r} alone: {error}") from error
     return _Split(trunk=keras.Model(model.inputs, representation), heads=heads)
+
+
+def _check_shared_layers(model, names):
+    """Each layer in `shared_layers` exists and, in a functional model, feeds two outputs or more.
+
+    A layer that feeds one output only is that task's head: named as shared,
+    it would take the combined update instead of its task's own gradient. A
+    subclassed model's graph is known only once traced:
+    `shared_variable_indices` checks it then, before the first step.
+    """
+    layers = [_named_layer(model, name, "shared_layers") for name in names]
+    if not _is_functional(model):
+        return
+    on_path = {output: {layer.name for layer in keras.Model(model.inputs, tensor).layers} for output, tensor in zip(model.output_names, model.outputs)}
+    for layer in layers:
+        outputs = [output for output, path in on_path.items() if layer.name in path]
+        if len(outputs) < 2:
+            raise ValueError(
+                f"shared_layers names {layer.name!r}, but " + (f"only output {outputs[0]!r}" if outputs else "no output")
+                + " depends on it: a layer that one task uses alone is that task's head. Leave it out of shared_layers."
+            )
+
+
+def _check_optimizer_can_train(optimizer, current_state, new_state, method):
+    """Refuses a built optimizer when a change of method adds or removes trainable state.
+
+    A Keras optimizer keeps slots for the variables it was built for, and
+    cannot take others (a new method's trainable state); kept, the slots of
+    the old method's would be saved with the model and make its file
+    mismatch a model compiled with the new method directly.
+    """
+    if new_state is current_state or not (isinstance(optimizer, keras.optimizers.Optimizer) and optimizer.built):
+        return
+    changed = [v.name for v in current_state.trainable_weights + new_state.trainable_weights]
+    if changed:
+        raise ValueError(
+            f"The optimizer {optimizer.name!r} is already built for this model's variables, and compiling with "
+            f"{type(method).__name__} changes its trainable state ({changed}). Pass a new optimizer, e.g. "
+            "`type(optimizer).from_config(optimizer.get_config())` or a string such as 'adam'."
+        )
+
+
+def _install_state(model, state):
+    """Makes `state` the model's `multi_task_state`, in place of the current one.
+
+    Keras 3.15 (private API, used here only): assigning a layer attribute
+    tracks the new layer but leaves the old one in the model's layer list,
+    hence in `weights` and saved files; and a built subclassed model's
+    tracker refuses new layers. Both are handled as Keras' own
+    `Layer._untrack_variable` does.
+    """
+    if state is model.multi_task_state:
+        return
+    tracker = model._tracker
+    was_locked = tracker.locked
+    tracker.unlock()
+    try:
+        tracker.untrack(model.multi_task_state)
+        model.multi_task_state = state
+    finally:
+        if was_locked:
+            tracker.lock()
 
 
 def _loss_weight_vector(loss_weights, task_names):

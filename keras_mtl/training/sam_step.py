@@ -1,13 +1,21 @@
-"""The train step of `keras_mtl.SAM`: plain SAM/ASAM and per-task SAM (F-MTL)."""
+"""The train step of `keras_mtl.SAM`: plain SAM/ASAM and per-task SAM (F-MTL).
+
+Checked as the other steps (`keras_mtl.training.faults`), and also: the
+perturbation ε (a fault: it is bounded by ρ when the gradient is finite) and
+the gradients at the perturbed parameters (an overflow under a loss scale,
+an error otherwise), before the update.
+"""
 
 import tensorflow as tf
 
+from keras_mtl.training.faults import Check, StepGuard, gramian_check, task_gradient_checks, update_checks, variable_gradient_checks
 from keras_mtl.training.gradient_step import (
     add_gradients,
     clean_pass,
     flat,
     indices_of,
     make_task_gradients,
+    method_checks,
     place,
     shared_indices,
     shared_jacobian,
@@ -22,14 +30,25 @@ NORM_EPSILON = 1e-12
 
 
 def sam_train_step(model, x, y, sample_weight):
-    """One SAM step; returns (y_pred, global losses, task weights, logged total)."""
+    """One SAM step; returns (y_pred, global losses, task weights, logged total, applied)."""
     sam = model.multi_task_method
     if model.representation is not None:
         raise ValueError("SAM perturbs parameters; it does not support representation mode.")
+    guard = StepGuard(model)  # first: it copies the method's state
     before_step = snapshot(model)
-    if sam.is_gradient_method:
-        return _per_task_step(model, sam, x, y, sample_weight, before_step)
-    return _total_loss_step(model, sam, x, y, sample_weight, before_step)
+    step = _per_task_step if sam.is_gradient_method else _total_loss_step
+    y_pred, global_losses, weights, logged_total, updates, variables, checks = step(model, sam, x, y, sample_weight, before_step)
+    applied = guard.verdict(checks)
+    # No state update and no step before the checks pass, nor before every
+    # perturbed pass has read the parameters that the step updates.
+    with tf.control_dependencies([global_losses, applied]):
+        guard.apply(updates, variables, applied)
+        if sam.is_gradient_method:
+            sam.method.after_apply(model.multi_task_state)
+    if not sam.is_gradient_method:
+        update_after_step(model, sam.method, x, y, sample_weight, global_losses)
+    guard.finish(applied)
+    return y_pred, global_losses, weights, logged_total, applied
 
 
 def sharpness_perturbation(gradients, variables, rho, adaptive):
@@ -39,10 +58,22 @@ def sharpness_perturbation(gradients, variables, rho, adaptive):
     return [rho * (s * tf.abs(v) if adaptive else s) / (norm + NORM_EPSILON) for s, v in zip(scaled, variables)]
 
 
+def perturbation_checks(deltas, variables, rho):
+    """ε must be finite: it is bounded by ρ (by ρ·max|θ| when adaptive) when the gradient is."""
+    return [Check(delta, f"keras_mtl: SAM's perturbation of variable '{variable.path}' is not finite (rho={rho})") for delta, variable in zip(deltas, variables)]
+
+
+def perturbed_gradient_checks(gradients, variables):
+    return variable_gradient_checks(gradients, variables, "SAM's gradient at the perturbed parameters")
+
+
 def _total_loss_step(model, sam, x, y, sample_weight, before_step):
-    """Plain SAM on the weighted total: the clean pass sets the weights and updates the state."""
+    """Plain SAM on the weighted total: the clean pass sets the weights and updates the state.
+
+    Returns (y_pred, global losses, weights, logged total, updates, variables, checks).
+    """
     method, state, optimizer = sam.method, model.multi_task_state, model.optimizer
-    y_pred, global_losses, weights, logged_total, variables, updates = weighted_gradients(model, method, x, y, sample_weight)
+    y_pred, global_losses, weights, logged_total, variables, updates, checks = weighted_gradients(model, method, x, y, sample_weight)
     loss_scale = optimizer.scale_loss(tf.constant(1.0))
     # The model's parameters are perturbed; the weighting's own variables
     # keep their clean gradient.
@@ -61,15 +92,17 @@ def _total_loss_step(model, sam, x, y, sample_weight, before_step):
             inner_scaled = optimizer.scale_loss(inner_total)
         return inner_tape.gradient(inner_scaled, values)
 
-    place(updates, perturbed_indices, perturbed(model, before_step, params, deltas, perturbed_gradients))
-    with tf.control_dependencies([global_losses]):  # no step before the loss check passes
-        optimizer.apply(updates, variables)
-    update_after_step(model, method, x, y, sample_weight, global_losses)
-    return y_pred, global_losses, weights, logged_total
+    sam_gradients = perturbed(model, before_step, params, deltas, perturbed_gradients)
+    checks += perturbation_checks(deltas, params, sam.rho) + perturbed_gradient_checks(sam_gradients, params)
+    place(updates, perturbed_indices, sam_gradients)
+    return y_pred, global_losses, weights, logged_total, updates, variables, checks
 
 
 def _per_task_step(model, sam, x, y, sample_weight, before_step):
-    """F-MTL: a SAM gradient per task, split into the clean part and the sharpness part."""
+    """F-MTL: a SAM gradient per task, split into the clean part and the sharpness part.
+
+    Returns (y_pred, global losses, weights, logged total, updates, variables, checks).
+    """
     method, state, optimizer = sam.method, model.multi_task_state, model.optimizer
     num_tasks = len(model.task_names)
     clean = clean_pass(model, x, y, sample_weight)
@@ -79,17 +112,20 @@ def _per_task_step(model, sam, x, y, sample_weight, before_step):
     shared = shared_indices(model, per_task)
     shared_variables = [variables[i] for i in shared]
     jacobian = shared_jacobian(per_task, variables, shared, loss_scale)
+    checks = task_gradient_checks(jacobian, model.task_names, "the shared parameters")
 
     updates = [None] * len(variables)
     sam_rows = []
     for k in range(num_tasks):
         head = [i for i in range(len(variables)) if i not in shared and per_task[k][i] is not None]
         head_variables = [variables[i] for i in head]
+        checks += variable_gradient_checks([per_task[k][i] for i in head], head_variables)
         # Shared part and head normalised separately, from global gradients.
         deltas = sharpness_perturbation(split_like(jacobian[k], shared_variables), shared_variables, sam.rho, sam.adaptive)
         if head:
             head_gradients = [sum_over_replicas(per_task[k][i]) / loss_scale for i in head]
             deltas += sharpness_perturbation(head_gradients, head_variables, sam.rho, sam.adaptive)
+        checks += perturbation_checks(deltas, shared_variables + head_variables, sam.rho)
 
         def task_gradients_at_perturbation(values, k=k):
             with tf.GradientTape() as inner_tape:
@@ -98,28 +134,29 @@ def _per_task_step(model, sam, x, y, sample_weight, before_step):
             return inner_tape.gradient(scaled, values)
 
         gradients = perturbed(model, before_step, shared_variables + head_variables, deltas, task_gradients_at_perturbation)
+        checks += perturbed_gradient_checks(gradients, shared_variables + head_variables)
         sam_rows.append(tf.concat([flat(g, v) for g, v in zip(gradients[: len(shared)], shared_variables)], axis=0))
         place(updates, head, gradients[len(shared) :])
     sam_jacobian = sum_over_replicas(tf.stack(sam_rows)) / loss_scale
+    checks += variable_gradient_checks(regularization_gradients, variables, "the regularisation gradient")
 
-    # No state update and no step before the loss check passes, nor before
-    # every task's perturbed pass has read the heads that the step updates.
+    # No state update before the loss check passes.
     with tf.control_dependencies([global_losses, sam_jacobian]):
         clean_gradients = make_task_gradients(jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
+        checks.append(gramian_check(clean_gradients.gramian, "the shared parameters"))
         if sam.variant == "naive":
             perturbed_gradients = make_task_gradients(sam_jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
+            checks.append(gramian_check(perturbed_gradients.gramian, "SAM's perturbed shared parameters"))
             direction, weights = method.combine(perturbed_gradients, state, training=True)
         else:
             sharpness = make_task_gradients(sam_jacobian - jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
+            checks.append(gramian_check(sharpness.gramian, "SAM's perturbed shared parameters (their difference from the clean gradients)"))
             direction, weights = method.combine(clean_gradients, state, training=True)
             direction += method.combine(sharpness, state, training=True)[0]
+        checks += method_checks(method, state, weights, direction, model.task_names, global_losses)
         place(updates, shared, split_like(direction * loss_scale / num_replicas(), shared_variables))
         add_gradients(updates, regularization_gradients)
         logged_total = model.logged_total(global_losses, weights, clean.regularization)
         for gradient, variable in method.state_gradients(clean_gradients, weights, state):
             place(updates, indices_of(variables, [variable]), [gradient * loss_scale / num_replicas()])
-        optimizer.apply(updates, variables)
-        method.after_apply(state)
-    return y_pred, global_losses, weights, logged_total
-
-
+    return y_pred, global_losses, weights, logged_total, updates, variables, checks + update_checks(updates, variables)

@@ -1,48 +1,82 @@
 """The layer that holds a multi-task method's variables inside the model."""
 
+import warnings
+
 import keras
+import numpy as np
+
+
+def method_configuration(method, task_names):
+    """What a method's state belongs to: its whole serialized configuration and the tasks.
+
+    Two compiles with equal configurations (e.g. `UW` twice, whatever the
+    optimizer) share the state; any difference (`SAM(uw)` and `SAM(pcgrad)`,
+    another temperature, seed or loss) means another state.
+    """
+    return keras.saving.serialize_keras_object(method), tuple(task_names)
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class MultiTaskState(keras.layers.Layer):
     """Holds what a multi-task method learns or remembers, and its log trackers.
 
-    The mixin creates one in the model's constructor, so the model tracks it:
-    its trainable variables are trained with the model's, and everything is
-    saved and restored by `model.save`, `save_weights` and `BackupAndRestore`.
-    It is never called; `compile` fills it through `configure`.
+    The model holds one as its `multi_task_state` attribute, so its trainable
+    variables are trained with the model's, and everything is saved and
+    restored by `model.save`, `save_weights` and `BackupAndRestore`. It is
+    never called; `configure` fills it for one method configuration, once.
+    A model compiled with another configuration gets a fresh one.
+
+    Weights loaded before the model is compiled (so before the state has any
+    variable) are kept and restored by `configure`, when the method that
+    compile brings keeps variables of the same shapes. Loaded state that does
+    not fit the configured method is skipped with a warning, as Keras skips
+    a mismatched optimizer's variables.
     """
 
     def __init__(self, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self._variables_by_name = {}
-        self._configured_for = None
+        self.configuration = None
+        self._method_name = None
+        self._loaded_before_configure = None
         self.loss_trackers = []
         self.weight_trackers = []
+        # Training steps skipped for an overflow under a loss scale (keras_mtl.training.faults).
+        self.skipped_steps_tracker = keras.metrics.Sum(name="skipped_steps")
         # Never called, so never built by Keras; it has no input to build from.
         self.built = True
 
-    def configure(self, method, task_names):
-        """Creates the trackers and the method's variables, once per model.
+    def for_method(self, method, task_names):
+        """The state `method` trains with: this one if it holds the same configuration, else a fresh one.
 
-        Re-compiling with the same kind of method and tasks keeps the variables
-        (a learned weighting survives a change of learning rate); changing them
-        would leave stale state behind, so it is refused.
+        Weights loaded into this state before any compile pass on to the
+        fresh one. Nothing changes here: the caller installs the result.
         """
-        signature = (type(method).__name__, tuple(task_names))
-        if self._configured_for not in (None, signature):
-            raise ValueError(
-                f"This model was compiled with {self._configured_for[0]} for tasks {list(self._configured_for[1])}; "
-                f"it cannot be re-compiled with {signature[0]} for tasks {list(task_names)}. "
-                "Build a new model (e.g. keras.models.clone_model) for another method."
-            )
-        if self._configured_for is None:
-            self.loss_trackers = [keras.metrics.Mean(name=f"{task}_loss") for task in task_names]
-            self.weight_trackers = [keras.metrics.Mean(name=f"{task}_weight") for task in task_names]
+        if self.configuration == method_configuration(method, task_names):
+            method.build_state(self, task_names)  # finds its variables again, binds the new method object to them
+            return self
+        state = MultiTaskState(name=self.name)
+        state._loaded_before_configure = self._loaded_before_configure
+        state.configure(method, task_names)
+        return state
+
+    def configure(self, method, task_names):
+        """Creates the trackers and the method's variables (`method.build_state`).
+
+        Called once, on a fresh state: an error from the method leaves the
+        state unused, and the model keeps its current one.
+        """
+        if self.configuration is not None:
+            raise ValueError("This MultiTaskState is already configured; a new configuration needs a new state.")
+        self.loss_trackers = [keras.metrics.Mean(name=f"{task}_loss") for task in task_names]
+        self.weight_trackers = [keras.metrics.Mean(name=f"{task}_weight") for task in task_names]
         method.build_state(self, task_names)
-        # Only once the method accepted the tasks: a refused compile can be retried.
-        self._configured_for = signature
+        self.configuration = method_configuration(method, task_names)
+        self._method_name = type(method).__name__
+        if self._loaded_before_configure is not None:
+            self._assign_loaded(self._loaded_before_configure)
+            self._loaded_before_configure = None
 
     def variable(self, name, shape=(), initializer="zeros", trainable=False, dtype="float32"):
         """Returns the state variable `name`, creating it on first use.
@@ -63,3 +97,27 @@ class MultiTaskState(keras.layers.Layer):
 
     def __getitem__(self, name):
         return self._variables_by_name[name]
+
+    def load_own_variables(self, store):
+        values = [np.array(store[str(i)]) for i in range(len(store.keys()))]
+        if self.configuration is None:
+            # No method yet (`load_weights` before `compile`): `configure` restores them.
+            self._loaded_before_configure = values
+            return
+        self._assign_loaded(values)
+
+    def _assign_loaded(self, values):
+        """Assigns loaded values, in Keras' saving order, or warns and keeps the state if they do not fit."""
+        # `weights` lists the trainable, then the non-trainable variables:
+        # the order of Keras' own `save_own_variables`, which writes them.
+        variables = self.weights
+        if [tuple(v.shape) for v in variables] != [value.shape for value in values]:
+            warnings.warn(
+                f"Skipping the multi-task state in the loaded weights: it holds {len(values)} variable(s) of shapes "
+                f"{[value.shape for value in values]}, but {self._method_name} keeps {len(variables)} "
+                f"({[v.name for v in variables]}); the loaded values are ignored and its state is left as it was.",
+                stacklevel=3,
+            )
+            return
+        for variable, value in zip(variables, values):
+            variable.assign(value)

@@ -14,6 +14,11 @@ class DynamicWeightAverage(LossWeighting):
     with the model and survive `BackupAndRestore`. A zero mean loss gives a
     ratio of 0 rather than a division by zero.
 
+    Only completed epochs count: each `fit` epoch starts from empty sums (an
+    interrupted epoch leaves nothing behind), and an epoch without training
+    steps changes nothing. With `train_on_batch`, end each epoch with
+    `model.end_epoch()` (the model warns once if you train this way).
+
     Liu, Johns & Davison, "End-to-End Multi-Task Learning with Attention",
     CVPR 2019; T = 2.
 
@@ -46,12 +51,17 @@ class DynamicWeightAverage(LossWeighting):
         weights = losses.shape[0] * tf.nn.softmax(ratio / self.temperature)
         return tf.where(state["epochs_seen"] >= 2, weights, tf.ones_like(weights))
 
-    def end_epoch(self, state):
-        state["second_last_epoch_mean"].assign(state["last_epoch_mean"])
-        state["last_epoch_mean"].assign(tf.math.divide_no_nan(state["epoch_loss_sum"], state["epoch_batches"]))
+    def begin_epoch(self, state):
         state["epoch_loss_sum"].assign(tf.zeros_like(state["epoch_loss_sum"]))
         state["epoch_batches"].assign(0.0)
-        state["epochs_seen"].assign_add(1.0)
+
+    def end_epoch(self, state):
+        had_steps = state["epoch_batches"] > 0
+        mean = tf.math.divide_no_nan(state["epoch_loss_sum"], state["epoch_batches"])
+        state["second_last_epoch_mean"].assign(tf.where(had_steps, state["last_epoch_mean"], state["second_last_epoch_mean"]))
+        state["last_epoch_mean"].assign(tf.where(had_steps, mean, state["last_epoch_mean"]))
+        state["epochs_seen"].assign_add(tf.cast(had_steps, tf.float32))
+        self.begin_epoch(state)
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature}

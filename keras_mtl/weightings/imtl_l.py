@@ -9,7 +9,9 @@ class IMTLL(LossWeighting):
     """IMTL-L: learned loss scales, `total = Σ_k exp(s_k)·L_k − s_k`.
 
     The `s_k` (initially 0) are trainable variables of the model; at the
-    optimum every scaled loss `exp(s_k)·L_k` equals 1.
+    optimum every scaled loss `exp(s_k)·L_k` equals 1. The losses must be
+    non-negative: with a negative loss the total falls without bound as
+    `s_k → ∞`.
 
     Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021.
 
@@ -17,6 +19,8 @@ class IMTLL(LossWeighting):
 
     >>> keras_mtl.IMTLL({"a": "mse", "b": "mse"})
     """
+
+    needs_non_negative_losses = True
 
     def build_state(self, state, task_names):
         state.variable("loss_scales", (len(task_names),), trainable=True)

@@ -4,6 +4,7 @@ import itertools
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_mtl.methods import LossWeighting
@@ -19,8 +20,9 @@ class Scalarization(LossWeighting):
 
     Args:
         losses: the per-task losses.
-        weights: one non-negative weight per task, a dict `{task: w}` or a
-            list in the model's output order. None means all 1.
+        weights: one finite, non-negative weight per task, not all zero: a
+            dict `{task: w}` or a list in the model's output order. None
+            means all 1.
 
     Example:
 
@@ -31,11 +33,7 @@ class Scalarization(LossWeighting):
 
     def __init__(self, losses=None, weights=None, name=None):
         super().__init__(losses, name=name)
-        values = list(weights.values()) if isinstance(weights, dict) else weights or []
-        negative = [w for w in values if not float(w) >= 0]
-        if negative:
-            raise ValueError(f"Scalarization weights must be non-negative, got {negative}.")
-        self.weights = dict(weights) if isinstance(weights, dict) else (None if weights is None else list(weights))
+        self.weights = _checked_weights(weights)
 
     def build_state(self, state, task_names):
         if self.weights is None:
@@ -54,6 +52,25 @@ class Scalarization(LossWeighting):
 
     def get_config(self):
         return {**super().get_config(), "weights": self.weights}
+
+
+def _checked_weights(weights):
+    """`weights` as a dict or list of floats, or an error naming what is wrong with them."""
+    if weights is None:
+        return None
+    if isinstance(weights, dict):
+        values = [float(w) for w in weights.values()]
+    elif isinstance(weights, (list, tuple, np.ndarray)) and np.ndim(weights) == 1:
+        values = [float(w) for w in weights]
+    else:
+        raise TypeError(f"Scalarization weights must be a dict {{task: w}} or a list in the model's output order, got {weights!r}.")
+    if not all(np.isfinite(values)):
+        raise ValueError(f"Scalarization weights must be finite, got {values}.")
+    if any(w < 0 for w in values):
+        raise ValueError(f"Scalarization weights must be non-negative, got {values}.")
+    if values and not any(values):
+        raise ValueError(f"Scalarization weights are all zero ({values}): the total loss would be 0 and nothing would train.")
+    return dict(zip(weights, values)) if isinstance(weights, dict) else values
 
 
 def scalarization_grid(num_tasks, step=0.1, minimum=0.1):

@@ -8,12 +8,22 @@ from keras_mtl.registry import register
 class SLAW(LossWeighting):
     """SLAW: weights inversely proportional to each loss's running spread.
 
-    Running mean `a_k` and mean of squares `b_k` of every task loss (a plain
-    average over the first `warmup_steps` steps, then an EMA with `beta`; the
-    current loss is included before the weights are computed);
-    `s_k = sqrt(b_k − a_k²)`, `w_k ∝ 1 / max(s_k, 1e-5)` rescaled to sum to K.
-    On the first step every `s_k` is 0, so `w = 1`. The moments are saved
-    with the model.
+    Running mean `a_k` and variance `v_k` of every task loss (a plain average
+    over the first `warmup_steps` steps, then an EMA with `beta`; the current
+    loss is included before the weights are computed), `s_k = sqrt(v_k)`,
+    `w_k ∝ 1 / max(s_k, 1e-5)` rescaled to sum to K. On the first step every
+    `s_k` is 0, so `w = 1`. The moments are saved with the model.
+
+    The variance is tracked directly, with the weighted Welford update (Finch
+    2009, "Incremental calculation of weighted mean and variance"): at rate
+    `r` (`1/n` in the warm-up, then `1 − beta`), `δ = L − a`, `a += r·δ`,
+    `v = (1 − r)(v + r·δ²)`. It equals the paper's `b − a²` (`b` the running
+    mean of `L²`) in exact arithmetic, but does not cancel in float32 when a
+    loss barely varies (`b − a²` is off by 2× at a relative spread of 3e-4).
+    Its accuracy is then set by the float32 resolution of the losses
+    themselves (about 1e-7 of the loss). A loss whose square overflows
+    float32 (about 1e19) makes the variance infinite: training stops with an
+    error that names SLAW's state.
 
     Crawshaw & Košecká, "SLAW: Scaled Loss Approximate Weighting for Efficient
     Multi-Task Learning", 2021.
@@ -33,7 +43,7 @@ class SLAW(LossWeighting):
     def build_state(self, state, task_names):
         k = len(task_names)
         state.variable("loss_mean", (k,))
-        state.variable("loss_square_mean", (k,))
+        state.variable("loss_variance", (k,))
         state.variable("steps", ())
 
     def task_weights(self, losses, state, training):
@@ -44,9 +54,10 @@ class SLAW(LossWeighting):
                 steps = state["steps"].assign_add(1.0)
             # 1/n while averaging plainly, then the EMA's constant rate.
             rate = tf.where(steps <= self.warmup_steps, 1.0 / steps, 1.0 - self.beta)
-            state["loss_mean"].assign_add(rate * (losses - state["loss_mean"]))
-            state["loss_square_mean"].assign_add(rate * (tf.square(losses) - state["loss_square_mean"]))
-        spread = tf.sqrt(tf.maximum(state["loss_square_mean"] - tf.square(state["loss_mean"]), 0.0))
+            deviation = losses - state["loss_mean"]
+            state["loss_mean"].assign_add(rate * deviation)
+            state["loss_variance"].assign((1.0 - rate) * (state["loss_variance"] + rate * tf.square(deviation)))
+        spread = tf.sqrt(state["loss_variance"])
         inverse = 1.0 / tf.maximum(spread, 1e-5)
         return losses.shape[0] * inverse / tf.reduce_sum(inverse)
 

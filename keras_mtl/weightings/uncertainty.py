@@ -8,6 +8,7 @@ from keras_mtl.registry import register
 
 # Guards the division by a loss that reaches 0 (Kirchdorfer et al. 2024).
 EPSILON = 1e-8
+MAX_INITIAL_LOG_VARIANCE = 30.0
 
 
 @register("uw")
@@ -24,12 +25,18 @@ class UncertaintyWeighting(LossWeighting):
     Args:
         losses: the per-task losses.
         form: `"regression"` or `"classification"`, for every task.
-        initial_log_variance: the initial `s_k`; −0.5 as in the UW-SO authors' code.
+        initial_log_variance: the initial `s_k`, in [−30, 30] (task weights
+            between 5e-14 and 5e12); −0.5 as in the UW-SO authors' code.
+
+    The losses must be non-negative: with a negative loss the total falls
+    without bound as `s_k → −∞`.
 
     Example:
 
     >>> keras_mtl.UncertaintyWeighting({"depth": "mse", "seg": "sparse_categorical_crossentropy"})
     """
+
+    needs_non_negative_losses = True
 
     def __init__(self, losses=None, form="regression", initial_log_variance=-0.5, name=None):
         super().__init__(losses, name=name)
@@ -37,6 +44,13 @@ class UncertaintyWeighting(LossWeighting):
             raise ValueError(f"form must be 'regression' or 'classification', not {form!r}.")
         self.form = form
         self.initial_log_variance = float(initial_log_variance)
+        # exp(−s) overflows float32 beyond |s| ≈ 88; well before that a weight
+        # times a loss does.
+        if not abs(self.initial_log_variance) <= MAX_INITIAL_LOG_VARIANCE:
+            raise ValueError(
+                f"initial_log_variance must be in [-{MAX_INITIAL_LOG_VARIANCE}, {MAX_INITIAL_LOG_VARIANCE}] "
+                f"(a task weight exp(-s) between 5e-14 and 5e12), got {initial_log_variance}."
+            )
 
     def build_state(self, state, task_names):
         state.variable("log_variances", (len(task_names),), initializer=keras.initializers.Constant(self.initial_log_variance), trainable=True)
@@ -79,8 +93,15 @@ class SoftmaxUncertaintyWeighting(LossWeighting):
     """UW-SO: `w = softmax((1 / (sg[L] + ε)) / T)` over the tasks, every batch.
 
     The weights sum to 1; a large temperature `T` makes them uniform, a small
-    one gives all the weight to the task with the smallest loss. ε = 1e-8; the
-    losses must be non-negative. (Not `softmax(−L/T)`, a common wrong copy.)
+    one gives all the weight to the task with the smallest loss. The losses
+    must be non-negative. (Not `softmax(−L/T)`, a common wrong copy.)
+
+    Once a task's loss reaches exactly 0 its logit is `1/(εT)`: with the
+    paper's ε = 1e-8 every other task's weight underflows to exactly 0 and
+    those tasks stop learning, as the published formula does. A larger
+    `epsilon` caps the logits at `1/(εT)` and avoids it (e.g. ε = 0.1 keeps
+    the weight of a task with loss 1 at `e^{-(10 − 1/1.1)/T}` of the
+    converged task's).
 
     Kirchdorfer et al., "Analytical Uncertainty-Based Loss Weighting in
     Multi-Task Learning", 2024; their grid for T is {1, 3, 5, 7, 10, 15, 20}.
@@ -88,6 +109,7 @@ class SoftmaxUncertaintyWeighting(LossWeighting):
     Args:
         losses: the per-task losses.
         temperature: T > 0, default 1.
+        epsilon: ε > 0 added to every loss, default 1e-8 (the paper's).
 
     Example:
 
@@ -96,12 +118,13 @@ class SoftmaxUncertaintyWeighting(LossWeighting):
 
     needs_non_negative_losses = True
 
-    def __init__(self, losses=None, temperature=1.0, name=None):
+    def __init__(self, losses=None, temperature=1.0, epsilon=EPSILON, name=None):
         super().__init__(losses, name=name)
         self.temperature = positive(temperature, "temperature")
+        self.epsilon = positive(epsilon, "epsilon")
 
     def task_weights(self, losses, state, training):
-        return tf.nn.softmax((1.0 / (losses + EPSILON)) / self.temperature)
+        return tf.nn.softmax((1.0 / (losses + self.epsilon)) / self.temperature)
 
     def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature}
+        return {**super().get_config(), "temperature": self.temperature, "epsilon": self.epsilon}
