@@ -1,5 +1,7 @@
 """`python -m keras_mtl.benchmark`: the same as `keras-mtl benchmark`."""
 
-from keras_mtl.benchmark.compare import main
+import sys
 
-main()
+from keras_mtl_cli import main
+
+sys.exit(main(["benchmark", *sys.argv[1:]]))

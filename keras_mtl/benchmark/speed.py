@@ -1,12 +1,9 @@
 """`keras-mtl speed`: the time of one training step of every method, relative to equal weighting.
 
-Every method trains the same model on the same batch; a row gives its step
-time, the fastest of 5 repeats of `--steps` calls of the model's compiled
-train step (after a warm-up that traces it; `fit`'s own per-call overhead
-is left out), divided by equal weighting's, measured in the same run.
-Gradient methods also show their time over `mean`'s, the gradient method
-that only averages: that ratio isolates the cost of the aggregation from the
-cost of the per-task gradients.
+What it prints is in `keras_mtl_cli.SPEED_HELP` (`keras-mtl speed --help`).
+A step time is the fastest of 5 repeats of `--steps` calls of the model's
+compiled train step, after a warm-up that traces it (`fit`'s own per-call
+overhead is left out).
 
 `× expected` divides the ratio by the cost the passes alone imply, counting a
 backward pass as two forward passes (so one plain step costs 3): `(1+2K)/3`
@@ -17,19 +14,20 @@ SAM rows are `sam` (SAM on equal weighting) and `sam+ID` (F-MTL with the
 gradient method ID; `sam+ID:naive` for the naive combination).
 """
 
-import argparse
-import sys
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
+from rich.console import Console
+from rich.table import Table
 
 import keras_mtl
+import keras_mtl_cli
+from keras_mtl.benchmark import report
 from keras_mtl.flat import SAM
 from keras_mtl.gradients import GradientMethod
 
-DEFAULT_SAM_ROWS = ["sam", "sam+mean", "sam+pcgrad", "sam+pcgrad:naive"]
 INPUT_SHAPES = {"mlp": (128,), "cnn": (28, 28, 1)}
 
 
@@ -49,10 +47,10 @@ def _model(kind, num_tasks, representation):
     return keras_mtl.MultiTaskModel(inputs, outputs, representation="representation" if representation else None)
 
 
-def step_time(method_id, kind, num_tasks, representation=False, steps=20, repeats=5, batch_size=128):
-    """Seconds per training step of `method_id` on a fixed batch."""
-    mode = "representation" if representation else "parameters"
-    print(f"\rtiming {method_id} ({kind}, {mode}, K={num_tasks})".ljust(72), end="", file=sys.stderr, flush=True)
+def step_time(method_id, kind, num_tasks, representation=False, steps=20, repeats=5, batch_size=128, status=None):
+    """Seconds per training step of `method_id` on a fixed batch (`status`: a `rich` status line to show it on)."""
+    if status is not None:
+        status.update(f"timing {method_id} ({kind}, {'representation' if representation else 'parameters'}, K={num_tasks})")
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch_size, *INPUT_SHAPES[kind])).astype("float32")
@@ -105,21 +103,26 @@ def _expected_cost(method, num_tasks):
     return backward if _balances_gradients(method) else None
 
 
-def run(models, task_counts, representation_task_counts, methods, steps):
+def time_rows(models, task_counts, representation_task_counts, methods, steps, status=None):
+    """The table's rows: every method on every model and task count, then in representation mode."""
     rows = []
+
+    def timed(method_id, kind, num_tasks, representation=False):
+        return step_time(method_id, kind, num_tasks, representation=representation, steps=steps, status=status)
+
     for kind in models:
         for num_tasks in task_counts:
-            base = step_time("ew", kind, num_tasks, steps=steps)
-            mean = step_time("mean", kind, num_tasks, steps=steps)
+            base, mean = timed("ew", kind, num_tasks), timed("mean", kind, num_tasks)
             for method_id in methods:
-                seconds = {"ew": base, "mean": mean}.get(method_id) or step_time(method_id, kind, num_tasks, steps=steps)
+                if make_method(method_id, "mse").min_tasks > num_tasks:
+                    continue  # e.g. Krum, TrimmedMean: too few tasks to drop outliers from
+                seconds = {"ew": base, "mean": mean}.get(method_id) or timed(method_id, kind, num_tasks)
                 rows.append(_row(kind, "parameters", num_tasks, method_id, seconds, base, mean))
     for num_tasks in representation_task_counts:
-        base = step_time("ew", "mlp", num_tasks, steps=steps)
-        mean = step_time("mean", "mlp", num_tasks, representation=True, steps=steps)
+        base, mean = timed("ew", "mlp", num_tasks), timed("mean", "mlp", num_tasks, representation=True)
         for method_id in methods:
-            if _runs_on_representation(method_id):
-                seconds = mean if method_id == "mean" else step_time(method_id, "mlp", num_tasks, representation=True, steps=steps)
+            if _runs_on_representation(method_id) and make_method(method_id, "mse").min_tasks <= num_tasks:
+                seconds = mean if method_id == "mean" else timed(method_id, "mlp", num_tasks, representation=True)
                 rows.append(_row("mlp", "representation", num_tasks, method_id, seconds, base, mean))
     return rows
 
@@ -140,33 +143,20 @@ def _row(kind, mode, num_tasks, method_id, seconds, base, mean):
     }
 
 
-def format_table(rows):
-    columns = list(rows[0])
-    cells = [[_cell(row[c]) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
-    return "\n".join(lines)
+def speed_table(rows):
+    """The rows as a `rich` table."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in rows[0]:
+        table.add_column(column, justify="left" if column in ("model", "mode", "method") else "right")
+    for row in rows:
+        table.add_row(*("—" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value) for value in row.values()))
+    return table
 
 
-def _cell(value):
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="keras-mtl speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
-    parser.add_argument("--tasks", nargs="+", type=int, default=[2, 4, 8], help="task counts, parameter mode")
-    parser.add_argument("--representation-tasks", nargs="+", type=int, default=[2, 4, 8, 40], help="task counts, representation mode (MLP)")
-    parser.add_argument("--methods", nargs="+", default=None, help="method ids or sam+ID[:naive] (default: all, and " + " ".join(DEFAULT_SAM_ROWS) + ")")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
-    args = parser.parse_args(argv)
-    methods = args.methods or [m for m in keras_mtl.available() if m != "sam"] + DEFAULT_SAM_ROWS
-    rows = run(args.models, args.tasks, args.representation_tasks, methods, args.steps)
-    print(file=sys.stderr)
-    print(format_table(rows))
+def run(args):
+    """Times the methods of parsed `keras-mtl speed` arguments (`keras_mtl_cli.parse`), prints the table, returns its rows."""
+    methods = args.methods or [m for m in keras_mtl.available() if m != "sam"] + list(keras_mtl_cli.DEFAULT_SAM_ROWS)
+    with Console(stderr=True).status("timing") as status:
+        rows = time_rows(args.models, args.tasks, args.representation_tasks, methods, args.steps, status=status)
+    report.print_table(speed_table(rows))
     return rows

@@ -1,0 +1,178 @@
+"""The `keras-mtl` command: `keras-mtl benchmark ...`, `keras-mtl speed ...`.
+
+A top-level module, not part of the `keras_mtl` package, on purpose: importing
+anything inside that package runs its `__init__`, which imports TensorFlow
+(seconds). Here the arguments are parsed and checked first, with the standard
+library only, so that `--help`, `--version` and a mistyped option or method id
+answer at once; TensorFlow is imported only to run a command.
+"""
+
+import argparse
+import importlib
+import importlib.metadata
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+# The loaders of `keras_mtl.benchmark.compare.DATASETS`, by name (a test checks they agree).
+DATASETS = ("celeb_a", "gradnorm_toy", "multi_fashion", "multi_mnist", "multi_mnist_5k", "qm9pack")
+# Representative loss weightings and gradient methods, few enough for the
+# default run to take minutes on a CPU (`--methods` picks any others).
+DEFAULT_METHODS = ("ew", "uw", "uw_so", "dwa", "rlw", "famo", "mean", "gradnorm", "pcgrad", "mgda", "cagrad", "nash_mtl", "upgrad")
+# The UW-SO temperature grid of Kirchdorfer et al. (2024), chosen on validation data.
+TEMPERATURES = (1.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0)
+SAM_VARIANTS = ("fmtl", "naive")
+DEFAULT_SAM_ROWS = ("sam", "sam+mean", "sam+pcgrad", "sam+pcgrad:naive")
+
+BENCHMARK_HELP = """\
+Compare multi-task methods against single-task training and equal weighting.
+
+Trains every method x seed (x learning rate x UW-SO temperature) on one data
+set, plus the single-task baselines Δm% needs, and prints per-task test
+metrics (mean ± std over seeds), Δm% against single-task training (negative:
+better), each method's difference in Δm% from equal weighting with its 95%
+paired t interval over the seeds and a verdict, the mean rank over tasks
+(a diverged run ranks last), and the time per step relative to equal weighting.
+
+Runs are paired by seed: every method starts from the same initial weights
+and sees the data in the same order for a given seed, so the difference from
+equal weighting is taken seed by seed. With several `--learning-rates`, and
+for UW-SO over `--temperatures`, each method keeps the setting of its best
+mean validation Δm%; the table shows the chosen learning rate and temperature.
+
+Every finished run is saved as its own JSON file under OUTPUT/runs/, named by
+a hash of its configuration; a run whose file exists (with the same settings
+and format version) is not trained again, so an interrupted benchmark resumes
+where it stopped. The table goes to OUTPUT/results.csv and results.json; the
+plots to weights.png (each method's task weights at every step), validation.png
+(validation curves) and metrics.png (per-task test metrics, against the
+scalarization front with `--scalarization-grid on`). `--tensorboard DIR`
+writes the logs of every run trained now to DIR/RUN.
+"""
+
+SPEED_HELP = """\
+Time one training step of every method, relative to equal weighting.
+
+Every method trains the same model on the same batch; a row gives its step
+time, the fastest of 5 repeats of `--steps` calls of the model's compiled
+train step, divided by equal weighting's, measured in the same run. Gradient
+methods also show their time over `mean`'s (the gradient method that only
+averages), which isolates the cost of the aggregation. `× expected` divides
+the ratio by the cost the passes alone imply, counting a backward pass as two
+forward passes. SAM rows are `sam` (SAM on equal weighting) and `sam+ID`
+(F-MTL with the gradient method ID; `sam+ID:naive` for the naive combination).
+"""
+
+COMMANDS = {
+    "benchmark": ("keras_mtl.benchmark.compare", "compare methods on a data set (metrics, Δm%%, differences from EW with intervals)"),
+    "speed": ("keras_mtl.benchmark.speed", "time one training step of every method against equal weighting"),
+}
+
+
+def method_ids():
+    """The registered method ids, read from the `@register("id")` lines of keras_mtl's sources without importing it.
+
+    Importing keras_mtl fills the registry but costs seconds (TensorFlow); a
+    test checks that this reading equals `keras_mtl.available()`.
+    """
+    package = Path(importlib.util.find_spec("keras_mtl").submodule_search_locations[0])
+    pattern = re.compile(r'^@register\("([^"]+)"\)', re.MULTILINE)
+    return sorted({found for path in package.rglob("*.py") for found in pattern.findall(path.read_text())})
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _add_benchmark_arguments(parser):
+    parser.add_argument("--dataset", default="multi_mnist_5k", choices=DATASETS)
+    parser.add_argument("--methods", nargs="+", default=None, help=f"method ids (default: {' '.join(DEFAULT_METHODS)})")
+    parser.add_argument("--seeds", type=_positive_int, default=2, help="seeds per method, 0 .. N-1 (intervals need 2 or more)")
+    parser.add_argument("--epochs", type=_positive_int, default=5)
+    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument("--learning-rates", type=_positive_float, nargs="+", default=[1e-3], help="a grid; each method keeps its best by validation Δm%% (default: 0.001)")
+    parser.add_argument(
+        "--temperatures",
+        type=_positive_float,
+        nargs="+",
+        default=list(TEMPERATURES),
+        help=f"UW-SO's temperature grid, the best chosen on validation Δm%% (default: {' '.join(f'{t:g}' for t in TEMPERATURES)}, Kirchdorfer et al. 2024)",
+    )
+    parser.add_argument("--scalarization-grid", choices=["on", "off"], default="off", help="also train the scalarization grid (the brute-force reference)")
+    parser.add_argument("--max-examples", type=_positive_int, default=None, help="cut every split to this many examples (quick trials)")
+    parser.add_argument("--output", default="benchmark_results", help="folder of the results and the cached runs")
+    parser.add_argument("--tensorboard", metavar="DIR", default=None, help="write each trained run's TensorBoard logs to DIR/RUN")
+
+
+def _add_speed_arguments(parser):
+    parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
+    parser.add_argument("--tasks", nargs="+", type=_positive_int, default=[2, 4, 8], help="task counts, parameter mode")
+    parser.add_argument("--representation-tasks", nargs="+", type=_positive_int, default=[2, 4, 8, 40], help="task counts, representation mode (MLP)")
+    parser.add_argument("--methods", nargs="+", default=None, help=f"method ids or sam+ID[:naive] (default: all, and {' '.join(DEFAULT_SAM_ROWS)})")
+    parser.add_argument("--steps", type=_positive_int, default=20, help="timed steps per repeat")
+
+
+def _version():
+    try:
+        return importlib.metadata.version("keras_mtl")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def build_parser():
+    """The `keras-mtl` parser and `{command: its parser}`, one sub-command per entry of `COMMANDS`."""
+    # No abbreviated options: a mistyped `--epoch` must be an error, not `--epochs`.
+    parser = argparse.ArgumentParser(prog="keras-mtl", description="Multi-task learning for Keras 3: compare and time methods.", allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"keras-mtl {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = {}
+    for name, add_arguments, description in (("benchmark", _add_benchmark_arguments, BENCHMARK_HELP), ("speed", _add_speed_arguments, SPEED_HELP)):
+        subparsers[name] = commands.add_parser(
+            name, help=COMMANDS[name][1], description=description, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+        )
+        add_arguments(subparsers[name])
+    return parser, subparsers
+
+
+def _unknown_methods(command, methods):
+    """The ids in `methods` that name no registered method (for `speed`, also `sam+ID[:variant]` rows)."""
+    known = set(method_ids())
+    unknown = []
+    for method in methods:
+        if command == "speed" and method.startswith("sam+"):
+            inner, _, variant = method[len("sam+") :].partition(":")
+            if inner in known and variant in ("", *SAM_VARIANTS):
+                continue
+        if method not in known:
+            unknown.append(method)
+    return unknown
+
+
+def parse(argv=None):
+    """The parsed arguments of `keras-mtl COMMAND ...`; exits with a usage error for unknown method ids, or `--tensorboard` without tensorboard."""
+    parser, subparsers = build_parser()
+    args = parser.parse_args(argv)
+    unknown = _unknown_methods(args.command, args.methods or [])
+    if unknown:
+        subparsers[args.command].error(f"unknown method ids {unknown}; known: {' '.join(method_ids())}")
+    if getattr(args, "tensorboard", None) and importlib.util.find_spec("tensorboard") is None:
+        subparsers[args.command].error("--tensorboard needs the tensorboard package: pip install 'keras_mtl[tensorboard]'")
+    return args
+
+
+def main(argv=None):
+    """Runs `keras-mtl COMMAND ...`; returns the exit status."""
+    args = parse(sys.argv[1:] if argv is None else argv)
+    importlib.import_module(COMMANDS[args.command][0]).run(args)
+    return 0
