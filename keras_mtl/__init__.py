@@ -5,12 +5,14 @@ and pass it as the `loss` of a model that uses `MultiTaskMixin`.
 """
 
 from keras_mtl.aggregators import AlignedMTL, CAGrad, DualProj, GradDrop, GradVac, IMTLG, MGDA, NashMTL, PCGrad, UPGrad
+from keras_mtl.aggregators import CRMOGM, ConFIG, FairGrad, Krum, TrimmedMean
 from keras_mtl.flat import SAM
-from keras_mtl.gradients import GradientCosineSimilarity, GradientMethod, GradNorm, HydaLearn, MeanGradient, TaskGradients
+from keras_mtl.gradients import DualBalancing, GradientCosineSimilarity, GradientMethod, GradNorm, HydaLearn, MeanGradient, TaskGradients
 from keras_mtl.methods import LossWeighting, MultiTaskLoss
 from keras_mtl.registry import available, get
 from keras_mtl.training.mixin import MultiTaskMixin
 from keras_mtl.training.model import MultiTaskModel
+from keras_mtl import architectures
 from keras_mtl.training.state import MultiTaskState
 from keras_mtl.weightings import (
     FAMO,
@@ -20,8 +22,12 @@ from keras_mtl.weightings import (
     DynamicWeightAverage,
     EqualWeighting,
     GeometricLossStrategy,
+    PositiveUncertaintyWeighting,
     RandomLossWeighting,
     Scalarization,
+    ScaleInvariant,
+    SmoothTchebycheff,
+    SoftAdapt,
     SoftmaxUncertaintyWeighting,
     UncertaintyWeighting,
     grid_search,

@@ -11,7 +11,7 @@ import pytest
 
 import keras_mtl
 
-ALL_WEIGHTINGS = ("ew", "scalarization", "uw", "uw_o", "uw_so", "dwa", "rlw", "gls", "imtl_l", "slaw", "famo")
+ALL_WEIGHTINGS = ("ew", "scalarization", "uw", "uw_o", "uw_so", "dwa", "rlw", "gls", "imtl_l", "slaw", "famo", "stch", "si", "softadapt", "uw_log1p")
 INPUT_DIM = 6
 
 
@@ -72,7 +72,13 @@ class SubclassedToyModel(keras_mtl.MultiTaskMixin, keras.Model):
 
 def method_kwargs(method_id):
     """Constructor arguments that make a method deterministic/valid on the toy tasks."""
-    return {"rlw": {"seed": 3}, "scalarization": {"weights": {"a": 0.3, "b": 0.7}}}.get(method_id, {})
+    # STCH without warm-up and SoftAdapt on a 2-epoch window reach their adaptive phase within the short fits.
+    return {
+        "rlw": {"seed": 3},
+        "scalarization": {"weights": {"a": 0.3, "b": 0.7}},
+        "stch": {"warmup_epochs": 0},
+        "softadapt": {"window": 2},
+    }.get(method_id, {})
 
 
 def make_method(method_id, losses=None, **kwargs):

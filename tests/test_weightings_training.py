@@ -19,7 +19,7 @@ from conftest import (
 
 import keras_mtl
 
-STATEFUL = ("uw", "imtl_l", "dwa", "rlw", "slaw", "famo")
+STATEFUL = ("uw", "imtl_l", "dwa", "rlw", "slaw", "famo", "stch", "softadapt", "uw_log1p")
 LOG_KEYS = {"loss", "a_loss", "b_loss", "a_weight", "b_weight"}
 
 

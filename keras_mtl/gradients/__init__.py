@@ -2,5 +2,6 @@
 
 from keras_mtl.gradients.auxiliary import GradientCosineSimilarity, HydaLearn
 from keras_mtl.gradients.base import GradientMethod, TaskGradients
+from keras_mtl.gradients.db_mtl import DualBalancing
 from keras_mtl.gradients.gradnorm import GradNorm
 from keras_mtl.gradients.mean import MeanGradient

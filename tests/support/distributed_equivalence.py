@@ -23,7 +23,14 @@ import numpy as np  # noqa: E402
 import keras_mtl  # noqa: E402
 
 # Constructor arguments beyond the losses, for methods that need them.
-EXTRA_ARGUMENTS = {"hydalearn": {"main_task": "a"}, "gcossim": {"main_task": "a"}, "sam": {"method": "mean"}}
+EXTRA_ARGUMENTS = {
+    "hydalearn": {"main_task": "a"},
+    "gcossim": {"main_task": "a"},
+    "sam": {"method": "mean"},
+    # Past the warm-up and the first window within the 3 epochs.
+    "stch": {"warmup_epochs": 0},
+    "softadapt": {"window": 2},
+}
 TASK_LOSSES = {"a": "mse", "b": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "c": "mae"}
 
 

@@ -1,0 +1,147 @@
+import numpy as np
+import tensorflow as tf
+
+from keras_mtl.methods import LossWeighting
+from keras_mtl.registry import register
+
+VARIANTS = ("original", "normalized", "loss_weighted")
+RECORDS = ("epoch", "step")
+# The reference code's guard in the softmax's denominator.
+EPSILON = 1e-8
+
+
+def forward_difference(points):
+    """The `points`-point forward-difference stencil of a first derivative (unit spacing), float64.
+
+    The coefficients `c` with `Σ_j c_j f(j) = f'(0)` exactly for polynomials of
+    degree < `points`: (−1, 1) for 2 points, (−25/12, 4, −3, 4/3, −1/4) for 5.
+    """
+    offsets = np.arange(points, dtype=np.float64)
+    moments = np.vander(offsets, increasing=True).T  # row m: the offsets to the power m
+    return np.linalg.solve(moments, np.eye(points)[1])
+
+
+@register("softadapt")
+class SoftAdapt(LossWeighting):
+    """SoftAdapt: a softmax over the rates of change of the task losses.
+
+    The last `n` recorded values of each task's loss give its slope `s_k`, a
+    forward finite difference over the window (the derivative at its oldest
+    point, of order `n − 1`, as the reference code's default); then
+    `α_k = f_k·exp(β (s_k − max s)) / (Σ_l f_l·exp(β (s_l − max s)) + 1e-8)`,
+    with, by `variant`:
+
+    - `"original"` (paper §3.1.1): `f = 1`;
+    - `"normalized"` (§3.1.3): `f = 1` and `s_k` replaced by `s_k / Σ_l s_l`
+      (a plain sum, as in the reference; 0 when the slopes sum to 0);
+    - `"loss_weighted"` (the reference code's `LossWeightedSoftAdapt`): `f_k`
+      the mean of the task's `n` values.
+
+    The weights sum to 1 (up to the 1e-8); β > 0 favours the tasks whose loss
+    falls slowest or rises, β < 0 the fastest-falling ones; β = 0 gives 1/K
+    (weights proportional to the mean losses in the loss-weighted variant).
+    Until `n` values are recorded the weights are 1/K, so their sum does not
+    jump when SoftAdapt starts (the README's example starts from 1 each).
+
+    Which loss values form the window the paper leaves to the user
+    ("iterations or epochs"): `record="epoch"` records each epoch's mean
+    training loss (the weights change at the end of every epoch once `n`
+    epochs are recorded), `record="step"` every training batch's loss (the
+    weights of a step use its own loss). In epoch mode only completed epochs
+    with training steps count, each `fit` epoch starts from empty sums, and
+    with `train_on_batch` each epoch must end with `model.end_epoch()`. The
+    window is saved with the model.
+
+    Heydari, Thompson & Mehmood, "SoftAdapt: Techniques for Adaptive Loss
+    Weighting of Neural Networks with Multi-Part Loss Functions", arXiv
+    1912.12355, 2019; official code dr-aheydari/SoftAdapt. β = 0.1 and n = 5
+    as in its README, which recommends the loss-weighted variant (the default
+    here). The reference code refuses odd orders above 5; the stencil here
+    exists for every window of 2 or more points.
+
+    Args:
+        losses: the per-task losses.
+        beta: β, any real number.
+        window: n ≥ 2, the number of recorded loss values per slope.
+        variant: `"loss_weighted"`, `"original"` or `"normalized"`.
+        record: `"epoch"` or `"step"`.
+
+    Example:
+
+    >>> keras_mtl.SoftAdapt({"a": "mse", "b": "mse"}, beta=0.1, window=5)
+    """
+
+    def __init__(self, losses=None, beta=0.1, window=5, variant="loss_weighted", record="epoch", name=None):
+        super().__init__(losses, name=name)
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}.")
+        if record not in RECORDS:
+            raise ValueError(f"record must be one of {RECORDS}, not {record!r}.")
+        if int(window) != window or window < 2:
+            raise ValueError(f"window must be an integer >= 2 (a slope needs two points), got {window}.")
+        self.beta = float(beta)
+        self.window = int(window)
+        self.variant = variant
+        self.record = record
+        self._stencil = forward_difference(self.window).astype(np.float32)
+
+    @property
+    def needs_non_negative_losses(self):
+        # The loss-weighted variant multiplies by mean losses: a negative one would flip a weight's sign.
+        return self.variant == "loss_weighted"
+
+    def build_state(self, state, task_names):
+        k = len(task_names)
+        state.variable("loss_history", (k, self.window))  # oldest value first
+        state.variable("recorded", ())
+        if self.record == "epoch":
+            state.variable("epoch_loss_sum", (k,))
+            state.variable("epoch_batches", ())
+
+    def task_weights(self, losses, state, training):
+        if training and self.record == "step":
+            self._push(state, losses)
+        elif training:
+            state["epoch_loss_sum"].assign_add(losses)
+            # After the losses' finiteness check: a refused step must not count.
+            with tf.control_dependencies([losses]):
+                state["epoch_batches"].assign_add(1.0)
+        history = tf.convert_to_tensor(state["loss_history"])
+        uniform = tf.fill(tf.shape(losses), 1.0 / losses.shape[0])
+        return tf.where(state["recorded"] >= self.window, self._weights(history), uniform)
+
+    def _weights(self, history):
+        slopes = tf.linalg.matvec(history, tf.constant(self._stencil))
+        if self.variant == "normalized":
+            slopes = tf.math.divide_no_nan(slopes, tf.reduce_sum(slopes))
+        scores = tf.exp(self.beta * (slopes - tf.reduce_max(slopes)))
+        if self.variant == "loss_weighted":
+            scores *= tf.reduce_mean(history, axis=1)
+        return scores / (tf.reduce_sum(scores) + EPSILON)
+
+    def _push(self, state, values, count=1.0):
+        """Appends `values` to the window, dropping its oldest; with `count` 0, changes nothing."""
+        history = state["loss_history"]
+        history.assign(tf.where(count > 0, tf.concat([history[:, 1:], values[:, None]], axis=1), history))
+        # After the losses' finiteness check: a refused step must not count.
+        with tf.control_dependencies([values]):
+            state["recorded"].assign_add(count)
+
+    @property
+    def works_per_epoch(self):
+        return self.record == "epoch"
+
+    def begin_epoch(self, state):
+        if self.record == "epoch":
+            state["epoch_loss_sum"].assign(tf.zeros_like(state["epoch_loss_sum"]))
+            state["epoch_batches"].assign(0.0)
+
+    def end_epoch(self, state):
+        if self.record == "epoch":
+            # An epoch without training steps records nothing.
+            mean = tf.math.divide_no_nan(state["epoch_loss_sum"], state["epoch_batches"])
+            self._push(state, mean, tf.cast(state["epoch_batches"] > 0, tf.float32))
+            self.begin_epoch(state)
+
+    def get_config(self):
+        return {**super().get_config(), "beta": self.beta, "window": self.window, "variant": self.variant, "record": self.record}
