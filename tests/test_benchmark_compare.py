@@ -57,6 +57,7 @@ def test_paired_interval_matches_a_hand_computed_case_and_scipy():
         (4.0, 1.5, 6.5, report.WORSE),
         (2.3, -1.5, 6.1, report.UNDECIDED),
         (0.0, 0.0, 0.0, report.UNDECIDED),
+        (-5.0, -5.0, -5.0, report.NO_SPREAD),
         (0.7, None, None, report.ONE_SEED),
         (math.nan, math.nan, math.nan, report.NOT_FINITE),
     ],
@@ -162,8 +163,8 @@ def test_the_printed_table_keeps_every_column_in_a_file():
     for column in ("method", "lr", "acc", "err", "Δm% ↓", "vs EW, 95% CI", "verdict", "rank ↓", "time/step × ew"):
         assert column in header
     m = next(line for line in lines if line.startswith("m "))
-    # m is 5 points better than EW on both seeds: a zero-width interval at −5.
-    assert "-5.00 [-5.00, -5.00]" in m and report.BETTER in m
+    # m is 5 points better than EW on both seeds: a zero-width interval at −5, which decides nothing.
+    assert "-5.00 [-5.00, -5.00]" in m and report.NO_SPREAD in m
 
 
 def _tiny_data():

@@ -19,6 +19,9 @@ REFERENCE = "ew"
 CONFIDENCE = 0.95
 BETTER, WORSE, UNDECIDED = "better than EW", "worse than EW", "no detectable difference at this budget"
 ONE_SEED = "n/a, 1 seed"
+# Every seed gave the same difference (few seeds, metrics quantised by a small
+# test set): the zero-width t interval estimates no spread, so it decides nothing.
+NO_SPREAD = "n/a, the same difference on every seed: add seeds"
 NOT_FINITE = "n/a, a metric is not finite"
 
 
@@ -78,7 +81,9 @@ def paired_interval(differences, confidence=CONFIDENCE):
         return mean, None, None
     from scipy import stats
 
-    half_width = stats.t.ppf((1 + confidence) / 2, len(differences) - 1) * np.std(differences, ddof=1) / math.sqrt(len(differences))
+    # Differences equal but for rounding are identical: a spread of 1e-16 is no spread.
+    spread = 0.0 if np.allclose(differences, mean, rtol=1e-9, atol=1e-12) else np.std(differences, ddof=1)
+    half_width = stats.t.ppf((1 + confidence) / 2, len(differences) - 1) * spread / math.sqrt(len(differences))
     return mean, float(mean - half_width), float(mean + half_width)
 
 
@@ -88,6 +93,8 @@ def verdict(mean, low, high):
         return NOT_FINITE
     if low is None:
         return ONE_SEED
+    if low == high and mean != 0:
+        return NO_SPREAD
     if high < 0:
         return BETTER
     if low > 0:
