@@ -4,15 +4,30 @@ Pick a method by id with `keras_mtl.get(id, losses)` (ids: `keras_mtl.available(
 and pass it as the `loss` of a model that uses `MultiTaskMixin`.
 """
 
-from keras_mtl.aggregators import AlignedMTL, CAGrad, DualProj, GradDrop, GradVac, IMTLG, MGDA, NashMTL, PCGrad, UPGrad
-from keras_mtl.aggregators import CRMOGM, ConFIG, FairGrad, Krum, TrimmedMean
+from keras_mtl import architectures
+from keras_mtl.aggregators import (
+    CRMOGM,
+    IMTLG,
+    MGDA,
+    AlignedMTL,
+    CAGrad,
+    ConFIG,
+    DualProj,
+    FairGrad,
+    GradDrop,
+    GradVac,
+    Krum,
+    NashMTL,
+    PCGrad,
+    TrimmedMean,
+    UPGrad,
+)
 from keras_mtl.flat import SAM
 from keras_mtl.gradients import DualBalancing, GradientCosineSimilarity, GradientMethod, GradNorm, HydaLearn, MeanGradient, TaskGradients
 from keras_mtl.methods import LossWeighting, MultiTaskLoss
 from keras_mtl.registry import available, get
 from keras_mtl.training.mixin import MultiTaskMixin
 from keras_mtl.training.model import MultiTaskModel
-from keras_mtl import architectures
 from keras_mtl.training.state import MultiTaskState
 from keras_mtl.weightings import (
     FAMO,
@@ -34,4 +49,4 @@ from keras_mtl.weightings import (
     scalarization_grid,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
