@@ -146,6 +146,26 @@ class MultiTaskLoss(keras.losses.Loss):
         return cls(**config)
 
 
+def inner_method(method, losses, wrapper, check=None):
+    """The method a wrapper (`wrapper`: "SAM", "CRMOGM") applies, sharing its per-task losses.
+
+    `method` is an instance or anything `keras_mtl.get` accepts; the losses
+    may be given to the wrapper or to an inner instance, not to both.
+    `check(method)` may refuse the method before anything is assigned to it.
+    """
+    from keras_mtl.registry import get  # the registry's classes import this module
+
+    if isinstance(method, MultiTaskLoss):
+        if method.losses is not None and losses is not None and method.losses is not losses:
+            raise ValueError(f"Give the losses to {wrapper} or to its inner method, not both.")
+    else:
+        method = get(method, losses)
+    if check is not None:
+        check(method)
+    method.losses = losses if losses is not None else method.losses
+    return method
+
+
 def positive(value, what):
     """`value` as a float, or a ValueError naming `what` if it is not finite and > 0."""
     value = float(value)

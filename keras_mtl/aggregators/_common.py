@@ -79,6 +79,33 @@ def jacobi_scale(gramian):
     return gramian * inverse_norms[:, None] * inverse_norms[None, :], inverse_norms
 
 
+def lifted_jacobi_system(gramian):
+    """``(A, s)``: the Jacobi-scaled ``G_s`` (see `jacobi_scale`), made positive definite.
+
+    For the equations ``G w = f(w)`` of Nash-MTL and FairGrad. A zero
+    gradient's row becomes the identity row (its equation is decoupled; its
+    weight is set to 0 afterwards). When G_s is singular at float32
+    resolution (smallest eigenvalue <= ``null_tolerance(K)``: 0 in the
+    convex hull of the gradients, or K > P) it is lifted to that smallest
+    eigenvalue, ``G_s + (tol - lambda_min) I``: a ridge relative to each
+    task's own squared norm. A positive definite G_s is left as it is: no
+    ridge, no bias.
+    """
+    scaled, inverse_norms = jacobi_scale(gramian)
+    eye = tf.eye(gramian.shape[0], dtype=gramian.dtype)
+    system = scaled + eye * tf.cast(inverse_norms == 0, gramian.dtype)
+    lift = tf.maximum(null_tolerance(gramian.shape[0]) - tf.linalg.eigvalsh(system)[0], 0.0)
+    return system + lift * eye, inverse_norms
+
+
+def clip_update_norm(gramian, weights, max_norm):
+    """``weights`` scaled down so that ``||J^T w|| = sqrt(w^T G w) <= max_norm`` (None or <= 0: unchanged)."""
+    if max_norm is None or max_norm <= 0:
+        return weights
+    norm = safe_sqrt(quadratic(gramian, weights))
+    return weights * tf.where(norm > max_norm, max_norm / tf.maximum(norm, 1e-300), 1.0)
+
+
 def safe_sqrt(x):
     return tf.sqrt(tf.maximum(x, tf.zeros_like(x)))
 

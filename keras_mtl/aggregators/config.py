@@ -2,30 +2,9 @@
 
 import tensorflow as tf
 
-from keras_mtl.aggregators._common import finite_or_zero, prepare_gramian
+from keras_mtl.aggregators._common import finite_or_zero, jacobi_scale, null_tolerance, prepare_gramian, pseudo_solve
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
-
-# Eigenvalues of the cosine matrix at most K * 2^-23 are not resolved by a
-# float32 Gramian: the pseudo-inverse drops them (as `_common` does).
-FLOAT32_EPS = 2.0**-23
-
-
-def _cosines(gramian):
-    """``(C, s)``: ``C = diag(s) G diag(s)``, ``s_k = 1/||g_k||`` (0 for a zero gradient)."""
-    diagonal = tf.linalg.diag_part(gramian)
-    nonzero = diagonal > 0
-    inverse_norms = tf.where(nonzero, tf.math.rsqrt(tf.where(nonzero, diagonal, 1.0)), 0.0)
-    return gramian * inverse_norms[:, None] * inverse_norms[None, :], inverse_norms
-
-
-def _pseudo_solve(matrix, rhs):
-    """``A^+ b`` for a symmetric A, eigenvalues ``<= K 2^-23`` counting as zero."""
-    eigenvalues, vectors = tf.linalg.eigh(matrix)
-    kept = eigenvalues > matrix.shape[0] * FLOAT32_EPS
-    inverse = tf.where(kept, 1.0 / tf.where(kept, eigenvalues, 1.0), 0.0)
-    return tf.linalg.matvec(vectors, tf.linalg.matvec(vectors, rhs, transpose_a=True) * inverse)
-
 
 def config_weights(gramian, preferences=None):
     """ConFIG task weights: the direction with equal cosines to every gradient, with projection length.
@@ -68,11 +47,11 @@ def config_weights(gramian, preferences=None):
     """
     gramian, ok = prepare_gramian(gramian)
     num = gramian.shape[0]
-    cosines, inverse_norms = _cosines(gramian)
+    cosines, inverse_norms = jacobi_scale(gramian)
     if preferences is None:
         preferences = tf.ones([num], tf.float64)
     preferences = tf.cast(preferences, tf.float64) * tf.cast(inverse_norms > 0, tf.float64)
-    coefficients = _pseudo_solve(cosines, preferences)
+    coefficients = pseudo_solve(cosines, preferences, null_tolerance(num))
     along = tf.linalg.matvec(cosines, coefficients)  # cosines of x with each g_k, times ||x||
     norms = tf.math.divide_no_nan(tf.ones_like(inverse_norms), inverse_norms)
     length = tf.math.divide_no_nan(tf.reduce_sum(norms * along), tf.reduce_sum(coefficients * along))

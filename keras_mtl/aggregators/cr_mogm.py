@@ -4,8 +4,8 @@ import keras
 import tensorflow as tf
 
 from keras_mtl.gradients.base import GradientMethod
-from keras_mtl.methods import MultiTaskLoss
-from keras_mtl.registry import get, register
+from keras_mtl.methods import inner_method
+from keras_mtl.registry import register
 
 
 def cr_mogm_weights(fresh, previous, steps, alpha=0.9):
@@ -61,14 +61,7 @@ class CRMOGM(GradientMethod):
 
     def __init__(self, losses=None, method="mgda", alpha=0.9, name=None):
         super().__init__(losses, name=name)
-        if isinstance(method, MultiTaskLoss):
-            if method.losses is not None and losses is not None and method.losses is not losses:
-                raise ValueError("Give the losses to CRMOGM or to its inner method, not both.")
-            self.method = method
-        else:
-            self.method = get(method, losses)
-        _check_weighting(self.method)
-        self.method.losses = losses if losses is not None else self.method.losses
+        self.method = inner_method(method, losses, "CRMOGM", check=_check_weighting)
         self.losses = self.method.losses
         alpha = float(alpha)
         if not 0.0 <= alpha <= 1.0:

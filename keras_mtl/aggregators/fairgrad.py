@@ -2,14 +2,17 @@
 
 import tensorflow as tf
 
-from keras_mtl.aggregators._common import finite_or_zero, prepare_gramian, xla_compiled
+from keras_mtl.aggregators._common import (
+    clip_update_norm,
+    finite_or_zero,
+    lifted_jacobi_system,
+    prepare_gramian,
+    xla_compiled,
+)
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
 FLOAT64_EPS = 2.0**-52
-# Eigenvalues of the Jacobi-scaled Gramian at most K * 2^-23 are not
-# resolved by a float32 Gramian (the convention of `_common`).
-FLOAT32_EPS = 2.0**-23
 # Stop when every task's residual is below this fraction of w_k^(-1/alpha)
 # (plus the float64 rounding of (G w)_k), or after NEWTON_STEPS steps.
 RELATIVE_TOLERANCE = 1e-10
@@ -21,23 +24,16 @@ BISECTIONS = 60
 def _fairness_system(gramian):
     """``(A, zero)``: G made solvable, and the mask of zero gradients.
 
-    A zero gradient's row and column become ``e_k`` (its equation
-    ``w_k = w_k^(-1/alpha)`` is decoupled; its weight is set to 0
-    afterwards). When the Jacobi-scaled Gramian ``G_s`` (unit diagonal) is
-    singular at float32 resolution (smallest eigenvalue ``<= K 2^-23``: 0 in
-    the cone of the gradients, or K > P) it is lifted to that eigenvalue,
-    ``A = D^1/2 (G_s + (tol - lambda_min) I) D^1/2``: a ridge relative to
-    each task's own squared norm, like Nash-MTL's. A positive definite G_s
-    is left as it is.
+    ``A = D^1/2 G_lifted D^1/2`` with ``G_lifted`` from
+    ``_common.lifted_jacobi_system`` (a zero gradient's row and column
+    become ``e_k``, its equation ``w_k = w_k^(-1/alpha)`` decoupled and its
+    weight set to 0 afterwards; a G_s singular at float32 resolution lifted
+    to it, like Nash-MTL's). A positive definite G_s is left as it is.
     """
-    num = gramian.shape[0]
-    diagonal = tf.linalg.diag_part(gramian)
-    zero = diagonal <= 0
-    norms = tf.sqrt(tf.where(zero, tf.ones_like(diagonal), diagonal))
-    eye = tf.eye(num, dtype=gramian.dtype)
-    scaled = gramian / (norms[:, None] * norms[None, :]) + eye * tf.cast(zero, gramian.dtype)
-    lift = tf.maximum(num * FLOAT32_EPS - tf.linalg.eigvalsh(scaled)[0], 0.0)
-    return (scaled + lift * eye) * norms[:, None] * norms[None, :], zero
+    system, inverse_norms = lifted_jacobi_system(gramian)
+    zero = inverse_norms == 0
+    norms = tf.where(zero, tf.ones_like(inverse_norms), 1.0 / tf.where(zero, tf.ones_like(inverse_norms), inverse_norms))
+    return system * norms[:, None] * norms[None, :], zero
 
 
 def _gradient(system, weights, alpha):
@@ -163,10 +159,7 @@ def fairgrad_weights(gramian, alpha=1.0, max_norm=None):
     system, zero = _fairness_system(gramian)
     weights = tf.ones_like(system[0]) if alpha == 0 else solve_fairness(system, float(alpha))
     weights = tf.where(zero, tf.zeros_like(weights), weights)
-    if max_norm is not None and max_norm > 0:
-        norm = tf.sqrt(tf.maximum(tf.reduce_sum(tf.linalg.matvec(gramian, weights) * weights), 0.0))
-        weights *= tf.where(norm > max_norm, max_norm / tf.maximum(norm, 1e-300), 1.0)
-    return finite_or_zero(weights, ok)
+    return finite_or_zero(clip_update_norm(gramian, weights, max_norm), ok)
 
 
 @register("fairgrad")

@@ -3,9 +3,9 @@
 import tensorflow as tf
 
 from keras_mtl.aggregators._common import (
+    clip_update_norm,
     finite_or_zero,
-    jacobi_scale,
-    null_tolerance,
+    lifted_jacobi_system,
     prepare_gramian,
     quadratic,
     safe_sqrt,
@@ -15,23 +15,6 @@ from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
 NEWTON_STEPS = 60
-
-
-def _bargaining_system(gramian):
-    """The Jacobi-scaled G_s, with what makes ``G_s b = 1/b`` solvable.
-
-    A zero gradient's row becomes the identity row (``b_k = 1``, decoupled;
-    its weight is set to 0 afterwards). When G_s is singular at float32
-    resolution (smallest eigenvalue <= ``null_tolerance(K)``: 0 in the
-    convex hull of the gradients, or K > P) it is lifted to that smallest
-    eigenvalue: ``G_s + (tol - lambda_min) I``. A positive definite G_s is
-    left as it is: no ridge, no bias.
-    """
-    scaled, inverse_norms = jacobi_scale(gramian)
-    eye = tf.eye(gramian.shape[0], dtype=gramian.dtype)
-    system = scaled + eye * tf.cast(inverse_norms == 0, gramian.dtype)
-    lift = tf.maximum(null_tolerance(gramian.shape[0]) - tf.linalg.eigvalsh(system)[0], 0.0)
-    return system + lift * eye, inverse_norms
 
 
 def _damped_newton(system):
@@ -94,20 +77,17 @@ def nash_mtl_weights(gramian, max_norm=1.0, normalize=False):
     unless K > P). A zero gradient gets weight 0 and the others are solved
     among themselves. A G_s singular at float32 resolution (smallest
     eigenvalue <= ``K 2^-23``: opposing collinear gradients, K > P) is
-    lifted to that eigenvalue (``_bargaining_system``): opposing collinear
+    lifted to that eigenvalue (``_common.lifted_jacobi_system``): opposing collinear
     gradients then get equal, large weights with ``d = 0``; identical
     gradients get ``a_k = 1 / (||g|| sqrt(K))``. All-zero and non-finite G
     give zero weights. Graph- and XLA-compatible.
     """
     gramian, ok = prepare_gramian(gramian)
-    system, inverse_norms = _bargaining_system(gramian)
+    system, inverse_norms = lifted_jacobi_system(gramian)
     alpha = _damped_newton(system) * inverse_norms
     if normalize:
         alpha *= tf.sqrt(tf.norm(gramian))
-    if max_norm is not None and max_norm > 0:
-        norm = safe_sqrt(quadratic(gramian, alpha))
-        alpha *= tf.where(norm > max_norm, max_norm / tf.maximum(norm, 1e-300), 1.0)
-    return finite_or_zero(alpha, ok)
+    return finite_or_zero(clip_update_norm(gramian, alpha, max_norm), ok)
 
 
 @register("nash_mtl")

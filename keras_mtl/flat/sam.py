@@ -1,8 +1,8 @@
 import keras
 
 from keras_mtl.gradients.base import GradientMethod
-from keras_mtl.methods import MultiTaskLoss, positive
-from keras_mtl.registry import get, register
+from keras_mtl.methods import MultiTaskLoss, inner_method, positive
+from keras_mtl.registry import register
 
 VARIANTS = ("fmtl", "naive")
 
@@ -55,13 +55,7 @@ class SAM(MultiTaskLoss):
             raise ValueError("SAM cannot wrap SAM.")
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
-        if isinstance(method, MultiTaskLoss):
-            if method.losses is not None and losses is not None and method.losses is not losses:
-                raise ValueError("Give the losses to SAM or to its inner method, not both.")
-            self.method = method
-        else:
-            self.method = get(method, losses)
-        self.method.losses = losses if losses is not None else self.method.losses
+        self.method = inner_method(method, losses, "SAM")
         self.losses = self.method.losses
         self.rho = positive(rho, "rho")
         self.adaptive = bool(adaptive)
