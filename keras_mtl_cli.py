@@ -1,4 +1,4 @@
-"""The `keras-mtl` command: `keras-mtl benchmark ...`, `keras-mtl speed ...`.
+"""The `keras-mtl` command: `keras-mtl benchmark ...`, `keras-mtl speed ...`, `keras-mtl study ...`.
 
 A top-level module, not part of the `keras_mtl` package, on purpose: importing
 anything inside that package runs its `__init__`, which imports TensorFlow
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 # The loaders of `keras_mtl.benchmark.compare.DATASETS`, by name (a test checks they agree).
-DATASETS = ("celeb_a", "gradnorm_toy", "multi_fashion", "multi_mnist", "multi_mnist_5k", "qm9pack")
+DATASETS = ("celeb_a", "gradnorm_toy", "multi_fashion", "multi_mnist", "multi_mnist_5k", "multi_mnist_5k_sum", "qm9pack")
 # Representative loss weightings and gradient methods, few enough for the
 # default run to take minutes on a CPU (`--methods` picks any others).
 DEFAULT_METHODS = ("ew", "uw", "uw_so", "dwa", "rlw", "famo", "mean", "gradnorm", "pcgrad", "mgda", "cagrad", "nash_mtl", "upgrad")
@@ -64,9 +64,33 @@ forward passes. SAM rows are `sam` (SAM on equal weighting) and `sam+ID`
 (F-MTL with the gradient method ID; `sam+ID:naive` for the naive combination).
 """
 
+STUDY_HELP = """\
+Check the reference papers' claims on offline real data; write a report.
+
+Runs the experiments behind six claims and writes OUTPUT/report.md, with one
+row per claim (the claim, the experiment, the numbers with 95% paired t
+intervals over the seeds, and a verdict: reproduced, not reproduced, or
+inconclusive at this budget) and a plot per claim (claim1.png ... claim6.png):
+  1. UW-SO over its temperature grid vs the best scalarization-grid point and
+     EW, UW, DWA, RLW, IMTL-L, GLS (Kirchdorfer et al. 2024);
+  2. the spread of Δm% across weightings shrinks as the network widens (same);
+  3. the learning rate matters more than the weight decay (same);
+  4. F-MTL (per-task SAM in PCGrad) vs PCGrad and the naive SAM (Phan et al.);
+  5. HydaLearn and GCosSim vs EW for a main QM9 target with the others as
+     auxiliaries (Verboven et al.; needs `pip install 'keras_mtl[qm9]'`);
+  6. multi-task vs single-task training (Gong et al. 2019).
+The verdict rules are in the report and in keras_mtl/benchmark/study.py.
+
+Runs are cached under OUTPUT/runs (or --cache) like the benchmark's, so an
+interrupted study resumes. The full study takes about an hour on a 2-core
+CPU; --tiny runs a minimal configuration (seconds) that only checks the
+machinery: its verdicts mean nothing.
+"""
+
 COMMANDS = {
     "benchmark": ("keras_mtl.benchmark.compare", "compare methods on a data set (metrics, Δm%%, differences from EW with intervals)"),
     "speed": ("keras_mtl.benchmark.speed", "time one training step of every method against equal weighting"),
+    "study": ("keras_mtl.benchmark.study", "check the reference papers' claims; write a report with a verdict per claim"),
 }
 
 
@@ -96,7 +120,7 @@ def _positive_float(text):
 
 
 def _add_benchmark_arguments(parser):
-    parser.add_argument("--dataset", default="multi_mnist_5k", choices=DATASETS)
+    parser.add_argument("--dataset", default="multi_mnist_5k_sum", choices=DATASETS, help="the data set (default: multi_mnist_5k_sum, MultiMNIST-5k with a digit-sum regression task; see README)")
     parser.add_argument("--methods", nargs="+", default=None, help=f"method ids (default: {' '.join(DEFAULT_METHODS)})")
     parser.add_argument("--seeds", type=_positive_int, default=2, help="seeds per method, 0 .. N-1 (intervals need 2 or more)")
     parser.add_argument("--epochs", type=_positive_int, default=5)
@@ -123,6 +147,13 @@ def _add_speed_arguments(parser):
     parser.add_argument("--steps", type=_positive_int, default=20, help="timed steps per repeat")
 
 
+def _add_study_arguments(parser):
+    parser.add_argument("--tiny", action="store_true", help="a minimal configuration that runs in seconds (checks the machinery only)")
+    parser.add_argument("--seeds", type=_positive_int, default=None, help="paired seeds per run (default: 4; --tiny: 2)")
+    parser.add_argument("--output", default="study_results", help="folder of report.md and the plots")
+    parser.add_argument("--cache", default=None, help="folder of the cached runs (default: OUTPUT/runs)")
+
+
 def _version():
     try:
         return importlib.metadata.version("keras_mtl")
@@ -133,11 +164,15 @@ def _version():
 def build_parser():
     """The `keras-mtl` parser and `{command: its parser}`, one sub-command per entry of `COMMANDS`."""
     # No abbreviated options: a mistyped `--epoch` must be an error, not `--epochs`.
-    parser = argparse.ArgumentParser(prog="keras-mtl", description="Multi-task learning for Keras 3: compare and time methods.", allow_abbrev=False)
+    parser = argparse.ArgumentParser(prog="keras-mtl", description="Multi-task learning for Keras 3: compare and time methods, check published claims.", allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"keras-mtl {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     subparsers = {}
-    for name, add_arguments, description in (("benchmark", _add_benchmark_arguments, BENCHMARK_HELP), ("speed", _add_speed_arguments, SPEED_HELP)):
+    for name, add_arguments, description in (
+        ("benchmark", _add_benchmark_arguments, BENCHMARK_HELP),
+        ("speed", _add_speed_arguments, SPEED_HELP),
+        ("study", _add_study_arguments, STUDY_HELP),
+    ):
         subparsers[name] = commands.add_parser(
             name, help=COMMANDS[name][1], description=description, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
         )
@@ -163,7 +198,7 @@ def parse(argv=None):
     """The parsed arguments of `keras-mtl COMMAND ...`; exits with a usage error for unknown method ids, or `--tensorboard` without tensorboard."""
     parser, subparsers = build_parser()
     args = parser.parse_args(argv)
-    unknown = _unknown_methods(args.command, args.methods or [])
+    unknown = _unknown_methods(args.command, getattr(args, "methods", None) or [])
     if unknown:
         subparsers[args.command].error(f"unknown method ids {unknown}; known: {' '.join(method_ids())}")
     if getattr(args, "tensorboard", None) and importlib.util.find_spec("tensorboard") is None:

