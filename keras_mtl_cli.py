@@ -55,13 +55,16 @@ SPEED_HELP = """\
 Time one training step of every method, relative to equal weighting.
 
 Every method trains the same model on the same batch; a row gives its step
-time, the fastest of 5 repeats of `--steps` calls of the model's compiled
-train step, divided by equal weighting's, measured in the same run. Gradient
-methods also show their time over `mean`'s (the gradient method that only
-averages), which isolates the cost of the aggregation. `× expected` divides
-the ratio by the cost the passes alone imply, counting a backward pass as two
-forward passes. SAM rows are `sam` (SAM on equal weighting) and `sam+ID`
-(F-MTL with the gradient method ID; `sam+ID:naive` for the naive combination).
+time, the fastest of 5 repeats of `--steps` calls of `train_on_batch` (on
+whichever Keras backend runs), divided by equal weighting's, measured in the
+same run. Gradient methods also show their time over `mean`'s (the gradient
+method that only averages), which isolates the cost of the aggregation.
+`× expected` divides the ratio by the cost the passes alone imply, counting a
+backward pass as two forward passes. SAM rows are `sam` (SAM on equal
+weighting) and `sam+ID` (F-MTL with the gradient method ID; `sam+ID:naive`
+for the naive combination).
+`--peer torchjd` also times the same cells in TorchJD and prints each side's
+step over its own equal-weighting step, and keras_mtl's step over TorchJD's.
 """
 
 STUDY_HELP = """\
@@ -145,6 +148,7 @@ def _add_speed_arguments(parser):
     parser.add_argument("--representation-tasks", nargs="+", type=_positive_int, default=[2, 4, 8, 40], help="task counts, representation mode (MLP)")
     parser.add_argument("--methods", nargs="+", default=None, help=f"method ids or sam+ID[:naive] (default: all, and {' '.join(DEFAULT_SAM_ROWS)})")
     parser.add_argument("--steps", type=_positive_int, default=20, help="timed steps per repeat")
+    parser.add_argument("--peer", choices=["torchjd"], default=None, help="also time the same cells in TorchJD on PyTorch (pip install 'keras_mtl[torchjd]'); default methods: those both have")
 
 
 def _add_study_arguments(parser):

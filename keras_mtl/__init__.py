@@ -23,7 +23,7 @@ from keras_mtl.aggregators import (
     UPGrad,
 )
 from keras_mtl.flat import SAM
-from keras_mtl.gradients import DualBalancing, GradientCosineSimilarity, GradientMethod, GradNorm, HydaLearn, MeanGradient, TaskGradients
+from keras_mtl.gradients import DualBalancing, GradientCosineSimilarity, GradientMethod, GradNorm, HydaLearn, MeanGradient, OLAux, TaskGradients
 from keras_mtl.methods import LossWeighting, MultiTaskLoss
 from keras_mtl.registry import available, get
 from keras_mtl.training.mixin import MultiTaskMixin
@@ -49,4 +49,4 @@ from keras_mtl.weightings import (
     scalarization_grid,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -4,14 +4,21 @@ A method is a `keras.losses.Loss` that wraps the per-task losses, so that it is
 chosen where Keras users choose a loss: `model.compile(loss=method)`. It holds
 no variables (Keras neither trains nor saves variables created in a `Loss`);
 whatever a method learns or remembers lives in the model's
-`MultiTaskState` layer, which the method fills in `build_state`.
+`MultiTaskState` layer, whose variables the method declares in `build_state`.
+
+The protocol is pure, as in Optax: every hook receives `state`, a read-only
+dict `{name: tensor}` of the current values of the variables the method
+declared, and returns the new values of those it changes, as a dict (empty
+when nothing changes). A method never assigns a variable and never orders
+updates; the training engine of the backend in use checks what the method
+returned (finite weights, finite state), then assigns the state, in order.
+Methods are written in `keras.ops`, so they run on every supported backend.
 """
 
 import math
 import random
 
 import keras
-import tensorflow as tf
 
 
 def _resolve_loss(identifier):
@@ -80,6 +87,14 @@ class MultiTaskLoss(keras.losses.Loss):
     # Methods that take logs or ratios of the losses cannot take negative ones
     # (the engine checks the global batch's losses before anything changes).
     needs_non_negative_losses = False
+    # Methods whose `after_update` compares the batch's losses before and
+    # after the optimizer step (FAMO): the engine then recomputes them.
+    needs_losses_after_update = False
+    # Which of the engine's training steps trains the method: "weighted_loss"
+    # (the gradient of Σ w_k L_k), "task_gradients" (per-task gradients,
+    # combined) or "sharpness_aware" (SAM around either). The engine knows
+    # methods by this declaration only.
+    train_step_kind = None
 
     def __init__(self, losses=None, name=None):
         super().__init__(name=name or self.method_id)
@@ -113,21 +128,56 @@ class MultiTaskLoss(keras.losses.Loss):
             raise ValueError(f"{type(self).__name__} needs at least {self.min_tasks} tasks; the model has {num_tasks}.")
 
     def build_state(self, state, task_names):
-        """Creates the method's variables on `state` (a `MultiTaskState`).
+        """Declares the method's variables on `state` (a `MultiTaskState`) with `state.variable`.
 
         Also the place to check the method's arguments against the tasks.
+        This is the only hook that sees the layer; the others see values.
         """
 
+    def loss_lower_bounds(self, num_tasks):
+        """The values each task's loss must not fall below, or None.
+
+        The engine checks the global batch's losses against them before
+        anything changes (and the losses after the step, for methods that
+        need them), and names the task that falls below. Zeros for methods
+        that need non-negative losses.
+        """
+        return [0.0] * num_tasks if self.needs_non_negative_losses else None
+
     def begin_epoch(self, state):
-        """Called at the start of every `fit` epoch: drops what an interrupted epoch left in `state`."""
+        """At the start of every `fit` epoch: the new state, dropping what an interrupted epoch left."""
+        return {}
 
     def end_epoch(self, state):
-        """Called at the end of every training epoch (for epoch-level methods)."""
+        """At the end of every training epoch: the new state (for epoch-level methods)."""
+        return {}
+
+    def after_update(self, state, losses_before, losses_after):
+        """After the optimizer step: the new state.
+
+        `losses_before` (K,) are the step's global losses; `losses_after`
+        (K,) the same batch's losses with the updated parameters when
+        `needs_losses_after_update` is set, else None.
+        """
+        return {}
 
     @property
     def works_per_epoch(self):
         """Whether the method needs `end_epoch` (then `train_on_batch` alone never moves it on)."""
         return type(self).end_epoch is not MultiTaskLoss.end_epoch
+
+    @property
+    def display_name(self):
+        """How errors and logs name the method."""
+        return type(self).__name__
+
+    def weighting(self):
+        """The loss weighting whose weights make the total loss (evaluation, logs); None for gradient methods.
+
+        A method, not a property: Keras' saving walks every attribute, and a
+        weighting's own is itself.
+        """
+        return None
 
     def call(self, y_true, y_pred):
         raise TypeError(
@@ -179,15 +229,35 @@ def draw_seed(seed):
     return int(seed) if seed is not None else random.randrange(2**31)
 
 
-def next_seed(state, seed):
-    """A fresh stateless-RNG seed (2,) per training step, from `seed` and a saved counter.
+class RandomStream:
+    """Reproducible random draws for a method, as a pure function of its state.
 
-    The counter is the `draws` variable a random method creates in its state.
-    Keyed by it, draws repeat for a given seed, agree on every replica, and
-    continue where a resumed run stopped.
+    Declared in `build_state` (`self.stream = RandomStream(state, "rng",
+    seed)`), it keeps a `keras.random.SeedGenerator`'s state in the method's
+    state variable `name`, so draws repeat for a given seed, agree on every
+    replica (all draw the same numbers), are saved with the model and
+    continue where a resumed run stopped. Each backend draws its own numbers
+    for a seed: a seed repeats a run on one backend, not across backends.
+
+    Example, in a method's hook:
+
+    >>> z, new_state = self.stream.draw(state, lambda seed: keras.random.normal((k,), seed=seed))
     """
-    draw = state["draws"].assign_add(1)
-    return tf.stack([tf.constant(seed, tf.int32), draw])
+
+    def __init__(self, state, name, seed):
+        # The generator's own variable is never read or written: `draw` maps
+        # it to the method's state value in a StatelessScope.
+        self._generator = keras.random.SeedGenerator(seed)
+        self.name = name
+        initial = keras.ops.convert_to_numpy(self._generator.state.value)
+        state.variable(name, initial.shape, initializer=lambda shape, dtype: initial, dtype=self._generator.state.dtype)
+
+    def draw(self, state, sample):
+        """`sample(seed_generator)` with the generator at `state[name]`; returns (draw, {name: next state})."""
+        with keras.StatelessScope(state_mapping=[(self._generator.state, state[self.name])]) as scope:
+            result = sample(self._generator)
+            advanced = scope.get_current_value(self._generator.state)
+        return result, {self.name: advanced}
 
 
 def _serialize_losses(losses):
@@ -216,20 +286,19 @@ class LossWeighting(MultiTaskLoss):
     losses, and the total stays linear in each replica's losses.
     """
 
-    # Methods whose weights use the losses after the optimizer step (FAMO).
-    updates_after_step = False
+    train_step_kind = "weighted_loss"
 
-    def task_weights(self, losses, state, training):
-        """The weights w (K,) from the losses (K,), gradient stopped.
+    def weights(self, losses, state, training):
+        """(w, new state): the weights w (K,) from the losses (K,), gradient stopped.
 
         `training` is True once per training step: the only time a method may
-        update running statistics in `state`.
+        update running statistics (outside training it returns `{}`).
         """
         raise NotImplementedError
 
     def regularization(self, state):
-        """A term of the method's learnable variables added to the total."""
+        """A term of the method's learnable variables (trainable state, differentiable here) added to the total."""
         return 0.0
 
-    def after_step(self, state, losses_before, losses_after):
-        """Called with the same batch's losses after the optimizer step."""
+    def weighting(self):
+        return self

@@ -3,22 +3,24 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from support.state_values import gradient, state_values
 
 import keras_mtl
 from keras_mtl.gradients import TaskGradients
 
 
-def _state(method, tasks=("aux", "main", "other")):
-    state = keras_mtl.MultiTaskState()
-    state.configure(method, list(tasks))
-    return state
+def _weights(method, jacobian, tasks=("aux", "main", "other")):
+    """The method's weights (numpy) on `jacobian`, driven directly with its initial state; it keeps no state."""
+    weights, new_state = method.gradient_weights(_gradients(jacobian), state_values(method, tasks), training=True)
+    assert new_state == {}
+    return keras.ops.convert_to_numpy(weights)
 
 
 def _gradients(jacobian, losses=(1.0, 1.0, 1.0), learning_rate=0.1):
-    jacobian = tf.constant(jacobian, tf.float32)
-    gramian = tf.matmul(jacobian, jacobian, transpose_b=True)
-    return TaskGradients(jacobian=jacobian, losses=tf.constant(losses), gramian=gramian, last_layer_gramian=gramian, learning_rate=learning_rate)
+    jacobian = np.asarray(jacobian, "float32")
+    gramian = keras.ops.convert_to_tensor(jacobian @ jacobian.T)
+    losses = keras.ops.convert_to_tensor(np.asarray(losses, "float32"))
+    return TaskGradients(jacobian=keras.ops.convert_to_tensor(jacobian), losses=losses, gramian=gramian, last_layer_gramian=gramian, learning_rate=learning_rate)
 
 
 # Tasks in order (aux, main, other): g_main = (2, 0); aux helps (1, 1),
@@ -28,7 +30,7 @@ JACOBIAN = [[1.0, 1.0], [2.0, 0.0], [-1.0, 0.5]]
 
 def test_hydalearn_first_order_by_hand():
     method = keras_mtl.HydaLearn("mse", main_task="main", first_order=True)
-    weights = method.task_weights(_gradients(JACOBIAN), _state(method), training=True)
+    weights = _weights(method, JACOBIAN)
     # w_aux = max(η·2, 0) / (η·4) = 0.5; the opposing task gets 0; main 1.
     np.testing.assert_allclose(weights, [0.5, 1.0, 0.0], rtol=1e-6)
 
@@ -36,15 +38,14 @@ def test_hydalearn_first_order_by_hand():
 def test_gcossim_by_hand():
     # cos(main, aux) = 2/(2·√2) = 1/√2; cos(main, other) < 0.
     hard = keras_mtl.GradientCosineSimilarity("mse", main_task="main")
-    np.testing.assert_allclose(hard.task_weights(_gradients(JACOBIAN), _state(hard), True), [1.0, 1.0, 0.0])
+    np.testing.assert_allclose(_weights(hard, JACOBIAN), [1.0, 1.0, 0.0])
     soft = keras_mtl.GradientCosineSimilarity("mse", main_task="main", weighted=True)
-    np.testing.assert_allclose(soft.task_weights(_gradients(JACOBIAN), _state(soft), True), [1 / np.sqrt(2), 1.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(_weights(soft, JACOBIAN), [1 / np.sqrt(2), 1.0, 0.0], rtol=1e-6)
 
 
 def test_zero_gradients_give_zero_auxiliary_weights():
     for method in (keras_mtl.HydaLearn("mse", main_task="main", first_order=True), keras_mtl.GradientCosineSimilarity("mse", main_task="main")):
-        weights = method.task_weights(_gradients([[0.0, 0.0]] * 3), _state(method), True)
-        np.testing.assert_array_equal(weights, [0.0, 1.0, 0.0])
+        np.testing.assert_array_equal(_weights(method, [[0.0, 0.0]] * 3), [0.0, 1.0, 0.0])
 
 
 def _model():
@@ -123,21 +124,18 @@ def test_exact_lookahead_by_hand_with_trainable_heads():
     shared = model.get_layer("shared").trainable_variables
     eta = 0.5
 
-    def main_loss():
-        return float(keras.losses.mean_squared_error(y["main"], model(x)["main"]).numpy().mean())
+    def task_loss(task, values):
+        """Task `task`'s loss with the shared layer's parameters at `values` (nothing assigned)."""
+        with keras.StatelessScope(state_mapping=list(zip(shared, values))):
+            prediction = model(x)[task]
+        return keras.ops.mean(keras.losses.mean_squared_error(y[task], prediction))
 
-    start = [v.numpy() for v in shared]
+    start = [keras.ops.convert_to_tensor(v) for v in shared]
     gains = {}
     for task in ("main", "aux"):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(keras.losses.mean_squared_error(y[task], model(x)[task]))
-        gradients = tape.gradient(loss, shared)
-        before = main_loss()
-        for variable, value, gradient in zip(shared, start, gradients):
-            variable.assign(value - eta * gradient)
-        gains[task] = before - main_loss()
-        for variable, value in zip(shared, start):
-            variable.assign(value)
+        gradients = gradient(lambda values, task=task: task_loss(task, values), start)
+        moved = [value - eta * g for value, g in zip(start, gradients)]
+        gains[task] = float(task_loss("main", start)) - float(task_loss("main", moved))
 
     model.compile(keras.optimizers.SGD(eta), loss=keras_mtl.HydaLearn("mse", main_task="main"))
     history = model.fit(x, y, batch_size=32, epochs=1, verbose=0)

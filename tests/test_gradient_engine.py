@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 import keras_mtl
-from keras_mtl.gradients import TaskGradients
+from keras_mtl.training import tasks
+from keras_mtl.training.backends.tensorflow.losses import shared_variable_indices
 
 LOSSES = {"a": "mse", "b": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
 
@@ -70,9 +71,9 @@ def test_shared_variables_are_found_from_the_model():
     model.compile("sgd", loss=keras_mtl.get("mean", LOSSES))
     x, y = _data(8)
     with tf.GradientTape(persistent=True) as tape:
-        losses = model.task_losses(y, model(x, training=True), None)
+        losses = tasks.task_losses(model, y, model(x, training=True), None)
     per_task = [tape.gradient(loss, model.trainable_variables) for loss in losses]
-    shared = {model.trainable_variables[i].path for i in model.shared_variable_indices(per_task)}
+    shared = {model.trainable_variables[i].path for i in shared_variable_indices(model, per_task)}
     assert shared == {"trunk/kernel", "trunk/bias"}
 
 
@@ -81,7 +82,7 @@ def test_shared_layers_override():
     model = _model(shared_layers=["trunk"])
     model.compile("sgd", loss=keras_mtl.get("mean", LOSSES))
     reached = [[True] * len(model.trainable_variables)] * 2
-    shared = {model.trainable_variables[i].path for i in model.shared_variable_indices(reached)}
+    shared = {model.trainable_variables[i].path for i in shared_variable_indices(model, reached)}
     assert shared == {"trunk/kernel", "trunk/bias"}
 
 
@@ -146,29 +147,6 @@ def test_save_and_load_keeps_method_and_state(tmp_path):
     np.testing.assert_array_equal(loaded.multi_task_state["gradnorm_weights"], model.multi_task_state["gradnorm_weights"])
     assert _max_difference(model, loaded) == 0
     loaded.fit(*_data(), batch_size=16, epochs=1, verbose=0)
-
-
-def _gradients(jacobian, losses):
-    jacobian = tf.constant(jacobian, tf.float32)
-    gramian = tf.matmul(jacobian, jacobian, transpose_b=True)
-    return TaskGradients(jacobian=jacobian, losses=tf.constant(losses, tf.float32), gramian=gramian, last_layer_gramian=gramian)
-
-
-def test_gradnorm_weight_gradient_by_hand():
-    method = keras_mtl.GradNorm(LOSSES, alpha=1.0)
-    state = keras_mtl.MultiTaskState()
-    state.configure(method, ["a", "b"])
-    state["initial_losses"].assign([2.0, 1.0])
-    # ‖g_a‖ = 3, ‖g_b‖ = 1; w = 1; G = (3, 1), mean 2. L̃ = (1/2, 1/1) = (0.5, 1),
-    # r = (2/3, 4/3); targets 2·r = (4/3, 8/3). sign(G − target) = (+, −),
-    # so d/dw = (+3, −1): the task with the larger gradient is pushed down.
-    gradients = _gradients([[3.0, 0.0], [0.0, 1.0]], [1.0, 1.0])
-    [(gradient, variable)] = method.state_gradients(gradients, tf.ones(2), state)
-    np.testing.assert_allclose(gradient, [3.0, -1.0])
-    assert variable is state["gradnorm_weights"]
-    state["gradnorm_weights"].assign([3.0, 1.0])
-    method.after_apply(state)
-    np.testing.assert_allclose(state["gradnorm_weights"], [1.5, 0.5])
 
 
 def test_gradnorm_balances_gradient_norms():

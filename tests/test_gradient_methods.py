@@ -1,19 +1,23 @@
 """Every registered gradient method trains through fit, logs its weights, saves and reloads."""
 
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 
 import keras_mtl
 
+sys.path.insert(0, str(Path(__file__).parent / "support"))
+import three_tasks  # noqa: E402
+
 LOSSES = {"a": "mse", "b": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "c": "mae"}
-# Constructor arguments beyond the losses.
-EXTRA_ARGUMENTS = {"hydalearn": {"main_task": "a"}, "gcossim": {"main_task": "a"}}
 GRADIENT_METHODS = [m for m in keras_mtl.available() if isinstance(keras_mtl.get(m), keras_mtl.GradientMethod)]
 
 
 def _method(method_id):
-    return type(keras_mtl.get(method_id))(LOSSES, **EXTRA_ARGUMENTS.get(method_id, {}))
+    return three_tasks.method(method_id)
 
 
 def _data():

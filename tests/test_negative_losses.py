@@ -85,9 +85,9 @@ def _uw_so_reference(losses, epsilon, temperature=1.0):
 def test_uw_so_zero_loss_takes_all_the_weight_unless_epsilon_is_raised():
     losses = tf.constant([0.0, 1.2])
     # The paper's ε = 1e-8: the other task's weight underflows to exactly 0.
-    default = keras_mtl.SoftmaxUncertaintyWeighting(toy_losses()).task_weights(losses, None, training=True).numpy()
+    default = keras_mtl.SoftmaxUncertaintyWeighting(toy_losses()).weights(losses, {}, training=True)[0].numpy()
     np.testing.assert_array_equal(default, [1.0, 0.0])
-    raised = keras_mtl.SoftmaxUncertaintyWeighting(toy_losses(), epsilon=0.5).task_weights(losses, None, training=True).numpy()
+    raised = keras_mtl.SoftmaxUncertaintyWeighting(toy_losses(), epsilon=0.5).weights(losses, {}, training=True)[0].numpy()
     np.testing.assert_allclose(raised, _uw_so_reference([0.0, 1.2], 0.5), rtol=1e-6)
     assert raised[1] > 0.1
 
@@ -97,7 +97,7 @@ def test_famo_zero_gap_takes_almost_all_the_weight_unless_epsilon_is_raised():
         method = make_method("famo", **kwargs)
         state = keras_mtl.MultiTaskState()
         state.configure(method, ["a", "b"])
-        return method.task_weights(tf.constant([0.0, 1.0]), state, training=True).numpy()
+        return method.weights(tf.constant([0.0, 1.0]), state.values(), training=True)[0].numpy()
 
     # Equal logits: w ∝ 1/(L + ε).
     np.testing.assert_allclose(weights(), [1 / (1 + 1e-8), 1e-8 / (1 + 1e-8)], rtol=1e-5)

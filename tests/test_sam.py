@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_mtl
-from keras_mtl.training.sam_step import sharpness_perturbation
+from keras_mtl.flat.perturbation import sharpness_perturbation
 
 LOSSES = {"a": "mse", "b": "mse"}
 

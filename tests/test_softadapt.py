@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import toy_losses, toy_model
-from test_weightings_rules import _state, _weights
+from test_weightings_rules import _apply, _numpy, _state, _tensor, _weights
 
 import keras_mtl
 from keras_mtl.weightings.softadapt import forward_difference
@@ -40,8 +40,8 @@ def _with_history(history, **kwargs):
     tasks = TASKS[: len(history)]
     method = keras_mtl.SoftAdapt({task: "mse" for task in tasks}, window=history.shape[1], **kwargs)
     state = _state(method, tasks)
-    state["loss_history"].assign(history.astype("float32"))
-    state["recorded"].assign(float(history.shape[1]))
+    state["loss_history"] = _tensor(history)
+    state["recorded"] = _tensor(history.shape[1])
     return method, state
 
 
@@ -80,7 +80,7 @@ def test_step_recording_uses_the_current_loss_and_waits_for_a_full_window():
     expected = np.exp([1.0, -3.0]) / np.exp([1.0, -3.0]).sum()
     np.testing.assert_allclose(_weights(method, state, [3.0, 1.0]), expected, rtol=1e-6)
     np.testing.assert_allclose(_weights(method, state, [9.0, 9.0], training=False), expected, rtol=1e-6)  # evaluation records nothing
-    np.testing.assert_allclose(state["loss_history"].numpy(), [[2.0, 3.0], [4.0, 1.0]])
+    np.testing.assert_allclose(_numpy(state["loss_history"]), [[2.0, 3.0], [4.0, 1.0]])
 
 
 def test_epoch_recording_through_fit(toy):
@@ -96,7 +96,7 @@ def test_epoch_recording_through_fit(toy):
     scores = means.mean(axis=1) * np.exp(5.0 * (slopes - slopes.max()))
     np.testing.assert_allclose([history["a_weight"][2], history["b_weight"][2]], scores / scores.sum(), rtol=1e-5)
     assert not np.allclose(scores / scores.sum(), 0.5, atol=1e-3)
-    np.testing.assert_allclose(model.multi_task_state["loss_history"].numpy(), [history["a_loss"][1:], history["b_loss"][1:]], rtol=1e-5)
+    np.testing.assert_allclose(_numpy(model.multi_task_state["loss_history"]), [history["a_loss"][1:], history["b_loss"][1:]], rtol=1e-5)
 
 
 def test_only_the_loss_weighted_variant_needs_non_negative_losses():
@@ -121,12 +121,19 @@ def test_arguments_are_checked_and_round_trip():
 def test_epoch_recording_counts_only_completed_epochs_with_steps():
     method = keras_mtl.SoftAdapt(toy_losses(), window=2)
     state = _state(method)
-    method.end_epoch(state)  # an epoch without training steps records nothing
-    assert state["recorded"].numpy() == 0.0
+    _apply(state, method.end_epoch(state))  # an epoch without training steps records nothing
+    assert _numpy(state["recorded"]) == 0.0
     _weights(method, state, [8.0, 8.0])  # an interrupted epoch's step ...
-    method.begin_epoch(state)  # ... is dropped when the epoch starts again
+    _apply(state, method.begin_epoch(state))  # ... is dropped when the epoch starts again
     _weights(method, state, [2.0, 4.0])
     _weights(method, state, [4.0, 2.0])
-    method.end_epoch(state)
-    np.testing.assert_allclose(state["loss_history"].numpy(), [[0.0, 3.0], [0.0, 3.0]])
-    assert state["recorded"].numpy() == 1.0
+    _apply(state, method.end_epoch(state))
+    np.testing.assert_allclose(_numpy(state["loss_history"]), [[0.0, 3.0], [0.0, 3.0]])
+    assert _numpy(state["recorded"]) == 1.0
+
+
+def test_step_recording_has_no_epoch_state():
+    method = keras_mtl.SoftAdapt(toy_losses(), window=2, record="step")
+    state = _state(method)
+    assert sorted(state) == ["loss_history", "recorded"]
+    assert method.begin_epoch(state) == {} and method.end_epoch(state) == {} and not method.works_per_epoch

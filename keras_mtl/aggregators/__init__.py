@@ -1,11 +1,12 @@
-"""Gradient methods as pure TensorFlow functions of the Gramian ``G = J J^T``.
+"""Gradient methods as pure `keras.ops` functions of the Gramian ``G = J J^T``, on every backend.
 
 Each ``*_weights`` function maps the K x K Gramian of the per-task gradients
-(plus method state or options) to task weights ``w`` (K,), the shared update
-being ``d = J^T w``; GradDrop, being elementwise, maps J to ``d``. See
-``_common`` for the shared non-finite-input convention. Beside each
-function, its registered `GradientMethod` class: the catalogue grows by one
-file and one test.
+(plus method state, random draws or options) to task weights ``w`` (K,), the
+shared update being ``d = J^T w``; GradDrop and the trimmed mean, being
+elementwise, map J to ``d``. See ``_common`` for the shared non-finite-input
+convention and the compile decorator (float64 on JAX). Beside each function,
+its registered `GradientMethod` class, pure as every method: its state in,
+its new state out. The catalogue grows by one file and one test.
 """
 
 from keras_mtl.aggregators.aligned_mtl import AlignedMTL, aligned_mtl_weights

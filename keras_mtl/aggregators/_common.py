@@ -1,16 +1,16 @@
-"""Shared pieces of the Gramian weightings: the input guard, the scaling and the small solvers.
+"""Shared pieces of the Gramian weightings: the compile decorator, the input guard, the scaling and the small solvers.
 
 Every weighting takes the K x K Gramian ``G = J J^T`` of the per-task
 gradients (K static, float32 as the engine computes it) and returns float32
-weights ``w`` (K,), the shared update being ``d = J^T w``. All helpers are
-graph- and XLA-compatible: static shapes, fixed-iteration ``tf.while_loop`` s
-and masks, no Python control flow on tensor values; they use plain linear
-algebra (matmul, eigh, sort, gather) so that a port to ``keras.ops`` is
-mechanical.
+weights ``w`` (K,), the shared update being ``d = J^T w``. Everything is
+written in ``keras.ops``, so it runs on every Keras backend, and is
+XLA-compatible: static shapes, fixed-iteration ``keras.ops.fori_loop`` s and
+masks, no Python control flow on tensor values.
 
 Precision: the K x K algebra costs nothing next to the gradients, so it runs
-in float64 (``prepare_gramian``), and every solve works on the Jacobi-scaled
-Gramian ``G_s = D^-1/2 G D^-1/2`` (``D = diag G``, unit diagonal, see
+in float64 (``prepare_gramian``; on JAX inside ``jax.enable_x64``, see
+``backend_function``), and every solve works on the Jacobi-scaled Gramian
+``G_s = D^-1/2 G D^-1/2`` (``D = diag G``, unit diagonal, see
 ``jacobi_scale``) and maps back. Rescaling one task's gradient leaves G_s
 unchanged, so no tolerance depends on how large another task is. An
 eigenvalue of a (block of) G_s counts as zero when it is at most
@@ -27,8 +27,9 @@ method can return NaN weights.
 
 import functools
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 # Relative precision of the float32 Gramian the engine passes in.
 FLOAT32_EPS = 2.0**-23
@@ -39,27 +40,125 @@ EXACT_MAX_TASKS = 8
 
 QP_ITERATIONS = 300
 
-# The iterative solvers run hundreds of iterations of tiny K x K ops, and the
-# exact ones hundreds of small batched solves: compiled with XLA each becomes
-# a few fused kernels instead of thousands of dispatched ops, about 10x faster
-# on a CPU (`keras-mtl speed`). Applied to the weightings that solve a problem;
-# random ones stay uncompiled, as XLA draws other numbers from the same seed.
-xla_compiled = tf.function(jit_compile=True)
+# ------------------------------------------------------------ compilation
+
+
+def backend_function(fn, jit_compile=True):
+    """``fn`` compiled for the Keras backend in use, with its float64 algebra intact.
+
+    TensorFlow: ``tf.function(fn, jit_compile=jit_compile)`` (float64 is
+    always available there). JAX: ``jax.jit`` of ``fn`` run inside
+    ``jax.enable_x64(True)``, whatever ``jit_compile`` (JAX compiles
+    everything with XLA): without it JAX silently computes every float64 of
+    the K x K algebra in float32. It also works inside an outer ``jax.jit``
+    (the engine's train step). The positional and keyword arguments that are
+    Python values (floats, strings, None, lists: the methods' options) are
+    compile-time constants, one compilation per value; arrays are traced.
+    The undecorated function stays available as ``.python_function`` (as on
+    a ``tf.function``).
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # the one TensorFlow import of the aggregators
+
+        return tf.function(fn, jit_compile=jit_compile)
+    return _jax_float64_jit(fn)
+
+
+def xla_compiled(fn):
+    """``backend_function(fn)``: for the weightings that solve a problem.
+
+    The iterative solvers run hundreds of iterations of tiny K x K ops, and
+    the exact ones hundreds of small batched solves: compiled with XLA each
+    becomes a few fused kernels instead of thousands of dispatched ops, about
+    10x faster on a CPU (`keras-mtl speed`).
+    """
+    return backend_function(fn, jit_compile=True)
+
+
+def float64_function(fn):
+    """``backend_function(fn, jit_compile=False)``: for the closed-form weightings (a plain graph on TensorFlow)."""
+    return backend_function(fn, jit_compile=False)
+
+
+def _is_static(value):
+    return value is None or isinstance(value, (bool, int, float, str, list, tuple))
+
+
+def _hashable(value):
+    return tuple(_hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_float64_jit(fn):
+    """One compiled wrapper per function, so that every caller shares its compilations."""
+    import jax
+
+    compiled = {}
+
+    def in_float64(*args, **kwargs):
+        with jax.enable_x64(True):
+            return fn(*args, **kwargs)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        static_positions = tuple(i for i, value in enumerate(args) if _is_static(value))
+        static_names = tuple(sorted(name for name, value in kwargs.items() if _is_static(value)))
+        key = (static_positions, static_names)
+        if key not in compiled:
+            compiled[key] = jax.jit(in_float64, static_argnums=static_positions, static_argnames=static_names)
+        args = [_hashable(value) if i in static_positions else value for i, value in enumerate(args)]
+        kwargs = {name: _hashable(value) if name in static_names else value for name, value in kwargs.items()}
+        with jax.enable_x64(True):  # tracing and lowering both need it
+            return compiled[key](*args, **kwargs)
+
+    call.python_function = fn
+    return call
+
+
+# ------------------------------------------------------------ small helpers
+
+
+def matvec(matrix, x):
+    """``A x`` for a (batch of) matrices (.., n, n) and vectors (.., n), broadcast."""
+    return ops.squeeze(ops.matmul(matrix, ops.expand_dims(x, -1)), -1)
+
+
+def diagonal(matrix):
+    """The diagonal of the last two axes (.., n)."""
+    return ops.diagonal(matrix, axis1=-2, axis2=-1)
+
+
+def take_rows(values, indices):
+    """``values[b, indices[b]]`` for every row b: (B, N) and (B,) -> (B,)."""
+    return ops.take_along_axis(values, ops.expand_dims(indices, 1), axis=1)[:, 0]
+
+
+def kept_share(gradients, direction):
+    """For the methods whose update is no weighting (GradDrop, TrimmedMean): the weight each task logs.
+
+    How much of ``g_k`` the update keeps along itself, ``<d, g_k> / ||g_k||^2``
+    (0 for a zero gradient).
+    """
+    return ops.divide_no_nan(matvec(gradients.jacobian, direction), diagonal(gradients.gramian))
+
+
+def as_float64(x):
+    return ops.cast(ops.convert_to_tensor(x), "float64")
 
 
 def prepare_gramian(gramian):
     """Return ``(G, ok)``: G as symmetric float64, zeroed if not all finite."""
-    gramian = tf.cast(tf.convert_to_tensor(gramian), tf.float64)
-    ok = tf.reduce_all(tf.math.is_finite(gramian))
-    symmetric = 0.5 * (gramian + tf.transpose(gramian))
-    return tf.where(ok, symmetric, tf.zeros_like(gramian)), ok
+    gramian = as_float64(gramian)
+    ok = ops.all(ops.isfinite(gramian))
+    symmetric = 0.5 * (gramian + ops.transpose(gramian))
+    return ops.where(ok, symmetric, ops.zeros_like(gramian)), ok
 
 
 def finite_or_zero(weights, ok):
     """float32 weights, zero when the input was not finite (or, defensively, the result)."""
-    weights = tf.cast(weights, tf.float32)
-    ok = tf.logical_and(ok, tf.reduce_all(tf.math.is_finite(weights)))
-    return tf.where(ok, weights, tf.zeros_like(weights))
+    weights = ops.cast(weights, "float32")
+    ok = ops.logical_and(ok, ops.all(ops.isfinite(weights)))
+    return ops.where(ok, weights, ops.zeros_like(weights))
 
 
 def null_tolerance(num_tasks):
@@ -73,10 +172,14 @@ def jacobi_scale(gramian):
     G_s has a unit diagonal (the cosines of the task gradients); a zero
     gradient gets ``s_k = 0`` and a zero row and column in G_s.
     """
-    diagonal = tf.linalg.diag_part(gramian)
-    nonzero = diagonal > 0
-    inverse_norms = tf.where(nonzero, tf.math.rsqrt(tf.where(nonzero, diagonal, 1.0)), 0.0)
+    diag = diagonal(gramian)
+    nonzero = diag > 0
+    inverse_norms = ops.where(nonzero, ops.rsqrt(ops.where(nonzero, diag, 1.0)), 0.0)
     return gramian * inverse_norms[:, None] * inverse_norms[None, :], inverse_norms
+
+
+def eye_like(matrix):
+    return ops.eye(matrix.shape[-1], dtype=matrix.dtype)
 
 
 def lifted_jacobi_system(gramian):
@@ -92,9 +195,9 @@ def lifted_jacobi_system(gramian):
     ridge, no bias.
     """
     scaled, inverse_norms = jacobi_scale(gramian)
-    eye = tf.eye(gramian.shape[0], dtype=gramian.dtype)
-    system = scaled + eye * tf.cast(inverse_norms == 0, gramian.dtype)
-    lift = tf.maximum(null_tolerance(gramian.shape[0]) - tf.linalg.eigvalsh(system)[0], 0.0)
+    eye = eye_like(gramian)
+    system = scaled + eye * ops.cast(inverse_norms == 0, gramian.dtype)
+    lift = ops.maximum(null_tolerance(gramian.shape[0]) - ops.eigh(system)[0][0], 0.0)
     return system + lift * eye, inverse_norms
 
 
@@ -103,33 +206,26 @@ def clip_update_norm(gramian, weights, max_norm):
     if max_norm is None or max_norm <= 0:
         return weights
     norm = safe_sqrt(quadratic(gramian, weights))
-    return weights * tf.where(norm > max_norm, max_norm / tf.maximum(norm, 1e-300), 1.0)
+    return weights * ops.where(norm > max_norm, max_norm / ops.maximum(norm, 1e-300), 1.0)
 
 
 def safe_sqrt(x):
-    return tf.sqrt(tf.maximum(x, tf.zeros_like(x)))
+    return ops.sqrt(ops.maximum(x, ops.zeros_like(x)))
 
 
-def stateless_uniform(shape, seed):
-    """U(0, 1) draws from an int32 (2,) seed (Philox pinned, so CPU and GPU agree).
+def random_orders(keys):
+    """For each task i, a random order of the other tasks: int (K, K-1), from uniform keys (K, K).
 
-    Reproducible for a given seed, but TensorFlow's XLA kernel draws different
-    numbers than its non-XLA one: a jit-compiled step is reproducible against
-    other jit-compiled steps only.
+    Task i visits the others by increasing ``keys[i, j]``; j = i gets the
+    largest key (2, above any U(0, 1) draw) so that it sorts last and is
+    dropped. The keys are drawn by the method (its `RandomStream`), so this
+    is deterministic; PCGrad and GradVac share it so that the same draws give
+    the same orders.
     """
-    return tf.random.stateless_uniform(shape, seed=seed, alg="philox")
-
-
-def random_orders(seed, num_tasks):
-    """For each task i, a random order of the other tasks: int32 (K, K-1).
-
-    One stateless uniform key per (i, j); j = i gets the largest key so that
-    it sorts last and is dropped. Shared by PCGrad and GradVac so that the
-    same seed gives the same orders.
-    """
-    keys = stateless_uniform((num_tasks, num_tasks), seed)
-    keys = tf.linalg.set_diag(keys, tf.fill([num_tasks], 2.0))
-    return tf.argsort(keys, axis=1)[:, : num_tasks - 1]
+    keys = ops.convert_to_tensor(keys)
+    num = keys.shape[0]
+    keys = ops.where(ops.eye(num) > 0, 2.0, keys)
+    return ops.argsort(keys, axis=1)[:, : num - 1]
 
 
 def pseudo_solve(matrix, rhs, tolerance):
@@ -139,11 +235,11 @@ def pseudo_solve(matrix, rhs, tolerance):
     A (identical, collinear or zero gradients) gives the exact minimum-norm
     least-squares solution.
     """
-    eigenvalues, vectors = tf.linalg.eigh(matrix)
-    kept = tf.abs(eigenvalues) > tolerance
-    inverse = tf.where(kept, 1.0 / tf.where(kept, eigenvalues, 1.0), 0.0)
-    coords = tf.linalg.matvec(vectors, rhs, transpose_a=True) * inverse
-    return tf.linalg.matvec(vectors, coords)
+    eigenvalues, vectors = ops.eigh(matrix)
+    kept = ops.abs(eigenvalues) > tolerance
+    inverse = ops.where(kept, 1.0 / ops.where(kept, eigenvalues, 1.0), 0.0)
+    coords = matvec(ops.swapaxes(vectors, -1, -2), rhs) * inverse
+    return matvec(vectors, coords)
 
 
 def spd_solve(matrix, rhs):
@@ -158,10 +254,17 @@ def spd_solve(matrix, rhs):
     for k in range(num):
         pivot_row = matrix[..., k, :]
         factor = matrix[..., :, k] / matrix[..., k, k : k + 1]
-        factor *= 1.0 - tf.one_hot(k, num, dtype=matrix.dtype)  # row k stays
+        factor = factor * (1.0 - ops.one_hot(k, num, dtype=matrix.dtype))  # row k stays
         matrix = matrix - factor[..., :, None] * pivot_row[..., None, :]
         rhs = rhs - factor * rhs[..., k : k + 1]
-    return rhs / tf.linalg.diag_part(matrix)
+    return rhs / diagonal(matrix)
+
+
+def cholesky_solve(matrix, rhs):
+    """``A^-1 b`` for a (batch of) symmetric positive definite A (.., n, n) and b (.., n), by Cholesky."""
+    factor = ops.cholesky(matrix)
+    half = ops.solve_triangular(factor, rhs[..., None], lower=True)
+    return ops.solve_triangular(ops.swapaxes(factor, -1, -2), half, lower=False)[..., 0]
 
 
 def regularized_solve(matrix, rhs, refinements=2):
@@ -176,27 +279,26 @@ def regularized_solve(matrix, rhs, refinements=2):
     simplex solves need (see ``simplex_face_candidates``).
     """
     num = matrix.shape[-1]
-    system = matrix + null_tolerance(num) * tf.eye(num, dtype=matrix.dtype)
+    system = matrix + null_tolerance(num) * eye_like(matrix)
     if num <= EXACT_MAX_TASKS + 1:
         solve = functools.partial(spd_solve, system)
     else:  # one large system (the iterative path): Cholesky compiles faster than the unrolled loop
-        factor = tf.linalg.cholesky(system)
-        solve = lambda b: tf.linalg.cholesky_solve(factor, b[..., None])[..., 0]  # noqa: E731
+        solve = functools.partial(cholesky_solve, system)
     x = solve(rhs)
     for _ in range(refinements):
-        x += solve(rhs - tf.linalg.matvec(matrix, x))
+        x = x + solve(rhs - matvec(matrix, x))
     return x
 
 
 def quadratic(matrix, x):
     """Row-wise ``x^T A x`` for a batch x (.., K)."""
-    return tf.reduce_sum(tf.linalg.matvec(matrix, x) * x, axis=-1)
+    return ops.sum(matvec(matrix, x) * x, axis=-1)
 
 
 def all_supports(num_tasks, include_empty=False):
     """Every subset of the K tasks as a static 0/1 float64 matrix (2^K [- 1], K)."""
     codes = np.arange(0 if include_empty else 1, 2**num_tasks)
-    return tf.constant((codes[:, None] >> np.arange(num_tasks)) & 1, tf.float64)
+    return ops.convert_to_tensor(((codes[:, None] >> np.arange(num_tasks)) & 1).astype(np.float64))
 
 
 def masked_system(matrix, free):
@@ -205,7 +307,7 @@ def masked_system(matrix, free):
     ``free`` (.., K) is 0/1; a solve with this system and a right-hand side
     that is zero off the free block solves the free block alone.
     """
-    eye = tf.eye(matrix.shape[-1], dtype=matrix.dtype)
+    eye = eye_like(matrix)
     return free[..., :, None] * free[..., None, :] * matrix + eye * (1.0 - free[..., None, :])
 
 
@@ -218,12 +320,22 @@ def least_objective(objective, candidates, feasible):
     norm, so that e.g. identical gradients get equal weights. At least one
     candidate per problem must be feasible.
     """
-    inf = tf.constant(np.inf, objective.dtype)
-    objective = tf.where(feasible, objective, inf)
-    best = tf.reduce_min(objective, axis=-1, keepdims=True)
-    near = objective <= best + 1e-9 * tf.abs(best) + 1e-14
-    norms = tf.where(near, tf.reduce_sum(candidates**2, -1), inf)
-    return tf.gather(candidates, tf.argmin(norms, axis=-1), batch_dims=1)
+    objective = ops.where(feasible, objective, np.inf)
+    best = ops.min(objective, axis=-1, keepdims=True)
+    near = objective <= best + 1e-9 * ops.abs(best) + 1e-14
+    norms = ops.where(near, ops.sum(candidates**2, -1), np.inf)
+    chosen = first_true(norms == ops.min(norms, axis=-1, keepdims=True))
+    return ops.sum(ops.where(chosen[..., None], candidates, 0.0), axis=-2)
+
+
+def first_true(mask):
+    """``mask`` with only its first True kept along the last axis.
+
+    An argmin without integers: JAX traces the float64 algebra with 64-bit
+    integers, and an ``argmin`` lowered by an outer ``jax.jit`` (the
+    engine's step, outside ``jax.enable_x64``) fails to compile.
+    """
+    return mask & (ops.cumsum(ops.cast(mask, "float64"), axis=-1) == 1.0)
 
 
 # ---------------------------------------------------------------- box QP
@@ -238,15 +350,15 @@ def _box_face_solve(scaled, lower, free):
     exact minimiser).
     """
     held = (1.0 - free) * lower
-    rhs = -free * tf.linalg.matvec(scaled, held)
+    rhs = -free * matvec(scaled, held)
     return held + regularized_solve(masked_system(scaled, free), rhs)
 
 
 def _box_select(scaled, lower, candidates):
     """The feasible (``u >= lower``) candidate of least ``u^T A u``, per row."""
-    slack = 1e-9 * (1.0 + tf.reduce_max(tf.abs(candidates), -1, keepdims=True))
-    feasible = tf.reduce_all(candidates >= lower[:, None, :] - slack, axis=-1)
-    candidates = tf.maximum(candidates, lower[:, None, :])
+    slack = 1e-9 * (1.0 + ops.max(ops.abs(candidates), -1, keepdims=True))
+    feasible = ops.all(candidates >= lower[:, None, :] - slack, axis=-1)
+    candidates = ops.maximum(candidates, lower[:, None, :])
     return least_objective(quadratic(scaled, candidates), candidates, feasible)
 
 
@@ -270,22 +382,23 @@ def accelerated_projected_gradient(gradient, project, x0, step, iterations):
     XLA-compatible.
     """
 
-    def body(x, y, t):
+    def body(_, carry):
+        x, y, t = carry
         x_new = project(y - step * gradient(y))
-        t_new = 0.5 * (1.0 + tf.sqrt(1.0 + 4.0 * t * t))
+        t_new = 0.5 * (1.0 + ops.sqrt(1.0 + 4.0 * t * t))
         # Restart the momentum of a row when it points uphill.
-        restart = tf.reduce_sum((y - x_new) * (x_new - x), -1, keepdims=True) > 0
-        momentum = tf.where(restart, tf.zeros_like(t), (t - 1.0) / t_new)
-        return x_new, x_new + momentum * (x_new - x), tf.where(restart, tf.ones_like(t), t_new)
+        restart = ops.sum((y - x_new) * (x_new - x), -1, keepdims=True) > 0
+        momentum = ops.where(restart, ops.zeros_like(t), (t - 1.0) / t_new)
+        return x_new, x_new + momentum * (x_new - x), ops.where(restart, ops.ones_like(t), t_new)
 
-    t0 = tf.ones_like(x0[:, :1])
-    x, _, _ = tf.while_loop(lambda *_: True, body, (x0, x0, t0), maximum_iterations=iterations)
+    t0 = ops.ones_like(x0[:, :1])
+    x, _, _ = ops.fori_loop(0, iterations, body, (x0, x0, t0))
     return x
 
 
 def _curvature_bound(matrix):
     """``||A||_F >= lambda_max(A)``: a safe 1/step for FISTA (no eigh to compile)."""
-    return tf.maximum(tf.norm(matrix), 1e-12)
+    return ops.maximum(ops.sqrt(ops.sum(matrix**2)), 1e-12)
 
 
 def _box_iterative(scaled, lower, iterations):
@@ -297,15 +410,15 @@ def _box_iterative(scaled, lower, iterations):
     nearly degenerate.
     """
     u = accelerated_projected_gradient(
-        lambda x: tf.matmul(x, scaled),
-        lambda x: tf.maximum(x, lower),
+        lambda x: ops.matmul(x, scaled),
+        lambda x: ops.maximum(x, lower),
         lower,
         1.0 / _curvature_bound(scaled),
         iterations,
     )
-    tolerance = 1e-7 * tf.reduce_max(tf.abs(u), -1, keepdims=True)
-    free = tf.cast((u - lower > tolerance) | (tf.matmul(u, scaled) < -tolerance), tf.float64)
-    candidates = tf.stack([u, _box_face_solve(scaled, lower, free)], axis=1)
+    tolerance = 1e-7 * ops.max(ops.abs(u), -1, keepdims=True)
+    free = ops.cast((u - lower > tolerance) | (ops.matmul(u, scaled) < -tolerance), "float64")
+    candidates = ops.stack([u, _box_face_solve(scaled, lower, free)], axis=1)
     return _box_select(scaled, lower, candidates)
 
 
@@ -318,20 +431,21 @@ def solve_box_qp(gramian, lower, iterations=QP_ITERATIONS):
     sets (``_box_exact``); K > 8: accelerated projected gradient and a face
     solve (``_box_iterative``). A zero gradient's coordinate stays at its
     bound; G = 0 gives ``v = lower``. When the minimiser is not unique
-    (singular G) the update ``J^T v`` still is.
+    (singular G) the update ``J^T v`` still is. Call it inside a
+    ``backend_function`` (float64 on JAX).
     """
-    gramian = tf.cast(gramian, tf.float64)
-    lower = tf.cast(lower, tf.float64)
+    gramian = as_float64(gramian)
+    lower = as_float64(lower)
     scaled, inverse_norms = jacobi_scale(gramian)
     nonzero = inverse_norms > 0
-    bounds = tf.where(nonzero, lower / tf.where(nonzero, inverse_norms, 1.0), 0.0)
-    size = tf.reduce_max(tf.abs(bounds), -1, keepdims=True)
-    bounds = tf.math.divide_no_nan(bounds, size)
+    bounds = ops.where(nonzero, lower / ops.where(nonzero, inverse_norms, 1.0), 0.0)
+    size = ops.max(ops.abs(bounds), -1, keepdims=True)
+    bounds = ops.divide_no_nan(bounds, size)
     if gramian.shape[0] <= EXACT_MAX_TASKS:
         u = _box_exact(scaled, bounds)
     else:
         u = _box_iterative(scaled, bounds, iterations)
-    return tf.where(nonzero, u * size * inverse_norms, lower)
+    return ops.where(nonzero, u * size * inverse_norms, lower)
 
 
 # ------------------------------------------------------------ simplex QP
@@ -343,13 +457,13 @@ def project_weighted_simplex(y, c):
     ``x = max(y - theta c, 0)`` with theta found from the sorted breakpoints
     ``y_k / c_k`` (Duchi et al. 2008 for c = 1).
     """
-    order = tf.argsort(y / c, axis=-1, direction="DESCENDING")
-    sorted_y = tf.gather(y, order, batch_dims=1)
-    sorted_c = tf.gather(c, order)
-    thetas = (tf.cumsum(sorted_c * sorted_y, axis=-1) - 1.0) / tf.cumsum(sorted_c**2, axis=-1)
-    support = tf.reduce_sum(tf.cast(sorted_y / sorted_c > thetas, tf.int32), -1)
-    theta = tf.gather(thetas, tf.maximum(support, 1) - 1, batch_dims=1)
-    return tf.maximum(y - theta[:, None] * c, 0.0)
+    order = ops.argsort(-(y / c), axis=-1)  # descending breakpoints
+    sorted_y = ops.take_along_axis(y, order, axis=-1)
+    sorted_c = ops.take(c, order)
+    thetas = (ops.cumsum(sorted_c * sorted_y, axis=-1) - 1.0) / ops.cumsum(sorted_c**2, axis=-1)
+    support = ops.sum(ops.cast(sorted_y / sorted_c > thetas, "int32"), -1)
+    theta = take_rows(thetas, ops.maximum(support, 1) - 1)
+    return ops.maximum(y - theta[:, None] * c, 0.0)
 
 
 def simplex_face_candidates(scaled, c, free):
@@ -364,38 +478,38 @@ def simplex_face_candidates(scaled, c, free):
     ``c^T u = 1`` (or all zero when ``c^T x = 0``).
     """
     x = regularized_solve(masked_system(scaled, free), free * c)
-    return tf.math.divide_no_nan(x, tf.reduce_sum(x * c, -1, keepdims=True))
+    return ops.divide_no_nan(x, ops.sum(x * c, -1, keepdims=True))
 
 
 def simplex_feasible(candidates, c):
     """``u >= 0`` (to roundoff) and ``c^T u = 1``, per candidate (.., K)."""
-    slack = 1e-9 * tf.reduce_max(tf.abs(candidates), -1, keepdims=True)
-    on_plane = tf.abs(tf.reduce_sum(candidates * c, -1) - 1.0) < 1e-6
-    return on_plane & tf.reduce_all(candidates >= -slack, axis=-1)
+    slack = 1e-9 * ops.max(ops.abs(candidates), -1, keepdims=True)
+    on_plane = ops.abs(ops.sum(candidates * c, -1) - 1.0) < 1e-6
+    return on_plane & ops.all(candidates >= -slack, axis=-1)
 
 
 def _simplex_select(scaled, c, candidates):
     """The feasible candidate (M, K) of least ``u^T A u``, clipped to the simplex."""
     feasible = simplex_feasible(candidates, c)
-    candidates = tf.maximum(candidates, 0.0)
-    candidates /= tf.reduce_sum(candidates * c, -1, keepdims=True)
+    candidates = ops.maximum(candidates, 0.0)
+    candidates = candidates / ops.sum(candidates * c, -1, keepdims=True)
     return least_objective(quadratic(scaled, candidates)[None], candidates[None], feasible[None])[0]
 
 
 def _simplex_iterative(scaled, c, iterations):
     """FISTA from ``u = c / ||c||^2``, then the exact solve on the identified face."""
     u = accelerated_projected_gradient(
-        lambda x: 2.0 * tf.matmul(x, scaled),
+        lambda x: 2.0 * ops.matmul(x, scaled),
         lambda x: project_weighted_simplex(x, c),
-        (c / tf.reduce_sum(c**2))[None],
+        (c / ops.sum(c**2))[None],
         0.5 / _curvature_bound(scaled),
         iterations,
     )
     # KKT: (A u)_k >= (u^T A u) c_k, with equality on the support.
-    tolerance = 1e-7 * tf.reduce_max(u)
-    slope = tf.matmul(u, scaled) - quadratic(scaled, u)[:, None] * c
-    free = tf.cast((u > tolerance) | (slope < -tolerance), tf.float64)
-    return _simplex_select(scaled, c, tf.concat([u, simplex_face_candidates(scaled, c, free)], 0))
+    tolerance = 1e-7 * ops.max(u)
+    slope = ops.matmul(u, scaled) - quadratic(scaled, u)[:, None] * c
+    free = ops.cast((u > tolerance) | (slope < -tolerance), "float64")
+    return _simplex_select(scaled, c, ops.concatenate([u, simplex_face_candidates(scaled, c, free)], 0))
 
 
 def simplex_scaling(gramian):
@@ -407,8 +521,8 @@ def simplex_scaling(gramian):
     (and a zero row in G_s).
     """
     scaled, inverse_norms = jacobi_scale(gramian)
-    largest = tf.reduce_max(inverse_norms)
-    c = tf.where(inverse_norms > 0, tf.math.divide_no_nan(inverse_norms, largest), 1.0)
+    largest = ops.max(inverse_norms)
+    c = ops.where(inverse_norms > 0, ops.divide_no_nan(inverse_norms, largest), 1.0)
     return scaled, c, largest
 
 
@@ -426,12 +540,12 @@ def solve_simplex_qp(gramian, iterations=QP_ITERATIONS):
     gradients; opposing collinear gradients give the weights that cancel
     them (``d = 0``).
     """
-    gramian = tf.cast(gramian, tf.float64)
+    gramian = as_float64(gramian)
     num = gramian.shape[0]
     scaled, c, _ = simplex_scaling(gramian)
-    zero = tf.cast(tf.linalg.diag_part(gramian) <= 0, tf.float64)
+    zero = ops.cast(diagonal(gramian) <= 0, "float64")
     if num <= EXACT_MAX_TASKS:
         u = _simplex_select(scaled, c, simplex_face_candidates(scaled, c, all_supports(num)))
     else:
         u = _simplex_iterative(scaled, c, iterations)
-    return tf.where(tf.reduce_any(zero > 0), zero / tf.reduce_sum(zero), u * c)
+    return ops.where(ops.any(zero > 0), ops.divide_no_nan(zero, ops.sum(zero)), u * c)

@@ -1,9 +1,11 @@
 """Aligned-MTL (Senushkin et al. 2023, "Independent Component Alignment for Multi-Task Learning")."""
 
-import tensorflow as tf
+from keras import ops
 
 from keras_mtl.aggregators._common import (
     finite_or_zero,
+    float64_function,
+    matvec,
     jacobi_scale,
     null_tolerance,
     prepare_gramian,
@@ -19,8 +21,8 @@ def numerical_rank(gramian):
     Scale-free: a small task's direction counts however large the others are.
     """
     scaled, _ = jacobi_scale(gramian)
-    eigenvalues = tf.linalg.eigvalsh(scaled)
-    return tf.reduce_sum(tf.cast(eigenvalues > null_tolerance(gramian.shape[0]), tf.int32))
+    eigenvalues = ops.eigh(scaled)[0]
+    return ops.sum(ops.cast(eigenvalues > null_tolerance(gramian.shape[0]), "int32"))
 
 
 def _alignment_matrix(gramian):
@@ -31,13 +33,14 @@ def _alignment_matrix(gramian):
     onto the kept eigen-directions (the identity at full rank).
     """
     num = gramian.shape[0]
-    eigenvalues, vectors = tf.linalg.eigh(gramian)
-    kept = (tf.range(num) >= num - numerical_rank(gramian)) & (eigenvalues > 0)
-    inverse_sqrt = tf.where(kept, tf.math.rsqrt(tf.where(kept, eigenvalues, 1.0)), 0.0)
-    sigma_min = safe_sqrt(tf.reduce_min(tf.where(kept, eigenvalues, tf.reduce_max(eigenvalues))))
-    return sigma_min * tf.matmul(vectors * inverse_sqrt, vectors, transpose_b=True)
+    eigenvalues, vectors = ops.eigh(gramian)
+    kept = (ops.arange(num, dtype="int32") >= num - numerical_rank(gramian)) & (eigenvalues > 0)
+    inverse_sqrt = ops.where(kept, ops.rsqrt(ops.where(kept, eigenvalues, 1.0)), 0.0)
+    sigma_min = safe_sqrt(ops.min(ops.where(kept, eigenvalues, ops.max(eigenvalues))))
+    return sigma_min * ops.matmul(vectors * inverse_sqrt, ops.transpose(vectors))
 
 
+@float64_function
 def aligned_mtl_weights(gramian):
     """Aligned-MTL task weights: ``w = sigma_min V Lambda^-1/2 V^T (1/K)``.
 
@@ -60,11 +63,11 @@ def aligned_mtl_weights(gramian):
     Degenerate inputs: rank-deficient G (identical, collinear or zero
     gradients, K > P) keeps its r non-null directions: identical gradients
     give ``w = 1/K`` (``d = g``), opposing collinear ones ``w = 0``; all-zero
-    and non-finite G give zero weights. Graph- and XLA-compatible.
+    and non-finite G give zero weights. A plain graph on TensorFlow, XLA on JAX.
     """
     gramian, ok = prepare_gramian(gramian)
     num = gramian.shape[0]
-    weights = tf.linalg.matvec(_alignment_matrix(gramian), tf.fill([num], tf.constant(1.0 / num, tf.float64)))
+    weights = matvec(_alignment_matrix(gramian), ops.full((num,), 1.0 / num, dtype="float64"))
     return finite_or_zero(weights, ok)
 
 
@@ -83,5 +86,5 @@ class AlignedMTL(GradientMethod):
     >>> keras_mtl.AlignedMTL({"a": "mse", "b": "mse"})
     """
 
-    def task_weights(self, gradients, state, training):
-        return aligned_mtl_weights(gradients.gramian)
+    def gradient_weights(self, gradients, state, training):
+        return aligned_mtl_weights(gradients.gramian), {}

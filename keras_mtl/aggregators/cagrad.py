@@ -1,6 +1,6 @@
 """CAGrad (Liu et al. 2021, "Conflict-Averse Gradient Descent for Multi-task Learning", NeurIPS)."""
 
-import tensorflow as tf
+from keras import ops
 
 from keras_mtl.aggregators._common import (
     EXACT_MAX_TASKS,
@@ -10,6 +10,7 @@ from keras_mtl.aggregators._common import (
     finite_or_zero,
     least_objective,
     masked_system,
+    matvec,
     null_tolerance,
     prepare_gramian,
     project_weighted_simplex,
@@ -31,7 +32,7 @@ _SMOOTHING = 1e-8
 
 def _objective(scaled, linear, radius, u):
     """``F(u) = linear^T u + radius sqrt(u^T G_s u)`` for a batch u (.., K)."""
-    return tf.reduce_sum(linear * u, -1) + radius * safe_sqrt(quadratic(scaled, u))
+    return ops.sum(linear * u, -1) + radius * safe_sqrt(quadratic(scaled, u))
 
 
 def _stationary_candidates(scaled, c, linear, radius, free):
@@ -46,18 +47,18 @@ def _stationary_candidates(scaled, c, linear, radius, free):
     """
     system = masked_system(scaled, free)
     p, q = regularized_solve(system, free * c), regularized_solve(system, free * linear)
-    big_p = tf.reduce_sum(free * c * p, -1, keepdims=True)
-    big_q = tf.reduce_sum(free * c * q, -1, keepdims=True)
-    big_r = tf.reduce_sum(free * linear * q, -1, keepdims=True)
+    big_p = ops.sum(free * c * p, -1, keepdims=True)
+    big_q = ops.sum(free * c * q, -1, keepdims=True)
+    big_r = ops.sum(free * linear * q, -1, keepdims=True)
     root = safe_sqrt(big_q**2 - big_p * (big_r - radius**2))
-    mu = tf.math.divide_no_nan(big_q + root, big_p)
-    return tf.math.divide_no_nan(mu * p - q, root)
+    mu = ops.divide_no_nan(big_q + root, big_p)
+    return ops.divide_no_nan(mu * p - q, root)
 
 
 def _select(scaled, c, linear, radius, candidates):
     feasible = simplex_feasible(candidates, c)
-    candidates = tf.maximum(candidates, 0.0)
-    candidates /= tf.reduce_sum(candidates * c, -1, keepdims=True)
+    candidates = ops.maximum(candidates, 0.0)
+    candidates = candidates / ops.sum(candidates * c, -1, keepdims=True)
     objective = _objective(scaled, linear, radius, candidates)
     return least_objective(objective[None], candidates[None], feasible[None])[0]
 
@@ -70,7 +71,7 @@ def _inner_exact(scaled, c, linear, radius):
     faces; all candidates are feasible points, so the least is the optimum.
     """
     free = all_supports(c.shape[0])
-    candidates = tf.concat(
+    candidates = ops.concatenate(
         [
             _stationary_candidates(scaled, c, linear, radius, free),
             simplex_face_candidates(scaled, c, free),
@@ -82,26 +83,26 @@ def _inner_exact(scaled, c, linear, radius):
 
 def _inner_iterative(scaled, c, linear, radius):
     """K > 8: FISTA on the smoothed F, then the exact candidates of the identified face."""
-    eigenvalues = tf.linalg.eigvalsh(scaled)
+    eigenvalues = ops.eigh(scaled)[0]
     # Hessian of r sqrt(u^T A u + eps) <= r A / sqrt(floor), with
     # u^T A u >= lambda_min / ||c||^2 on the plane c^T u = 1.
-    floor = tf.maximum(eigenvalues[0], 0.0) / tf.reduce_sum(c**2) + _SMOOTHING
-    lipschitz = tf.maximum(eigenvalues[-1] * (1.0 + radius * tf.math.rsqrt(floor)), 1e-12)
+    floor = ops.maximum(eigenvalues[0], 0.0) / ops.sum(c**2) + _SMOOTHING
+    lipschitz = ops.maximum(eigenvalues[-1] * (1.0 + radius * ops.rsqrt(floor)), 1e-12)
 
     def gradient(u):
-        gram_u = tf.matmul(u, scaled)
-        norm = tf.sqrt(tf.maximum(tf.reduce_sum(gram_u * u, -1, keepdims=True), 0.0) + _SMOOTHING)
+        gram_u = ops.matmul(u, scaled)
+        norm = ops.sqrt(ops.maximum(ops.sum(gram_u * u, -1, keepdims=True), 0.0) + _SMOOTHING)
         return linear + radius * gram_u / norm
 
     u = accelerated_projected_gradient(
         gradient,
         lambda x: project_weighted_simplex(x, c),
-        (c / tf.reduce_sum(c**2))[None],
+        (c / ops.sum(c**2))[None],
         1.0 / lipschitz,
         QP_ITERATIONS,
     )
-    free = tf.cast(u > 1e-7 * tf.reduce_max(u), tf.float64)
-    candidates = tf.concat(
+    free = ops.cast(u > 1e-7 * ops.max(u), "float64")
+    candidates = ops.concatenate(
         [
             u,
             _stationary_candidates(scaled, c, linear, radius, free),
@@ -143,23 +144,23 @@ def cagrad_weights(gramian, c=0.4):
     correction term is dropped: ``d = g0 / (1 + c^2)``; identical gradients
     give ``w = (1 + c) / (K (1 + c^2))`` (``d = (1 + c) g / (1 + c^2)``);
     all-zero G gives ``w = 1/(K (1 + c^2))``; non-finite G gives zero
-    weights. Graph- and XLA-compatible.
+    weights. XLA-compiled on every backend.
     """
     gramian, ok = prepare_gramian(gramian)
     num = gramian.shape[0]
-    mean = tf.fill([num], tf.constant(1.0 / num, tf.float64))
+    mean = ops.full((num,), 1.0 / num, dtype="float64")
     scaled, unit, largest = simplex_scaling(gramian)
     # F scaled by largest^2: linear = largest^2 (unit * G a), radius = largest sqrt(phi).
     radius = c * safe_sqrt(quadratic(gramian, mean))
-    linear = largest**2 * unit * tf.linalg.matvec(gramian, mean)
+    linear = largest**2 * unit * matvec(gramian, mean)
     if num <= EXACT_MAX_TASKS:
         u = _inner_exact(scaled, unit, linear, largest * radius)
     else:
         u = _inner_iterative(scaled, unit, linear, largest * radius)
     w_star = u * unit
-    has_direction = quadratic(scaled, u) > null_tolerance(num) * tf.reduce_sum(u**2)
+    has_direction = quadratic(scaled, u) > null_tolerance(num) * ops.sum(u**2)
     norm_star = safe_sqrt(quadratic(gramian, w_star))
-    correction = tf.where(has_direction, tf.math.divide_no_nan(radius, norm_star), 0.0)
+    correction = ops.where(has_direction, ops.divide_no_nan(radius, norm_star), 0.0)
     weights = (mean + correction * w_star) / (1.0 + c**2)
     return finite_or_zero(weights, ok)
 
@@ -185,8 +186,8 @@ class CAGrad(GradientMethod):
             raise ValueError(f"c must be >= 0, got {c}.")
         self.c = float(c)
 
-    def task_weights(self, gradients, state, training):
-        return cagrad_weights(gradients.gramian, self.c)
+    def gradient_weights(self, gradients, state, training):
+        return cagrad_weights(gradients.gramian, self.c), {}
 
     def get_config(self):
         return {**super().get_config(), "c": self.c}

@@ -1,11 +1,22 @@
 """ConFIG (Liu, Chu & Thuerey 2024, "ConFIG: Towards Conflict-free Training of Physics Informed Neural Networks")."""
 
-import tensorflow as tf
+from keras import ops
 
-from keras_mtl.aggregators._common import finite_or_zero, jacobi_scale, null_tolerance, prepare_gramian, pseudo_solve
+from keras_mtl.aggregators._common import (
+    as_float64,
+    finite_or_zero,
+    float64_function,
+    jacobi_scale,
+    matvec,
+    null_tolerance,
+    prepare_gramian,
+    pseudo_solve,
+)
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
+
+@float64_function
 def config_weights(gramian, preferences=None):
     """ConFIG task weights: the direction with equal cosines to every gradient, with projection length.
 
@@ -43,18 +54,18 @@ def config_weights(gramian, preferences=None):
     gradients: ``w = 1``, ``d`` the sum). A zero gradient is ignored (its
     preference too). If ``b^T C b = 0`` (p orthogonal to the range of C, e.g.
     opposing collinear gradients, all-zero G) and for a non-finite G the
-    weights are 0. Graph- and XLA-compatible.
+    weights are 0. A plain graph on TensorFlow, XLA on JAX.
     """
     gramian, ok = prepare_gramian(gramian)
     num = gramian.shape[0]
     cosines, inverse_norms = jacobi_scale(gramian)
     if preferences is None:
-        preferences = tf.ones([num], tf.float64)
-    preferences = tf.cast(preferences, tf.float64) * tf.cast(inverse_norms > 0, tf.float64)
+        preferences = ops.ones((num,), "float64")
+    preferences = as_float64(preferences) * ops.cast(inverse_norms > 0, "float64")
     coefficients = pseudo_solve(cosines, preferences, null_tolerance(num))
-    along = tf.linalg.matvec(cosines, coefficients)  # cosines of x with each g_k, times ||x||
-    norms = tf.math.divide_no_nan(tf.ones_like(inverse_norms), inverse_norms)
-    length = tf.math.divide_no_nan(tf.reduce_sum(norms * along), tf.reduce_sum(coefficients * along))
+    along = matvec(cosines, coefficients)  # cosines of x with each g_k, times ||x||
+    norms = ops.divide_no_nan(ops.ones_like(inverse_norms), inverse_norms)
+    length = ops.divide_no_nan(ops.sum(norms * along), ops.sum(coefficients * along))
     return finite_or_zero(length * coefficients * inverse_norms, ok)
 
 
@@ -99,8 +110,8 @@ class ConFIG(GradientMethod):
             )
         self._preference_vector = [self.preferences[task] for task in task_names]
 
-    def task_weights(self, gradients, state, training):
-        return config_weights(gradients.gramian, self._preference_vector)
+    def gradient_weights(self, gradients, state, training):
+        return config_weights(gradients.gramian, self._preference_vector), {}
 
     def get_config(self):
         return {**super().get_config(), "preferences": self.preferences}

@@ -1,7 +1,7 @@
 """CR-MOGM (Zhou et al. 2022, "On the Convergence of Stochastic Multi-Objective Gradient Manipulation and Beyond")."""
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.methods import inner_method
@@ -26,9 +26,9 @@ def cr_mogm_weights(fresh, previous, steps, alpha=0.9):
     Returns:
         float32 (K,) smoothed weights.
     """
-    fresh = tf.cast(fresh, tf.float32)
-    smoothed = alpha * tf.cast(previous, tf.float32) + (1.0 - alpha) * fresh
-    return tf.where(steps > 0, smoothed, fresh)
+    fresh = ops.cast(fresh, "float32")
+    smoothed = alpha * ops.cast(previous, "float32") + (1.0 - alpha) * fresh
+    return ops.where(ops.convert_to_tensor(steps) > 0, smoothed, fresh)
 
 
 @register("cr_mogm")
@@ -74,26 +74,43 @@ class CRMOGM(GradientMethod):
         return self.method.needs_losses_after
 
     @property
+    def needs_losses_after_update(self):
+        return self.method.needs_losses_after_update
+
+    @property
     def needs_non_negative_losses(self):
         return self.method.needs_non_negative_losses
 
     def check_num_tasks(self, num_tasks):
         self.method.check_num_tasks(num_tasks)
 
+    def loss_lower_bounds(self, num_tasks):
+        return self.method.loss_lower_bounds(num_tasks)
+
+    @property
+    def works_per_epoch(self):
+        return self.method.works_per_epoch
+
     def build_state(self, state, task_names):
         self.method.build_state(state, task_names)
         state.variable("cr_mogm_weights", (len(task_names),))
         state.variable("cr_mogm_steps", (), dtype="int32")
 
-    def task_weights(self, gradients, state, training):
-        fresh = self.method.task_weights(gradients, state, training)
+    def gradient_weights(self, gradients, state, training):
+        fresh, inner_state = self.method.gradient_weights(gradients, state, training)
         weights = cr_mogm_weights(fresh, state["cr_mogm_weights"], state["cr_mogm_steps"], self.alpha)
-        state["cr_mogm_weights"].assign(weights)
-        state["cr_mogm_steps"].assign_add(1)
-        return weights
+        if not training:
+            return weights, {}
+        return weights, {**inner_state, "cr_mogm_weights": weights, "cr_mogm_steps": state["cr_mogm_steps"] + 1}
 
-    def after_apply(self, state):
-        self.method.after_apply(state)
+    def begin_epoch(self, state):
+        return self.method.begin_epoch(state)
+
+    def end_epoch(self, state):
+        return self.method.end_epoch(state)
+
+    def after_update(self, state, losses_before, losses_after):
+        return self.method.after_update(state, losses_before, losses_after)
 
     def get_config(self):
         inner = keras.saving.serialize_keras_object(self.method)

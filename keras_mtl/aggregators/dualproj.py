@@ -1,6 +1,6 @@
 """DualProj (Quinton & Rey 2024, "Jacobian Descent for Multi-Objective Optimization")."""
 
-import tensorflow as tf
+from keras import ops
 
 from keras_mtl.aggregators._common import finite_or_zero, prepare_gramian, solve_box_qp, xla_compiled
 from keras_mtl.gradients.base import GradientMethod
@@ -25,11 +25,11 @@ def dualproj_weights(gramian):
 
     Degenerate inputs: identical gradients and all-zero G give ``w = 1/K``;
     opposing collinear gradients give ``d = 0``; non-finite G gives zero
-    weights. Graph- and XLA-compatible.
+    weights. XLA-compiled on every backend.
     """
     gramian, ok = prepare_gramian(gramian)
     num = gramian.shape[0]
-    weights = solve_box_qp(gramian, tf.fill([1, num], tf.constant(1.0 / num, tf.float64)))[0]
+    weights = solve_box_qp(gramian, ops.full((1, num), 1.0 / num, dtype="float64"))[0]
     return finite_or_zero(weights, ok)
 
 
@@ -44,5 +44,5 @@ class DualProj(GradientMethod):
     >>> keras_mtl.DualProj({"a": "mse", "b": "mse"})
     """
 
-    def task_weights(self, gradients, state, training):
-        return dualproj_weights(gradients.gramian)
+    def gradient_weights(self, gradients, state, training):
+        return dualproj_weights(gradients.gramian), {}

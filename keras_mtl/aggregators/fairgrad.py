@@ -1,11 +1,14 @@
 """FairGrad (Ban & Ji 2024, "Fair Resource Allocation in Multi-Task Learning", ICML)."""
 
-import tensorflow as tf
+from keras import ops
 
 from keras_mtl.aggregators._common import (
+    cholesky_solve,
     clip_update_norm,
+    diagonal,
     finite_or_zero,
     lifted_jacobi_system,
+    matvec,
     prepare_gramian,
     xla_compiled,
 )
@@ -32,22 +35,21 @@ def _fairness_system(gramian):
     """
     system, inverse_norms = lifted_jacobi_system(gramian)
     zero = inverse_norms == 0
-    norms = tf.where(zero, tf.ones_like(inverse_norms), 1.0 / tf.where(zero, tf.ones_like(inverse_norms), inverse_norms))
+    norms = ops.where(zero, 1.0, 1.0 / ops.where(zero, 1.0, inverse_norms))
     return system * norms[:, None] * norms[None, :], zero
 
 
 def _gradient(system, weights, alpha):
     """``grad f(w) = A w - w^(-1/alpha)`` of ``f(w) = 1/2 w^T A w - sum_k phi(w_k)``, ``phi' = w^(-1/alpha)``."""
-    return tf.linalg.matvec(system, weights) - weights ** (-1.0 / alpha)
+    return matvec(system, weights) - weights ** (-1.0 / alpha)
 
 
 def _newton_direction(system, weights, alpha):
     """``-H^-1 grad f`` with ``H = A + diag(w^(-1/alpha - 1) / alpha)``, solved Jacobi-scaled (H is SPD)."""
-    hessian = system + tf.linalg.diag(weights ** (-1.0 / alpha - 1.0) / alpha)
-    scale = tf.math.rsqrt(tf.linalg.diag_part(hessian))
-    factor = tf.linalg.cholesky(hessian * scale[:, None] * scale[None, :])
+    hessian = system + ops.diag(weights ** (-1.0 / alpha - 1.0) / alpha)
+    scale = ops.rsqrt(diagonal(hessian))
     rhs = -_gradient(system, weights, alpha) * scale
-    return tf.linalg.cholesky_solve(factor, rhs[:, None])[:, 0] * scale
+    return cholesky_solve(hessian * scale[:, None] * scale[None, :], rhs) * scale
 
 
 def _line_search(system, weights, direction, alpha):
@@ -62,27 +64,28 @@ def _line_search(system, weights, direction, alpha):
     """
 
     def slope(step):
-        return tf.reduce_sum(_gradient(system, weights + step * direction, alpha) * direction)
+        return ops.sum(_gradient(system, weights + step * direction, alpha) * direction)
 
     shrinking = direction < 0
-    boundary = tf.reduce_min(tf.where(shrinking, -weights / tf.where(shrinking, direction, -1.0), 2.0))
-    upper = tf.minimum(tf.constant(1.0, weights.dtype), 0.999 * boundary)
+    boundary = ops.min(ops.where(shrinking, -weights / ops.where(shrinking, direction, -1.0), 2.0))
+    upper = ops.minimum(1.0, 0.999 * boundary)
 
-    def bisect(low, high):
+    def bisect(_, bracket):
+        low, high = bracket
         middle = 0.5 * (low + high)
         descending = slope(middle) <= 0  # NaN or inf (overflow near w = 0): too far
-        return tf.where(descending, middle, low), tf.where(descending, high, middle)
+        return ops.where(descending, middle, low), ops.where(descending, high, middle)
 
-    low, _ = tf.while_loop(lambda *_: True, bisect, (tf.zeros_like(upper), upper), maximum_iterations=BISECTIONS)
-    return tf.where(slope(upper) <= 0, upper, low)
+    low, _ = ops.fori_loop(0, BISECTIONS, bisect, (ops.zeros_like(upper), upper))
+    return ops.where(slope(upper) <= 0, upper, low)
 
 
 def _converged(system, weights, alpha):
     """Every ``|(A w)_k - w_k^(-1/alpha)|`` within RELATIVE_TOLERANCE of ``w_k^(-1/alpha)``, up to rounding."""
     target = weights ** (-1.0 / alpha)
-    rounding = 16 * FLOAT64_EPS * tf.linalg.matvec(tf.abs(system), weights)
-    residual = tf.abs(tf.linalg.matvec(system, weights) - target)
-    return tf.reduce_all(residual <= RELATIVE_TOLERANCE * target + rounding)
+    rounding = 16 * FLOAT64_EPS * matvec(ops.abs(system), weights)
+    residual = ops.abs(matvec(system, weights) - target)
+    return ops.all(residual <= RELATIVE_TOLERANCE * target + rounding)
 
 
 def solve_fairness(system, alpha):
@@ -94,14 +97,14 @@ def solve_fairness(system, alpha):
     Newton's method is affine-invariant, so the gradients' scales do not
     change the iterates; each Newton system is solved Jacobi-scaled.
     """
-    start = tf.linalg.diag_part(system) ** (-alpha / (alpha + 1.0))
+    start = diagonal(system) ** (-alpha / (alpha + 1.0))
 
     def newton_step(weights):
         direction = _newton_direction(system, weights, alpha)
         return (weights + _line_search(system, weights, direction, alpha) * direction,)
 
-    (weights,) = tf.while_loop(
-        lambda w: tf.logical_not(_converged(system, w, alpha)), newton_step, (start,), maximum_iterations=NEWTON_STEPS
+    (weights,) = ops.while_loop(
+        lambda w: ops.logical_not(_converged(system, w, alpha)), newton_step, (start,), maximum_iterations=NEWTON_STEPS
     )
     return weights
 
@@ -151,14 +154,14 @@ def fairgrad_weights(gramian, alpha=1.0, max_norm=None):
     resolution (opposing collinear gradients, K > P) is lifted to that
     resolution first (``_fairness_system``), so e.g. opposing collinear
     gradients get large weights with ``d ~ 0``; all-zero and non-finite G
-    give zero weights. Graph- and XLA-compatible.
+    give zero weights. XLA-compiled on every backend.
     """
     if not alpha >= 0:
         raise ValueError(f"FairGrad alpha must be >= 0, got {alpha}.")
     gramian, ok = prepare_gramian(gramian)
     system, zero = _fairness_system(gramian)
-    weights = tf.ones_like(system[0]) if alpha == 0 else solve_fairness(system, float(alpha))
-    weights = tf.where(zero, tf.zeros_like(weights), weights)
+    weights = ops.ones_like(system[0]) if alpha == 0 else solve_fairness(system, float(alpha))
+    weights = ops.where(zero, 0.0, weights)
     return finite_or_zero(clip_update_norm(gramian, weights, max_norm), ok)
 
 
@@ -169,7 +172,7 @@ class FairGrad(GradientMethod):
     `α` sets the fairness between the tasks' improvements `g_k·d`: 0 sums
     the gradients, 1 is proportional fairness (Nash-MTL's equation), large
     `α` equalises the improvements (max-min fairness). Solved in float64 by
-    damped Newton inside TensorFlow (see `fairgrad_weights`); `max_norm`
+    damped Newton in the training step (see `fairgrad_weights`); `max_norm`
     optionally caps `‖d‖` as the authors' code does.
 
     Ban & Ji, "Fair Resource Allocation in Multi-Task Learning", ICML 2024
@@ -190,8 +193,8 @@ class FairGrad(GradientMethod):
         self.alpha = alpha
         self.max_norm = None if max_norm is None else float(max_norm)
 
-    def task_weights(self, gradients, state, training):
-        return fairgrad_weights(gradients.gramian, self.alpha, self.max_norm)
+    def gradient_weights(self, gradients, state, training):
+        return fairgrad_weights(gradients.gramian, self.alpha, self.max_norm), {}
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "max_norm": self.max_norm}

@@ -1,14 +1,15 @@
 """GradDrop (Chen et al. 2020, "Just Pick a Sign: Gradient Sign Dropout", NeurIPS)."""
 
-import tensorflow as tf
+import keras
+from keras import ops
 
-from keras_mtl.aggregators._common import stateless_uniform
+from keras_mtl.aggregators._common import kept_share
 from keras_mtl.gradients.base import GradientMethod
-from keras_mtl.methods import draw_seed, next_seed
+from keras_mtl.methods import RandomStream, draw_seed
 from keras_mtl.registry import register
 
 
-def graddrop_update(jacobian, seed, leak=0.0):
+def graddrop_update(jacobian, uniform, leak=0.0):
     """GradDrop update vector from the per-task gradients.
 
     Elementwise, so it needs J, not G: with the sign purity
@@ -24,7 +25,8 @@ def graddrop_update(jacobian, seed, leak=0.0):
 
     Args:
         jacobian: (K, P) per-task gradients.
-        seed: int32 (2,) stateless-RNG seed for U (``_common.stateless_uniform``).
+        uniform: (P,) the U(0, 1) draws (the method draws them from its
+            `RandomStream`).
         leak: float in [0, 1], default 0.
 
     Returns:
@@ -32,19 +34,16 @@ def graddrop_update(jacobian, seed, leak=0.0):
 
     Degenerate inputs: a coordinate where all g_k are 0 gives 0; identical
     gradients are kept whole (P is 0 or 1); a non-finite J gives a zero
-    update. Graph- and XLA-compatible; under XLA the same seed draws another U.
+    update. Plain float32 `keras.ops`, XLA-compatible.
     """
-    jacobian = tf.cast(jacobian, tf.float32)
-    ok = tf.reduce_all(tf.math.is_finite(jacobian))
-    jacobian = tf.where(ok, jacobian, tf.zeros_like(jacobian))
-    purity = 0.5 * (
-        1.0
-        + tf.math.divide_no_nan(tf.reduce_sum(jacobian, 0), tf.reduce_sum(tf.abs(jacobian), 0))
-    )
-    uniform = stateless_uniform(tf.shape(purity), seed)
+    jacobian = ops.cast(jacobian, "float32")
+    ok = ops.all(ops.isfinite(jacobian))
+    jacobian = ops.where(ok, jacobian, ops.zeros_like(jacobian))
+    purity = 0.5 * (1.0 + ops.divide_no_nan(ops.sum(jacobian, 0), ops.sum(ops.abs(jacobian), 0)))
+    uniform = ops.cast(uniform, "float32")
     keep = ((purity > uniform) & (jacobian > 0)) | ((purity < uniform) & (jacobian < 0))
-    mask = leak + (1.0 - leak) * tf.cast(keep, tf.float32)
-    return tf.reduce_sum(jacobian * mask, 0)
+    mask = leak + (1.0 - leak) * ops.cast(keep, "float32")
+    return ops.sum(jacobian * mask, 0)
 
 
 @register("graddrop")
@@ -57,9 +56,10 @@ class GradDrop(GradientMethod):
     through (see `graddrop_update`). The paper applies it to the shared
     representation: build the model with `representation=`. The logged
     weight of task k is how much of `g_k` survives along itself,
-    `⟨d, g_k⟩ / ‖g_k‖²`. Draws come from `seed` and a saved step counter.
-    In representation mode under tf.distribute each replica draws for its
-    own samples, so the masks differ from a one-device run's.
+    `⟨d, g_k⟩ / ‖g_k‖²`. Draws come from `seed` by a random stream saved
+    with the model (each backend draws its own numbers). In representation
+    mode under a distribution strategy each replica draws for its own
+    samples, so the masks differ from a one-device run's.
 
     Chen et al., "Just Pick a Sign: Optimizing Deep Multitask Models with
     Gradient Sign Dropout", NeurIPS 2020.
@@ -77,12 +77,13 @@ class GradDrop(GradientMethod):
         self.seed = draw_seed(seed)
 
     def build_state(self, state, task_names):
-        state.variable("draws", (), dtype="int32")
+        self.stream = RandomStream(state, "rng", self.seed)
 
     def combine(self, gradients, state, training):
-        direction = graddrop_update(gradients.jacobian, next_seed(state, self.seed), self.leak)
-        along = tf.linalg.matvec(gradients.jacobian, direction)
-        return direction, tf.math.divide_no_nan(along, tf.linalg.diag_part(gradients.gramian))
+        size = ops.shape(gradients.jacobian)[1:]
+        uniform, new_state = self.stream.draw(state, lambda seed: keras.random.uniform(size, seed=seed))
+        direction = graddrop_update(gradients.jacobian, uniform, self.leak)
+        return direction, kept_share(gradients, direction), new_state if training else {}
 
     def get_config(self):
         return {**super().get_config(), "leak": self.leak, "seed": self.seed}

@@ -1,26 +1,32 @@
 """GradVac (Wang et al. 2021, "Gradient Vaccine", ICLR)."""
 
-import tensorflow as tf
+from keras import ops
 
 from keras_mtl.aggregators._common import (
+    as_float64,
+    diagonal,
     finite_or_zero,
+    float64_function,
     prepare_gramian,
     random_orders,
     safe_sqrt,
+    take_rows,
 )
+from keras_mtl.aggregators.pcgrad import draw_order_keys
 from keras_mtl.gradients.base import GradientMethod
-from keras_mtl.methods import draw_seed, next_seed
+from keras_mtl.methods import RandomStream, draw_seed
 from keras_mtl.registry import register
 
 # Floor of sqrt(1 - target^2): a target cosine of +-1 would need an infinite step.
 _MIN_TARGET_SINE = 1e-3
 
 
-def gradvac_weights(gramian, ema, seed, beta=0.01):
+@float64_function
+def gradvac_weights(gramian, ema, keys, beta=0.01):
     """GradVac task weights and the updated EMA of target cosines.
 
     PCGrad's loop with a target: for each task i, ``v = g_i``; for each j != i
-    in a fresh random order, ``phi = cos(v, g_j)`` (current v, as in the paper
+    in a random order, ``phi = cos(v, g_j)`` (current v, as in the paper
     and LibMTL); if ``phi < phi_hat_ij``,
     ``v <- v + ||v|| (phi_hat sqrt(1 - phi^2) - phi sqrt(1 - phi_hat^2))
     / (||g_j|| sqrt(1 - phi_hat^2)) g_j``, which raises cos(v, g_j) to
@@ -28,12 +34,12 @@ def gradvac_weights(gramian, ema, seed, beta=0.01):
     visited pair (Algorithm 1 of the paper; LibMTL only updates it when the
     adjustment fired). In Gramian form ``v_i = c_i^T J`` and ``w = sum_i c_i``.
     With all targets 0 the adjustment is PCGrad's projection, so
-    ``gradvac_weights(G, 0, seed, beta)[0] == pcgrad_weights(G, seed)``.
+    ``gradvac_weights(G, 0, keys, beta)[0] == pcgrad_weights(G, keys)``.
 
     Args:
         gramian: (K, K) Gramian ``J J^T``, K static.
         ema: (K, K) target cosines phi_hat (start at zeros; diagonal unused).
-        seed: int32 (2,) stateless-RNG seed; same orders as PCGrad.
+        keys: (K, K) U(0, 1) draws giving the orders, as for PCGrad.
         beta: EMA rate, default 0.01 (Wang et al.).
 
     Returns:
@@ -43,44 +49,38 @@ def gradvac_weights(gramian, ema, seed, beta=0.01):
     adjustment, EMA entry unchanged): cosines are undefined there. Targets are
     used with ``sqrt(1 - phi_hat^2)`` floored at 1e-3, so a target of +-1 gives
     a large but finite step. Non-finite EMA entries are reset to 0. A
-    non-finite G gives zero weights and returns the EMA unchanged. Graph- and
-    XLA-compatible; under XLA the same seed gives other orders.
+    non-finite G gives zero weights and returns the EMA unchanged.
+    Deterministic given the keys.
     """
     gramian, ok = prepare_gramian(gramian)
-    ema = tf.cast(ema, tf.float64)
-    ema = tf.where(tf.math.is_finite(ema), ema, tf.zeros_like(ema))
+    ema = as_float64(ema)
+    ema = ops.where(ops.isfinite(ema), ema, ops.zeros_like(ema))
     num = gramian.shape[0]
-    orders = random_orders(seed, num)
-    norms = safe_sqrt(tf.linalg.diag_part(gramian))
-    rows = tf.range(num)
-    coeffs = tf.eye(num, dtype=tf.float64)
+    orders = random_orders(keys)
+    norms = safe_sqrt(diagonal(gramian))
+    coeffs = ops.eye(num, dtype="float64")
     new_ema = ema
     for position in range(num - 1):
         j = orders[:, position]
-        pair = tf.stack([rows, j], axis=1)
-        coeffs_gram = tf.matmul(coeffs, gramian)
-        v_norm = safe_sqrt(tf.reduce_sum(coeffs_gram * coeffs, -1))
-        g_norm = tf.gather(norms, j)
+        pair = ops.one_hot(j, num, dtype="float64")  # row i: the pair (i, j_i)
+        coeffs_gram = ops.matmul(coeffs, gramian)
+        v_norm = safe_sqrt(ops.sum(coeffs_gram * coeffs, -1))
+        g_norm = ops.take(norms, j)
         defined = v_norm * g_norm > 0
-        cos = tf.clip_by_value(
-            tf.math.divide_no_nan(tf.gather(coeffs_gram, j, batch_dims=1), v_norm * g_norm),
-            -1.0,
-            1.0,
-        )
-        target = tf.gather_nd(new_ema, pair)
-        target_sine = tf.maximum(safe_sqrt(1.0 - target**2), _MIN_TARGET_SINE)
+        cos = ops.clip(ops.divide_no_nan(take_rows(coeffs_gram, j), v_norm * g_norm), -1.0, 1.0)
+        target = take_rows(new_ema, j)
+        target_sine = ops.maximum(safe_sqrt(1.0 - target**2), _MIN_TARGET_SINE)
         step = (
             v_norm
             * (target * safe_sqrt(1.0 - cos**2) - cos * target_sine)
-            / tf.where(defined, g_norm * target_sine, 1.0)
+            / ops.where(defined, g_norm * target_sine, 1.0)
         )
-        step = tf.where(defined & (cos < target), step, 0.0)
-        coeffs += step[:, None] * tf.one_hot(j, num, dtype=tf.float64)
-        new_ema = tf.tensor_scatter_nd_update(
-            new_ema, pair, tf.where(defined, (1.0 - beta) * target + beta * cos, target)
-        )
-    weights = finite_or_zero(tf.reduce_sum(coeffs, 0), ok)
-    return weights, tf.cast(tf.where(ok, new_ema, ema), tf.float32)
+        step = ops.where(defined & (cos < target), step, 0.0)
+        coeffs = coeffs + step[:, None] * pair
+        updated = ops.where(defined, (1.0 - beta) * target + beta * cos, target)
+        new_ema = ops.where(pair > 0, updated[:, None], new_ema)
+    weights = finite_or_zero(ops.sum(coeffs, 0), ok)
+    return weights, ops.cast(ops.where(ok, new_ema, ema), "float32")
 
 
 @register("gradvac")
@@ -90,7 +90,7 @@ class GradVac(GradientMethod):
     PCGrad's loop, but a pair whose cosine is below its running target
     `φ̂_ij` is moved up to it; the targets follow an EMA with rate `beta`
     (see `gradvac_weights`) and are saved with the model; the orders are
-    drawn from `seed` and a saved step counter.
+    drawn from `seed` by a random stream saved with the model.
 
     Wang et al., "Gradient Vaccine: Investigating and Improving Multi-task
     Optimization in Massively Multilingual Models", ICLR 2021; β = 0.01.
@@ -108,13 +108,13 @@ class GradVac(GradientMethod):
         self.seed = draw_seed(seed)
 
     def build_state(self, state, task_names):
-        state.variable("draws", (), dtype="int32")
+        self.stream = RandomStream(state, "rng", self.seed)
         state.variable("target_cosines", (len(task_names), len(task_names)))
 
-    def task_weights(self, gradients, state, training):
-        weights, targets = gradvac_weights(gradients.gramian, state["target_cosines"], next_seed(state, self.seed), self.beta)
-        state["target_cosines"].assign(targets)
-        return weights
+    def gradient_weights(self, gradients, state, training):
+        keys, drawn = draw_order_keys(self.stream, state, gradients.gramian.shape[0])
+        weights, targets = gradvac_weights(gradients.gramian, state["target_cosines"], keys, self.beta)
+        return weights, {**drawn, "target_cosines": targets} if training else {}
 
     def get_config(self):
         return {**super().get_config(), "beta": self.beta, "seed": self.seed}

@@ -1,9 +1,10 @@
 """IMTL-G (Liu et al. 2021, "Towards Impartial Multi-task Learning", ICLR)."""
 
-import tensorflow as tf
+from keras import ops
 
 from keras_mtl.aggregators._common import (
     finite_or_zero,
+    float64_function,
     jacobi_scale,
     null_tolerance,
     prepare_gramian,
@@ -13,6 +14,7 @@ from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
 
+@float64_function
 def imtl_g_weights(gramian):
     """IMTL-G task weights: equal projection of ``d`` on every unit gradient.
 
@@ -41,13 +43,13 @@ def imtl_g_weights(gramian):
     uniform weights). If ``sum(s * b) = 0`` the weights are 0 (``d = 0``):
     opposing collinear gradients of any sizes (1 is then in the null space
     of G_s; ``d = 0`` has equal zero projections), G = 0, and non-finite G.
-    Graph- and XLA-compatible.
+    A plain graph on TensorFlow, XLA on JAX.
     """
     gramian, ok = prepare_gramian(gramian)
     scaled, inverse_norms = jacobi_scale(gramian)
-    ones = tf.cast(inverse_norms > 0, tf.float64)
+    ones = ops.cast(inverse_norms > 0, "float64")
     direction = pseudo_solve(scaled, ones, null_tolerance(gramian.shape[0])) * inverse_norms
-    return finite_or_zero(tf.math.divide_no_nan(direction, tf.reduce_sum(direction)), ok)
+    return finite_or_zero(ops.divide_no_nan(direction, ops.sum(direction)), ok)
 
 
 @register("imtl_g")
@@ -64,5 +66,5 @@ class IMTLG(GradientMethod):
     >>> keras_mtl.IMTLG({"a": "mse", "b": "mse"})
     """
 
-    def task_weights(self, gradients, state, training):
-        return imtl_g_weights(gradients.gramian)
+    def gradient_weights(self, gradients, state, training):
+        return imtl_g_weights(gradients.gramian), {}

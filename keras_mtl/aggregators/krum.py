@@ -1,8 +1,8 @@
 """Krum and Multi-Krum (Blanchard et al. 2017, "Machine Learning with Adversaries"), as TorchJD defines them."""
 
-import tensorflow as tf
+from keras import ops
 
-from keras_mtl.aggregators._common import finite_or_zero, prepare_gramian
+from keras_mtl.aggregators._common import diagonal, finite_or_zero, float64_function, prepare_gramian
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
@@ -18,12 +18,13 @@ def check_krum_tasks(num_tasks, n_byzantine, n_selected):
 
 def _distances(gramian, squared):
     """Pairwise distances ``||g_i - g_j||`` (or their squares) from the Gramian, float64."""
-    sq_norms = tf.linalg.diag_part(gramian)
+    sq_norms = diagonal(gramian)
     # Rounding can make a distance between (nearly) equal gradients negative.
-    sq_distances = tf.maximum(sq_norms[:, None] + sq_norms[None, :] - 2.0 * gramian, 0.0)
-    return sq_distances if squared else tf.sqrt(sq_distances)
+    sq_distances = ops.maximum(sq_norms[:, None] + sq_norms[None, :] - 2.0 * gramian, 0.0)
+    return sq_distances if squared else ops.sqrt(sq_distances)
 
 
+@float64_function
 def krum_weights(gramian, n_byzantine=0, n_selected=1, squared=False):
     """Multi-Krum task weights: ``1/m`` on the m gradients with the least scores, 0 elsewhere.
 
@@ -53,17 +54,17 @@ def krum_weights(gramian, n_byzantine=0, n_selected=1, squared=False):
 
     Degenerate inputs: zero, identical or collinear gradients are handled
     like any others (distances only); a non-finite G gives zero weights.
-    Graph- and XLA-compatible.
+    A plain graph on TensorFlow, XLA on JAX.
     """
     num = gramian.shape[0]
     check_krum_tasks(num, n_byzantine, n_selected)
     gramian, ok = prepare_gramian(gramian)
     distances = _distances(gramian, squared)
-    others = tf.linalg.set_diag(distances, tf.fill([num], tf.constant(float("inf"), tf.float64)))
-    nearest, _ = tf.math.top_k(-others, k=num - n_byzantine - 2)
-    scores = -tf.reduce_sum(nearest, axis=1)
-    _, selected = tf.math.top_k(-scores, k=n_selected)
-    weights = tf.reduce_sum(tf.one_hot(selected, num, dtype=tf.float64), axis=0) / n_selected
+    others = ops.where(ops.eye(num) > 0, float("inf"), distances)
+    nearest, _ = ops.top_k(-others, k=num - n_byzantine - 2)
+    scores = -ops.sum(nearest, axis=1)
+    _, selected = ops.top_k(-scores, k=n_selected)
+    weights = ops.sum(ops.one_hot(selected, num, dtype="float64"), axis=0) / n_selected
     return finite_or_zero(weights, ok)
 
 
@@ -103,8 +104,8 @@ class Krum(GradientMethod):
     def check_num_tasks(self, num_tasks):
         check_krum_tasks(num_tasks, self.n_byzantine, self.n_selected)
 
-    def task_weights(self, gradients, state, training):
-        return krum_weights(gradients.gramian, self.n_byzantine, self.n_selected, self.squared)
+    def gradient_weights(self, gradients, state, training):
+        return krum_weights(gradients.gramian, self.n_byzantine, self.n_selected, self.squared), {}
 
     def get_config(self):
         return {

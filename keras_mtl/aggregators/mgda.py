@@ -1,8 +1,10 @@
 """MGDA (Sener & Koltun 2018, "Multi-Task Learning as Multi-Objective Optimization")."""
 
-import tensorflow as tf
+from keras import ops
 
 from keras_mtl.aggregators._common import (
+    as_float64,
+    diagonal,
     finite_or_zero,
     prepare_gramian,
     safe_sqrt,
@@ -46,24 +48,24 @@ def mgda_weights(gramian, losses=None, normalization="none"):
     uniform weights. Non-finite G or losses, and a negative loss under
     "loss"/"loss+" (it would turn the task's weight negative: gradient
     ascent), give zero weights; `MGDA` declares ``needs_non_negative_losses``
-    so that the engine refuses such losses first. Graph- and XLA-compatible.
+    so that the engine refuses such losses first. XLA-compiled on every backend.
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     if normalization in ("loss", "loss+") and losses is None:
         raise ValueError(f"normalization={normalization!r} needs the losses")
     gramian, ok = prepare_gramian(gramian)
-    norms = safe_sqrt(tf.linalg.diag_part(gramian))
+    norms = safe_sqrt(diagonal(gramian))
     if normalization == "none":
-        scale = tf.ones_like(norms)
+        scale = ops.ones_like(norms)
     elif normalization == "l2":
         scale = norms
     else:
-        losses = tf.cast(losses, tf.float64)
-        valid = tf.reduce_all(tf.math.is_finite(losses)) & tf.reduce_all(losses >= 0)
-        ok = tf.logical_and(ok, valid)
+        losses = as_float64(losses)
+        valid = ops.all(ops.isfinite(losses)) & ops.all(losses >= 0)
+        ok = ops.logical_and(ok, valid)
         scale = losses * norms if normalization == "loss+" else losses
-    inverse = tf.math.divide_no_nan(tf.ones_like(scale), tf.where(ok, scale, 0.0))
+    inverse = ops.divide_no_nan(ops.ones_like(scale), ops.where(ok, scale, 0.0))
     weights = solve_simplex_qp(gramian * inverse[:, None] * inverse[None, :]) * inverse
     return finite_or_zero(weights, ok)
 
@@ -96,8 +98,8 @@ class MGDA(GradientMethod):
         """The loss normalisations divide by the losses: a negative one flips a task's gradient."""
         return self.normalization in ("loss", "loss+")
 
-    def task_weights(self, gradients, state, training):
-        return mgda_weights(gradients.gramian, gradients.losses, self.normalization)
+    def gradient_weights(self, gradients, state, training):
+        return mgda_weights(gradients.gramian, gradients.losses, self.normalization), {}
 
     def get_config(self):
         return {**super().get_config(), "normalization": self.normalization}

@@ -1,11 +1,13 @@
 """Nash-MTL (Navon et al. 2022, "Multi-Task Learning as a Bargaining Game", ICML)."""
 
-import tensorflow as tf
+from keras import ops
 
 from keras_mtl.aggregators._common import (
+    cholesky_solve,
     clip_update_norm,
     finite_or_zero,
     lifted_jacobi_system,
+    matvec,
     prepare_gramian,
     quadratic,
     safe_sqrt,
@@ -26,18 +28,17 @@ def _damped_newton(system):
     best point on that ray, ``t = sqrt(K / 1^T A 1)``.
     """
     num = system.shape[0]
-    ones = tf.ones([num], system.dtype)
+    ones = ops.ones((num,), system.dtype)
 
-    def newton_step(beta):
-        gradient = tf.linalg.matvec(system, beta) - 1.0 / beta
-        hessian = system + tf.linalg.diag(1.0 / beta**2)
-        step = tf.linalg.cholesky_solve(tf.linalg.cholesky(hessian), gradient[:, None])[:, 0]
-        decrement = safe_sqrt(tf.reduce_sum(gradient * step))
-        return (beta - step / (1.0 + decrement),)
+    def newton_step(_, beta):
+        gradient = matvec(system, beta) - 1.0 / beta
+        hessian = system + ops.diag(1.0 / beta**2)
+        step = cholesky_solve(hessian, gradient)
+        decrement = safe_sqrt(ops.sum(gradient * step))
+        return beta - step / (1.0 + decrement)
 
-    start = tf.sqrt(num / quadratic(system, ones)) * ones
-    (beta,) = tf.while_loop(lambda _: True, newton_step, (start,), maximum_iterations=NEWTON_STEPS)
-    return beta
+    start = ops.sqrt(num / quadratic(system, ones)) * ones
+    return ops.fori_loop(0, NEWTON_STEPS, newton_step, start)
 
 
 @xla_compiled
@@ -80,13 +81,13 @@ def nash_mtl_weights(gramian, max_norm=1.0, normalize=False):
     lifted to that eigenvalue (``_common.lifted_jacobi_system``): opposing collinear
     gradients then get equal, large weights with ``d = 0``; identical
     gradients get ``a_k = 1 / (||g|| sqrt(K))``. All-zero and non-finite G
-    give zero weights. Graph- and XLA-compatible.
+    give zero weights. XLA-compiled on every backend.
     """
     gramian, ok = prepare_gramian(gramian)
     system, inverse_norms = lifted_jacobi_system(gramian)
     alpha = _damped_newton(system) * inverse_norms
     if normalize:
-        alpha *= tf.sqrt(tf.norm(gramian))
+        alpha = alpha * ops.sqrt(ops.sqrt(ops.sum(gramian**2)))
     return finite_or_zero(clip_update_norm(gramian, alpha, max_norm), ok)
 
 
@@ -95,7 +96,7 @@ class NashMTL(GradientMethod):
     """Nash-MTL: the bargaining solution `α > 0` with `Gα = 1/α`, `d = Jᵀα`.
 
     Solved by a damped Newton method on the strictly convex
-    `½αᵀGα − Σ log α` in float64 inside TensorFlow (see `nash_mtl_weights`);
+    `½αᵀGα − Σ log α` in float64, in the training step (see `nash_mtl_weights`);
     like the reference code the weights solve the equation on the raw
     Gramian (`normalize=True` solves it on `G/‖G‖_F` instead); `max_norm`
     caps `‖d‖`; the weights are recomputed every `update_weights_every` steps
@@ -120,18 +121,17 @@ class NashMTL(GradientMethod):
         state.variable("nash_weights", (len(task_names),))
         state.variable("steps", (), dtype="int32")
 
-    def task_weights(self, gradients, state, training):
+    def gradient_weights(self, gradients, state, training):
+        previous = state["nash_weights"]
         if not training:
-            return tf.convert_to_tensor(state["nash_weights"])
-        due = tf.equal(state["steps"] % self.update_weights_every, 0)
-        state["steps"].assign_add(1)
-        weights = tf.cond(
-            due,
+            return previous, {}
+        # One solve every `update_weights_every` steps (the first included); the cond skips the others' cost.
+        weights = ops.cond(
+            ops.equal(state["steps"] % self.update_weights_every, 0),
             lambda: nash_mtl_weights(gradients.gramian, self.max_norm, self.normalize),
-            lambda: tf.convert_to_tensor(state["nash_weights"]),
+            lambda: previous,
         )
-        state["nash_weights"].assign(weights)
-        return weights
+        return weights, {"nash_weights": weights, "steps": state["steps"] + 1}
 
     def get_config(self):
         return {

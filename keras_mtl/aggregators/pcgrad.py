@@ -1,10 +1,18 @@
 """PCGrad (Yu et al. 2020, "Gradient Surgery for Multi-Task Learning")."""
 
-import tensorflow as tf
+import keras
+from keras import ops
 
-from keras_mtl.aggregators._common import finite_or_zero, prepare_gramian, random_orders
+from keras_mtl.aggregators._common import (
+    diagonal,
+    finite_or_zero,
+    float64_function,
+    prepare_gramian,
+    random_orders,
+    take_rows,
+)
 from keras_mtl.gradients.base import GradientMethod
-from keras_mtl.methods import draw_seed, next_seed
+from keras_mtl.methods import RandomStream, draw_seed
 from keras_mtl.registry import register
 
 
@@ -17,29 +25,35 @@ def _projected_coefficients(gramian, orders):
     tasks i advance together, one position of their order per step.
     """
     num = gramian.shape[0]
-    sq_norms = tf.linalg.diag_part(gramian)
-    coeffs = tf.eye(num, dtype=gramian.dtype)
+    sq_norms = diagonal(gramian)
+    coeffs = ops.eye(num, dtype=gramian.dtype)
     for position in range(num - 1):
         j = orders[:, position]
-        dots = tf.gather(tf.matmul(coeffs, gramian), j, batch_dims=1)
+        dots = take_rows(ops.matmul(coeffs, gramian), j)
         # divide_no_nan: a zero g_j has v.g_j = 0 and is never projected on.
-        shift = tf.math.divide_no_nan(tf.minimum(dots, 0.0), tf.gather(sq_norms, j))
-        coeffs -= shift[:, None] * tf.one_hot(j, num, dtype=gramian.dtype)
+        shift = ops.divide_no_nan(ops.minimum(dots, 0.0), ops.take(sq_norms, j))
+        coeffs = coeffs - shift[:, None] * ops.one_hot(j, num, dtype=gramian.dtype)
     return coeffs
 
 
-def pcgrad_weights(gramian, seed):
+def draw_order_keys(stream, state, num_tasks):
+    """``(keys, new state)``: fresh U(0, 1) keys (K, K) for ``random_orders``, from the method's `RandomStream`."""
+    return stream.draw(state, lambda seed: keras.random.uniform((num_tasks, num_tasks), seed=seed))
+
+
+@float64_function
+def pcgrad_weights(gramian, keys):
     """PCGrad task weights from the Gramian.
 
-    For each task i, ``v = g_i``, then for each j != i in a fresh random order:
+    For each task i, ``v = g_i``, then for each j != i in a random order:
     if ``v.g_j < 0``, ``v <- v - (v.g_j / ||g_j||^2) g_j``. The update is
     ``d = sum_i v_i``; with ``v_i = c_i^T J`` this is ``d = J^T w``,
     ``w = sum_i c_i``.
 
     Args:
         gramian: (K, K) Gramian ``J J^T``, K static.
-        seed: int32 (2,) stateless-RNG seed; the orders come from
-            ``_common.random_orders(seed, K)`` (same as GradVac).
+        keys: (K, K) U(0, 1) draws; task i visits the others by increasing
+            ``keys[i, j]`` (``_common.random_orders``, same as GradVac).
 
     Returns:
         float32 (K,) weights (computed in float64). Non-conflicting gradients (all ``G_ij >= 0``)
@@ -48,12 +62,11 @@ def pcgrad_weights(gramian, seed):
     Degenerate inputs: identical gradients give ``w = 1``; a zero gradient is
     never projected on (and its own v is 0), so all-zero G gives ``w = 1``; opposing collinear gradients
     project each other to 0 (K = 2: ``w = (2, 2)``, ``d = 0``); non-finite G
-    gives zero weights. Graph- and XLA-compatible (K - 1 unrolled steps); under
-    XLA the same seed gives other orders (see ``_common.stateless_uniform``).
+    gives zero weights. Deterministic given the keys (K - 1 unrolled steps).
     """
     gramian, ok = prepare_gramian(gramian)
-    orders = random_orders(seed, gramian.shape[0])
-    return finite_or_zero(tf.reduce_sum(_projected_coefficients(gramian, orders), 0), ok)
+    orders = random_orders(keys)
+    return finite_or_zero(ops.sum(_projected_coefficients(gramian, orders), 0), ok)
 
 
 @register("pcgrad")
@@ -62,8 +75,9 @@ class PCGrad(GradientMethod):
 
     For each task i, `v = g_i`; for every other task j in a fresh random
     order, if `v·g_j < 0`, `v ← v − (v·g_j/‖g_j‖²) g_j`; the update is
-    `Σ_i v_i` (see `pcgrad_weights`). The orders are drawn from `seed` and a
-    step counter saved with the model, so runs repeat.
+    `Σ_i v_i` (see `pcgrad_weights`). The orders are drawn from `seed` by a
+    random stream saved with the model, so runs repeat (on one backend: each
+    backend draws its own numbers).
 
     Yu et al., "Gradient Surgery for Multi-Task Learning", NeurIPS 2020.
 
@@ -77,10 +91,11 @@ class PCGrad(GradientMethod):
         self.seed = draw_seed(seed)
 
     def build_state(self, state, task_names):
-        state.variable("draws", (), dtype="int32")
+        self.stream = RandomStream(state, "rng", self.seed)
 
-    def task_weights(self, gradients, state, training):
-        return pcgrad_weights(gradients.gramian, next_seed(state, self.seed))
+    def gradient_weights(self, gradients, state, training):
+        keys, new_state = draw_order_keys(self.stream, state, gradients.gramian.shape[0])
+        return pcgrad_weights(gradients.gramian, keys), new_state if training else {}
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}

@@ -1,7 +1,8 @@
 """Coordinate-wise trimmed mean (Yin et al. 2018, "Byzantine-Robust Distributed Learning"), as TorchJD defines it."""
 
-import tensorflow as tf
+from keras import ops
 
+from keras_mtl.aggregators._common import kept_share
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
@@ -32,15 +33,15 @@ def trimmed_mean_update(jacobian, trim_number=1):
         float32 (P,) update.
 
     Degenerate inputs: ties are harmless (equal values are interchangeable);
-    a non-finite J gives a zero update. Graph- and XLA-compatible.
+    a non-finite J gives a zero update. Plain float32 `keras.ops`, XLA-compatible.
     """
     num = jacobian.shape[0]
     check_trim_tasks(num, trim_number)
-    jacobian = tf.cast(jacobian, tf.float32)
-    ok = tf.reduce_all(tf.math.is_finite(jacobian))
-    jacobian = tf.where(ok, jacobian, tf.zeros_like(jacobian))
-    ordered = tf.sort(jacobian, axis=0)
-    return tf.reduce_mean(ordered[trim_number : num - trim_number], axis=0)
+    jacobian = ops.cast(jacobian, "float32")
+    ok = ops.all(ops.isfinite(jacobian))
+    jacobian = ops.where(ok, jacobian, ops.zeros_like(jacobian))
+    ordered = ops.sort(jacobian, axis=0)
+    return ops.mean(ordered[trim_number : num - trim_number], axis=0)
 
 
 @register("trimmed_mean")
@@ -50,7 +51,7 @@ class TrimmedMean(GradientMethod):
     Robust to up to `t = trim_number` outlying task gradients in each
     coordinate (see `trimmed_mean_update`); needs `K ≥ 2t + 1` tasks. The
     logged weight of task k is how much of `g_k` the update keeps along
-    itself, `⟨d, g_k⟩ / ‖g_k‖²` (in representation mode under tf.distribute,
+    itself, `⟨d, g_k⟩ / ‖g_k‖²` (in representation mode under a distribution,
     from this replica's samples).
 
     Yin, Chen, Ramchandran & Bartlett, "Byzantine-Robust Distributed
@@ -78,8 +79,7 @@ class TrimmedMean(GradientMethod):
 
     def combine(self, gradients, state, training):
         direction = trimmed_mean_update(gradients.jacobian, self.trim_number)
-        along = tf.linalg.matvec(gradients.jacobian, direction)
-        return direction, tf.math.divide_no_nan(along, tf.linalg.diag_part(gradients.gramian))
+        return direction, kept_share(gradients, direction), {}
 
     def get_config(self):
         return {**super().get_config(), "trim_number": self.trim_number}

@@ -1,6 +1,6 @@
 """UPGrad (Quinton & Rey 2024, "Jacobian Descent for Multi-Objective Optimization")."""
 
-import tensorflow as tf
+from keras import ops
 
 from keras_mtl.aggregators._common import finite_or_zero, prepare_gramian, solve_box_qp, xla_compiled
 from keras_mtl.gradients.base import GradientMethod
@@ -30,11 +30,11 @@ def upgrad_weights(gramian):
     a zero gradient changes nothing (its coordinate stays at the bound);
     when the minimiser is not unique (singular G) the update is;
     opposing collinear gradients give ``d = 0``; non-finite G gives zero
-    weights. Graph- and XLA-compatible.
+    weights. XLA-compiled on every backend.
     """
     gramian, ok = prepare_gramian(gramian)
-    projections = solve_box_qp(gramian, tf.eye(gramian.shape[0], dtype=tf.float64))
-    return finite_or_zero(tf.reduce_mean(projections, 0), ok)
+    projections = solve_box_qp(gramian, ops.eye(gramian.shape[0], dtype="float64"))
+    return finite_or_zero(ops.mean(projections, 0), ok)
 
 
 @register("upgrad")
@@ -51,5 +51,5 @@ class UPGrad(GradientMethod):
     >>> keras_mtl.UPGrad({"a": "mse", "b": "mse"})
     """
 
-    def task_weights(self, gradients, state, training):
-        return upgrad_weights(gradients.gramian)
+    def gradient_weights(self, gradients, state, training):
+        return upgrad_weights(gradients.gramian), {}

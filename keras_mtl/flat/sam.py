@@ -66,14 +66,39 @@ class SAM(MultiTaskLoss):
     def is_gradient_method(self):
         return isinstance(self.method, GradientMethod)
 
+    # SAM keeps no state of its own: every hook is its method's, and returns its method's new state.
+
+    train_step_kind = "sharpness_aware"
+
+    @property
+    def display_name(self):
+        return f"SAM({self.method.display_name})"
+
+    def weighting(self):
+        return self.method.weighting()
+
+    @property
+    def needs_non_negative_losses(self):
+        return self.method.needs_non_negative_losses
+
+    @property
+    def needs_losses_after_update(self):
+        return self.method.needs_losses_after_update
+
     def build_state(self, state, task_names):
         self.method.build_state(state, task_names)
 
+    def loss_lower_bounds(self, num_tasks):
+        return self.method.loss_lower_bounds(num_tasks)
+
     def begin_epoch(self, state):
-        self.method.begin_epoch(state)
+        return self.method.begin_epoch(state)
 
     def end_epoch(self, state):
-        self.method.end_epoch(state)
+        return self.method.end_epoch(state)
+
+    def after_update(self, state, losses_before, losses_after):
+        return self.method.after_update(state, losses_before, losses_after)
 
     @property
     def works_per_epoch(self):

@@ -5,3 +5,4 @@ from keras_mtl.gradients.base import GradientMethod, TaskGradients
 from keras_mtl.gradients.db_mtl import DualBalancing
 from keras_mtl.gradients.gradnorm import GradNorm
 from keras_mtl.gradients.mean import MeanGradient
+from keras_mtl.gradients.ol_aux import OLAux

@@ -1,7 +1,9 @@
 """Auxiliary-task weightings: one main task, the others help it or are ignored."""
 
-import tensorflow as tf
+import keras
+import numpy as np
 
+from keras_mtl.gradients._gramian import gradient_norms
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.methods import positive
 from keras_mtl.registry import register
@@ -20,10 +22,11 @@ class _AuxiliaryMethod(GradientMethod):
         if self.main_task not in task_names:
             raise ValueError(f"main_task {self.main_task!r} is not one of the tasks {list(task_names)}.")
         self._main = list(task_names).index(self.main_task)
+        self._is_main = np.eye(len(task_names), dtype="float32")[self._main]
 
     def _with_main_weight(self, auxiliary_weights):
         """`auxiliary_weights` (K,) with the main task's entry set to 1."""
-        is_main = tf.one_hot(self._main, auxiliary_weights.shape[0])
+        is_main = keras.ops.convert_to_tensor(self._is_main, auxiliary_weights.dtype)
         return is_main + (1.0 - is_main) * auxiliary_weights
 
     def get_config(self):
@@ -66,18 +69,18 @@ class HydaLearn(_AuxiliaryMethod):
     def needs_losses_after(self):
         return not self.first_order
 
-    def task_weights(self, gradients, state, training):
-        eta = gradients.learning_rate if self.step_size is None else tf.constant(self.step_size)
-        eta = tf.cast(eta, tf.float32)
+    def gradient_weights(self, gradients, state, training):
+        eta = keras.ops.cast(gradients.learning_rate if self.step_size is None else self.step_size, gradients.jacobian.dtype)
         if self.first_order:
             gains = eta * gradients.gramian[self._main]
         else:
             if gradients.losses_after is None:
                 raise ValueError("HydaLearn's exact look-ahead moves parameters: use parameter mode, inside SAM too, or first_order=True.")
             main_loss = gradients.losses[self._main]
-            gains = tf.stack([main_loss - gradients.losses_after(eta * row)[self._main] for row in tf.unstack(gradients.jacobian)])
-        main_gain = tf.maximum(gains[self._main], 0.0)
-        return self._with_main_weight(tf.math.divide_no_nan(tf.maximum(gains, 0.0), main_gain))
+            num_tasks = gradients.jacobian.shape[0]
+            gains = keras.ops.stack([main_loss - gradients.losses_after(eta * gradients.jacobian[k])[self._main] for k in range(num_tasks)])
+        main_gain = keras.ops.maximum(gains[self._main], 0.0)
+        return self._with_main_weight(keras.ops.divide_no_nan(keras.ops.maximum(gains, 0.0), main_gain)), {}
 
     def get_config(self):
         return {**super().get_config(), "step_size": self.step_size, "first_order": self.first_order}
@@ -103,11 +106,11 @@ class GradientCosineSimilarity(_AuxiliaryMethod):
         super().__init__(losses, main_task=main_task, name=name)
         self.weighted = bool(weighted)
 
-    def task_weights(self, gradients, state, training):
-        norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gradients.gramian), 0.0))
-        cosines = tf.math.divide_no_nan(gradients.gramian[self._main], norms[self._main] * norms)
-        auxiliary = tf.maximum(cosines, 0.0) if self.weighted else tf.cast(cosines > 0, tf.float32)
-        return self._with_main_weight(auxiliary)
+    def gradient_weights(self, gradients, state, training):
+        norms = gradient_norms(gradients.gramian)
+        cosines = keras.ops.divide_no_nan(gradients.gramian[self._main], norms[self._main] * norms)
+        auxiliary = keras.ops.maximum(cosines, 0.0) if self.weighted else keras.ops.cast(cosines > 0, cosines.dtype)
+        return self._with_main_weight(auxiliary), {}
 
     def get_config(self):
         return {**super().get_config(), "weighted": self.weighted}

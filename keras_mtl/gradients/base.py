@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Callable
 
-import tensorflow as tf
+import keras
 
 from keras_mtl.methods import MultiTaskLoss
 
@@ -26,12 +26,12 @@ class TaskGradients:
         learning_rate: the optimizer's current learning rate.
     """
 
-    jacobian: tf.Tensor
-    losses: tf.Tensor
-    gramian: tf.Tensor
-    last_layer_gramian: tf.Tensor
+    jacobian: object
+    losses: object
+    gramian: object
+    last_layer_gramian: object
     losses_after: Callable = None
-    learning_rate: tf.Tensor = None
+    learning_rate: object = None
 
 
 class GradientMethod(MultiTaskLoss):
@@ -41,25 +41,24 @@ class GradientMethod(MultiTaskLoss):
     shared parameters (or the shared representation), calls `combine`, and
     applies the result; task-specific parameters get their own task's
     gradient. Most methods only weigh the gradients: they implement
-    `task_weights` on the K×K Gramian, so their cost does not grow with the
-    number of parameters.
+    `gradient_weights` on the K×K Gramian, so their cost does not grow with
+    the number of parameters. Like every hook, both are pure (see
+    `keras_mtl.methods`): they return the method's new state.
     """
 
+    train_step_kind = "task_gradients"
     # Look-ahead methods set this to get `TaskGradients.losses_after`.
     needs_losses_after = False
 
     def combine(self, gradients, state, training):
-        """Returns the shared update direction (P,) and the task weights (K,) to log."""
-        weights = self.task_weights(gradients, state, training)
-        return tf.linalg.matvec(gradients.jacobian, weights, transpose_a=True), weights
+        """(direction, w, new state): the shared update direction (P,) and the task weights (K,) to log."""
+        weights, new_state = self.gradient_weights(gradients, state, training)
+        return keras.ops.matmul(weights, gradients.jacobian), weights, new_state
 
-    def task_weights(self, gradients, state, training):
-        """Weights w (K,) such that the update is `Jᵀ w`."""
+    def gradient_weights(self, gradients, state, training):
+        """(w, new state): weights w (K,) such that the update is `Jᵀ w`."""
         raise NotImplementedError
 
     def state_gradients(self, gradients, weights, state):
-        """(gradient, variable) pairs for the method's own trainable variables."""
-        return []
-
-    def after_apply(self, state):
-        """Called after the optimizer step (e.g. to renormalise learned weights)."""
+        """`{name: gradient}` for the method's trainable state variables, applied by the model's optimizer."""
+        return {}

@@ -1,5 +1,6 @@
-import tensorflow as tf
+import keras
 
+from keras_mtl.gradients._gramian import gradient_norms
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
@@ -46,8 +47,8 @@ class DualBalancing(GradientMethod):
 
     needs_non_negative_losses = True
 
-    def task_weights(self, gradients, state, training):
+    def gradient_weights(self, gradients, state, training):
         inverse_losses = 1.0 / (gradients.losses + EPSILON)
-        log_loss_norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gradients.gramian), 0.0)) * inverse_losses
-        scales = tf.reduce_max(log_loss_norms) / (log_loss_norms + EPSILON)
-        return scales * inverse_losses
+        log_loss_norms = gradient_norms(gradients.gramian) * inverse_losses
+        scales = keras.ops.max(log_loss_norms) / (log_loss_norms + EPSILON)
+        return scales * inverse_losses, {}

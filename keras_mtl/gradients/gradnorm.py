@@ -1,5 +1,6 @@
-import tensorflow as tf
+import keras
 
+from keras_mtl.gradients._gramian import gradient_norms
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
@@ -12,9 +13,10 @@ class GradNorm(GradientMethod):
     On the last shared layer `W`, `G_k = ‖∇_W w_k L_k‖`; with the relative
     losses `L̃_k = L_k(t) / L_k(0)` and the inverse training rates
     `r_k = L̃_k / mean(L̃)`, the weights are trained by the model's optimizer
-    on `Σ_k |G_k − sg[mean(G)·r_k^α]|` and renormalised to sum to K after every
-    step. `W` is the last shared layer's parameters in parameter mode, the
-    shared representation in representation mode.
+    on `Σ_k |G_k − sg[mean(G)·r_k^α]|` (their gradient is `state_gradients`)
+    and renormalised to sum to K after every step (`after_update`). `W` is
+    the last shared layer's parameters in parameter mode, the shared
+    representation in representation mode.
 
     Chen et al., "GradNorm: Gradient Normalization for Adaptive Loss Balancing
     in Deep Multitask Networks", ICML 2018; α = 1.5.
@@ -36,25 +38,30 @@ class GradNorm(GradientMethod):
         state.variable("initial_losses", (k,))
         state.variable("steps", ())
 
-    def task_weights(self, gradients, state, training):
-        if training:
-            # L(0): the losses of the first training step.
-            first = tf.equal(state["steps"].assign_add(1.0), 1.0)
-            state["initial_losses"].assign(tf.where(first, gradients.losses, state["initial_losses"]))
-        return tf.convert_to_tensor(state["gradnorm_weights"])
+    def gradient_weights(self, gradients, state, training):
+        if not training:
+            return state["gradnorm_weights"], {}
+        return state["gradnorm_weights"], {"steps": state["steps"] + 1.0, "initial_losses": _initial_losses(gradients, state)}
 
     def state_gradients(self, gradients, weights, state):
-        norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gradients.last_layer_gramian), 0.0))
+        """The gradient of GradNorm's loss with respect to the weights, from the state the step began with."""
+        norms = gradient_norms(gradients.last_layer_gramian)
         weighted_norms = weights * norms
-        relative_losses = tf.math.divide_no_nan(gradients.losses, state["initial_losses"])
-        rates = tf.math.divide_no_nan(relative_losses, tf.reduce_mean(relative_losses))
-        target = tf.stop_gradient(tf.reduce_mean(weighted_norms) * rates**self.alpha)
+        relative_losses = keras.ops.divide_no_nan(gradients.losses, _initial_losses(gradients, state))
+        rates = keras.ops.divide_no_nan(relative_losses, keras.ops.mean(relative_losses))
+        target = keras.ops.stop_gradient(keras.ops.mean(weighted_norms) * rates**self.alpha)
         # d/dw_k Σ_j |w_j n_j − target_j| with the target held fixed.
-        return [(tf.sign(weighted_norms - target) * norms, state["gradnorm_weights"])]
+        return {"gradnorm_weights": keras.ops.sign(weighted_norms - target) * norms}
 
-    def after_apply(self, state):
+    def after_update(self, state, losses_before, losses_after):
+        """The weights, after the optimizer's step on them, rescaled to sum to K."""
         weights = state["gradnorm_weights"]
-        weights.assign(weights * weights.shape[0] / tf.reduce_sum(weights))
+        return {"gradnorm_weights": weights * weights.shape[0] / keras.ops.sum(weights)}
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha}
+
+
+def _initial_losses(gradients, state):
+    """`L(0)`, the losses of the first training step: this step's losses if no step has run yet."""
+    return keras.ops.where(keras.ops.equal(state["steps"], 0.0), gradients.losses, state["initial_losses"])

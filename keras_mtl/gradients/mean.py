@@ -1,4 +1,4 @@
-import tensorflow as tf
+import keras
 
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
@@ -17,5 +17,5 @@ class MeanGradient(GradientMethod):
     >>> keras_mtl.get("mean", {"a": "mse", "b": "mse"})
     """
 
-    def task_weights(self, gradients, state, training):
-        return tf.fill(tf.shape(gradients.losses), 1.0 / gradients.losses.shape[0])
+    def gradient_weights(self, gradients, state, training):
+        return keras.ops.full_like(gradients.losses, 1.0 / gradients.losses.shape[0]), {}

@@ -2,20 +2,12 @@
 
 import inspect
 import warnings
-from dataclasses import dataclass
 
 import keras
-import tensorflow as tf
 
-from keras_mtl.flat.sam import SAM
-from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.methods import MultiTaskLoss
-from keras_mtl.training.faults import method_name
-from keras_mtl.training.gradient_step import gradient_train_step
-from keras_mtl.training.replicas import num_replicas, on_first_replica, sum_over_replicas
-from keras_mtl.training.sam_step import sam_train_step
+from keras_mtl.training import backends, tasks
 from keras_mtl.training.state import MultiTaskState
-from keras_mtl.training.weighted_step import weighted_loss_step
 from keras_mtl.weightings.equal import EqualWeighting
 
 
@@ -100,16 +92,17 @@ class MultiTaskMixin:
         is checked before anything changes: a refused compile leaves the
         model as it was.
         """
+        backends.engine()  # an unsupported backend is refused before anything changes
         if loss is None:
             raise ValueError("Give a multi-task method as `loss`, e.g. keras_mtl.get('uw_so', {task: loss, ...}).")
         method = loss if isinstance(loss, MultiTaskLoss) else EqualWeighting(loss)
         task_names = self._resolve_task_names(method)
         method.check_num_tasks(len(task_names))
         task_loss_fns = method.task_losses(task_names)
-        task_loss_weights = _loss_weight_vector(loss_weights, task_names)
+        task_loss_weights = tasks.loss_weight_vector(loss_weights, task_names)
         if self.shared_layers is not None:
-            _check_shared_layers(self, self.shared_layers)
-        split = _split_at(self, self.representation) if isinstance(method, GradientMethod) and self.representation is not None else None
+            tasks.check_shared_layers(self, self.shared_layers)
+        split = tasks.split_at(self, self.representation) if method.train_step_kind == "task_gradients" and self.representation is not None else None
         state = self.multi_task_state.for_method(method, task_names)
         _check_optimizer_can_train(optimizer, self.multi_task_state, state, method)
         # Keras gets no loss: its CompileLoss would apply the method to each
@@ -154,7 +147,12 @@ class MultiTaskMixin:
         """
         if self.multi_task_method is None:
             raise ValueError("end_epoch: compile the model with a multi-task method first.")
-        self.multi_task_method.end_epoch(self.multi_task_state)
+        self._assign_state(self.multi_task_method.end_epoch(self.multi_task_state.values()))
+
+    def _assign_state(self, new_state):
+        """Assigns what an epoch hook returned (outside any training step, where nothing else reads the state)."""
+        for variable, value in self.multi_task_state.updated(new_state):
+            variable.assign(value)
 
     def train_on_batch(self, *args, **kwargs):
         method = self.multi_task_method
@@ -165,21 +163,31 @@ class MultiTaskMixin:
                 "train_on_batch never ends one: call model.end_epoch() after each of your epochs.",
                 stacklevel=2,
             )
-        return super().train_on_batch(*args, **kwargs)
+        arguments = inspect.signature(super().train_on_batch).bind(*args, **kwargs).arguments
+        return_dict = arguments.pop("return_dict", False)
+        logs = super().train_on_batch(**arguments, return_dict=True)
+        backends.engine().after_batch(self, logs)
+        # Keras 3.15's own ordering of a non-dict result (private API).
+        return logs if return_dict else self._flatten_metrics_in_order(logs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras 3.15 builds from the first batch, reduced over replicas with
-        # `strategy.reduce`, which fails for MultiWorkerMirroredStrategy's
-        # per-replica values; this worker's own slice of the batch builds the
-        # same variables.
-        if iterator is not None and isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            for _, _, batches in iterator:
-                data_batch = tf.nest.map_structure(
-                    lambda value: self.distribute_strategy.experimental_local_results(value)[0], next(batches)
-                )
-                break
-            iterator = None
+        iterator, data_batch = backends.engine().first_batch_to_build(self, iterator, data_batch)
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def train_step(self, *args):
+        # (data) on TensorFlow, (state, data) on JAX: each backend's trainer calls its own.
+        return backends.engine().train_step(self, *args)
+
+    def test_step(self, *args):
+        return backends.engine().test_step(self, *args)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The total loss Keras' own utilities ask for; never updates the method's state.
+
+        The weighted total for a loss weighting, the plain sum for a gradient
+        method, plus regularisation, as stock `compute_loss` gives it.
+        """
+        return backends.engine().compute_loss(self, y, y_pred, sample_weight)
 
     def _resolve_task_names(self, method):
         output_names = list(getattr(self, "output_names", None) or [])
@@ -188,166 +196,6 @@ class MultiTaskMixin:
         if isinstance(method.losses, dict):
             return sorted(method.losses)
         raise ValueError("The model has no output names yet; give the losses as a dict keyed by task name.")
-
-    def task_losses(self, y, y_pred, sample_weight):
-        """The per-task losses, a list of K float32 scalars, each times its `loss_weights` entry.
-
-        Like every Keras loss, each is already divided by the number of
-        replicas in sync. A list, not a stacked vector: a task's loss taken
-        back out of a stack would seem to reach every task's head (with a
-        zero gradient), and the heads would look shared.
-        """
-        y = _per_task(y, self.task_names, "y", required=True)
-        y_pred = _per_task(y_pred, self.task_names, "the model's outputs", required=True)
-        sample_weight = _per_task(sample_weight, self.task_names, "sample_weight", required=False)
-        return [
-            tf.cast(loss_fn(y[k], y_pred[k], sample_weight=sample_weight[k]), tf.float32) * self._task_loss_weights[k]
-            for k, loss_fn in enumerate(self._task_loss_fns)
-        ]
-
-    def task_loss_vector(self, y, y_pred, sample_weight):
-        """`task_losses` as one (K,) vector."""
-        return tf.stack(self.task_losses(y, y_pred, sample_weight))
-
-    def regularization_loss(self):
-        """The model's `add_loss` and regulariser terms, per replica, as stock `fit` adds them."""
-        if not self.losses:
-            return tf.constant(0.0)
-        total = tf.cast(tf.add_n([tf.cast(loss, tf.float32) for loss in self.losses]), tf.float32)
-        return total / num_replicas()
-
-    def shared_variable_indices(self, per_task_gradients):
-        """Indices in `trainable_variables` of the shared parameters.
-
-        The variables of `shared_layers` if the model names them, else those
-        that more than one task's loss reaches (`per_task_gradients[k][i]` is
-        None where task k does not reach variable i). A named layer with a
-        variable that one task alone reaches is a head: an error, raised while
-        the first step is traced, before it runs.
-        """
-        if self.shared_layers is not None:
-            index = {id(v): i for i, v in enumerate(self.trainable_variables)}
-            shared = []
-            for name in self.shared_layers:
-                for variable in self.get_layer(name).trainable_variables:
-                    i = index[id(variable)]
-                    tasks = [task for task, gradients in zip(self.task_names, per_task_gradients) if gradients[i] is not None]
-                    if len(tasks) == 1:
-                        raise ValueError(
-                            f"shared_layers names {name!r}, but only task {tasks[0]!r} reaches its variable {variable.path!r}: "
-                            "a layer that one task uses alone is that task's head. Leave it out of shared_layers."
-                        )
-                    shared.append(i)
-            return sorted(set(shared))
-        reached = [sum(task[i] is not None for task in per_task_gradients) for i in range(len(self.trainable_variables))]
-        return [i for i, count in enumerate(reached) if count >= 2]
-
-    def global_task_losses(self, losses):
-        """The global batch's losses: summed over replicas, gradient stopped, checked.
-
-        A non-finite loss, or a negative one for a method that takes logs or
-        ratios (`needs_non_negative_losses`: loss weightings and gradient
-        methods alike, also inside SAM), raises an error that names the task.
-        Everything a step updates must wait for these losses (a control
-        dependency).
-        """
-        global_losses = tf.stop_gradient(sum_over_replicas(losses))
-        method = self.multi_task_method
-        # SAM takes its inner method's losses; the flag is that method's.
-        method = method.method if isinstance(method, SAM) else method
-        checked = []
-        for k, name in enumerate(self.task_names):
-            loss = tf.debugging.check_numerics(global_losses[k], f"keras_mtl: the loss of task '{name}' is not finite")
-            if method.needs_non_negative_losses:
-                message = f"keras_mtl: {method_name(self.multi_task_method)} needs non-negative losses; task '{name}' has a negative one"
-                with tf.control_dependencies([tf.debugging.assert_non_negative(loss, message=message)]):
-                    loss = tf.identity(loss)
-            checked.append(loss)
-        return tf.stack(checked)
-
-    def logged_total(self, global_losses, weights, regularization):
-        """The global batch's total loss for the logs: the weighted total for
-        a loss weighting, the plain sum for a gradient method, plus
-        regularisation (`regularization`: this replica's, as
-        `regularization_loss` gives it). Call it before the step is applied."""
-        regularization = regularization * num_replicas()
-        weighting = self.loss_weighting
-        if weighting is None:
-            return tf.reduce_sum(global_losses) + regularization
-        return tf.tensordot(tf.stop_gradient(weights), global_losses, 1) + weighting.regularization(self.multi_task_state) + regularization
-
-    @property
-    def loss_weighting(self):
-        """The loss weighting in use (also inside SAM); None for gradient methods."""
-        method = self.multi_task_method
-        if isinstance(method, SAM):
-            method = method.method
-        return None if isinstance(method, GradientMethod) else method
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The total loss Keras' own utilities ask for; never updates the method's state.
-
-        The weighted total for a loss weighting, the plain sum for a gradient
-        method, plus regularisation; per replica, as stock `compute_loss`.
-        """
-        losses = self.task_loss_vector(y, y_pred, sample_weight)
-        method = self.loss_weighting
-        if method is None:
-            return tf.reduce_sum(losses) + self.regularization_loss()
-        weights = method.task_weights(tf.stop_gradient(sum_over_replicas(losses)), self.multi_task_state, training=False)
-        return tf.tensordot(weights, losses, 1) + method.regularization(self.multi_task_state) / num_replicas() + self.regularization_loss()
-
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if isinstance(self.multi_task_method, SAM):
-            step = sam_train_step
-        elif isinstance(self.multi_task_method, GradientMethod):
-            step = gradient_train_step
-        else:
-            step = weighted_loss_step
-        y_pred, global_losses, weights, total, applied = step(self, x, y, sample_weight)
-        self._update_trackers(x, total, global_losses, weights, applied)
-        logs = self.compute_metrics(x, y, y_pred, sample_weight)
-        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-            # Only a loss scale skips steps; without one a fault is an error.
-            logs.pop(self.multi_task_state.skipped_steps_tracker.name)
-        return _for_multi_worker_reduction(logs)
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y_pred = self(x, training=False)
-        global_losses = self.global_task_losses(self.task_loss_vector(y, y_pred, sample_weight))
-        weighting = self.loss_weighting
-        # A gradient method has no gradients here, so no task weights: they
-        # are left out of the logs rather than reported as a stale 0.
-        weights = None if weighting is None else weighting.task_weights(global_losses, self.multi_task_state, training=False)
-        self._update_trackers(x, self.logged_total(global_losses, weights, self.regularization_loss()), global_losses, weights)
-        logs = self.compute_metrics(x, y, y_pred, sample_weight)
-        # Evaluation skips no step.
-        left_out = {self.multi_task_state.skipped_steps_tracker.name}
-        if weights is None:
-            left_out |= {tracker.name for tracker in self.multi_task_state.weight_trackers}
-        return _for_multi_worker_reduction({name: value for name, value in logs.items() if name not in left_out})
-
-    def _update_trackers(self, x, total, global_losses, weights, applied=True):
-        """Logs the total and, per task, its loss and weight, each batch weighted by its size as in stock fit.
-
-        A step skipped under a loss scale (`applied` False) counts in
-        `skipped_steps` and leaves the weight averages alone: its weights were
-        computed from overflowed gradients and never used. Its losses, a
-        measurement of the model, are logged as stock Keras logs them.
-        """
-        batch_size = tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], tf.float32)
-        state = self.multi_task_state
-        # Keras' own loss tracker, so that `loss` means what it means in stock fit.
-        self._loss_tracker.update_state(total, sample_weight=batch_size)
-        skipped = 1.0 - tf.cast(applied, tf.float32)
-        state.skipped_steps_tracker.update_state(on_first_replica(skipped))
-        for k in range(len(self.task_names)):
-            state.loss_trackers[k].update_state(global_losses[k], sample_weight=batch_size)
-            if weights is not None:
-                state.weight_trackers[k].update_state(tf.stop_gradient(weights[k]), sample_weight=batch_size * (1.0 - skipped))
-
 
 class _EpochBoundaries(keras.callbacks.Callback):
     """Tells epoch-level methods (DWA) where each `fit` epoch begins and ends.
@@ -358,81 +206,14 @@ class _EpochBoundaries(keras.callbacks.Callback):
     """
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.multi_task_method.begin_epoch(self.model.multi_task_state)
+        self.model._assign_state(self.model.multi_task_method.begin_epoch(self.model.multi_task_state.values()))
+
+    def on_train_batch_end(self, batch, logs=None):
+        backends.engine().after_batch(self.model, logs)
 
     def on_epoch_end(self, epoch, logs=None):
+        backends.engine().after_batch(self.model, logs)
         self.model.end_epoch()
-
-
-def _for_multi_worker_reduction(logs):
-    """Logs as (1,) vectors under MultiWorkerMirroredStrategy.
-
-    Keras 3.15 reduces step logs across workers with
-    `strategy.reduce("MEAN", value, axis=0)`, which fails on scalars; on
-    (1,) vectors it gives the scalar mean.
-    """
-    if not isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
-        return logs
-    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
-
-
-@dataclass(frozen=True)
-class _Split:
-    """The model cut at its shared representation. A plain object, so that
-    Keras does not track (and count twice) the layers it shares with the model."""
-
-    trunk: keras.Model
-    heads: keras.Model
-
-
-def _is_functional(model):
-    return getattr(model, "inputs", None) is not None
-
-
-def _named_layer(model, name, argument):
-    """`model.get_layer(name)`, or an error that names the constructor argument that named it."""
-    try:
-        return model.get_layer(name)
-    except ValueError:
-        raise ValueError(f"{argument} names {name!r}, but the model has no such layer; its layers are {[layer.name for layer in model.layers]}.") from None
-
-
-def _split_at(model, layer_name):
-    if not _is_functional(model):
-        raise ValueError("`representation` needs a functional model (keras_mtl.MultiTaskModel or a functional subclass).")
-    layer = _named_layer(model, layer_name, "representation")
-    if isinstance(layer, keras.layers.InputLayer):
-        raise ValueError(
-            f"representation names the input layer {layer_name!r}: name the last layer the tasks share, "
-            "whose output the heads compute from."
-        )
-    representation = layer.output
-    try:
-        heads = keras.Model(representation, model.outputs)
-    except ValueError as error:
-        raise ValueError(f"The heads cannot be computed from the output of layer {layer_name!r} alone: {error}") from error
-    return _Split(trunk=keras.Model(model.inputs, representation), heads=heads)
-
-
-def _check_shared_layers(model, names):
-    """Each layer in `shared_layers` exists and, in a functional model, feeds two outputs or more.
-
-    A layer that feeds one output only is that task's head: named as shared,
-    it would take the combined update instead of its task's own gradient. A
-    subclassed model's graph is known only once traced:
-    `shared_variable_indices` checks it then, before the first step.
-    """
-    layers = [_named_layer(model, name, "shared_layers") for name in names]
-    if not _is_functional(model):
-        return
-    on_path = {output: {layer.name for layer in keras.Model(model.inputs, tensor).layers} for output, tensor in zip(model.output_names, model.outputs)}
-    for layer in layers:
-        outputs = [output for output, path in on_path.items() if layer.name in path]
-        if len(outputs) < 2:
-            raise ValueError(
-                f"shared_layers names {layer.name!r}, but " + (f"only output {outputs[0]!r}" if outputs else "no output")
-                + " depends on it: a layer that one task uses alone is that task's head. Leave it out of shared_layers."
-            )
 
 
 def _check_optimizer_can_train(optimizer, current_state, new_state, method):
@@ -476,41 +257,3 @@ def _install_state(model, state):
             tracker.lock()
 
 
-def _loss_weight_vector(loss_weights, task_names):
-    if loss_weights is None:
-        return [1.0] * len(task_names)
-    if isinstance(loss_weights, dict):
-        unknown = sorted(set(loss_weights) - set(task_names))
-        if unknown:
-            raise ValueError(f"loss_weights names {unknown}, which are not outputs of the model ({task_names}).")
-        return [float(loss_weights.get(name, 1.0)) for name in task_names]
-    if len(loss_weights) != len(task_names):
-        raise ValueError(f"loss_weights has {len(loss_weights)} entries for {len(task_names)} tasks {task_names}.")
-    return [float(w) for w in loss_weights]
-
-
-def _per_task(values, task_names, what, required):
-    """Splits targets, predictions or sample weights into one entry per task."""
-    if values is None:
-        if required:
-            raise ValueError(f"{what} is missing.")
-        return [None] * len(task_names)
-    if isinstance(values, dict):
-        missing = [name for name in task_names if name not in values]
-        unknown = sorted(set(values) - set(task_names))
-        if unknown or (required and missing):
-            raise ValueError(
-                f"{what} is keyed by {sorted(values)}, but the tasks are {task_names}"
-                + (f": no task named {unknown}" if unknown else "")
-                + (f": missing {missing}" if required and missing else "")
-                + "."
-            )
-        return [values.get(name) for name in task_names]
-    if isinstance(values, (list, tuple)):
-        if len(values) != len(task_names):
-            raise ValueError(f"{what} has {len(values)} entries for {len(task_names)} tasks {task_names}.")
-        return list(values)
-    if len(task_names) == 1 or not required:
-        # One array for a one-task model, or one sample weight for all tasks.
-        return [values] * len(task_names)
-    raise ValueError(f"{what} must be a dict keyed by task ({task_names}), not a single array.")

@@ -42,7 +42,7 @@ class MultiTaskState(keras.layers.Layer):
         self._loaded_before_configure = None
         self.loss_trackers = []
         self.weight_trackers = []
-        # Training steps skipped for an overflow under a loss scale (keras_mtl.training.faults).
+        # Training steps skipped for an overflow under a loss scale (keras_mtl.training.backends.tensorflow.faults).
         self.skipped_steps_tracker = keras.metrics.Sum(name="skipped_steps")
         # Never called, so never built by Keras; it has no input to build from.
         self.built = True
@@ -97,6 +97,24 @@ class MultiTaskState(keras.layers.Layer):
 
     def __getitem__(self, name):
         return self._variables_by_name[name]
+
+    def named_variables(self):
+        """The method's state variables, `{name: variable}`, in declaration order."""
+        return dict(self._variables_by_name)
+
+    def values(self):
+        """The method's view of its state: `{name: current value}` (read where the caller differentiates)."""
+        # Copies, read now: on TensorFlow `variable.value` (and even
+        # `convert_to_tensor(variable)`) is read where it is used, so a method
+        # returning it as its weights would log the step's new state.
+        return {name: keras.ops.copy(variable) for name, variable in self._variables_by_name.items()}
+
+    def updated(self, new_values):
+        """`(variable, new value)` pairs for a method's returned state, or an error naming an unknown entry."""
+        unknown = sorted(set(new_values) - set(self._variables_by_name))
+        if unknown:
+            raise ValueError(f"{self._method_name} returned state {unknown} it never declared in build_state; it declared {sorted(self._variables_by_name)}.")
+        return [(self._variables_by_name[name], value) for name, value in new_values.items()]
 
     def load_own_variables(self, store):
         values = [np.array(store[str(i)]) for i in range(len(store.keys()))]

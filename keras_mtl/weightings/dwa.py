@@ -1,4 +1,4 @@
-import tensorflow as tf
+import keras
 
 from keras_mtl.methods import LossWeighting, positive
 from keras_mtl.registry import register
@@ -41,27 +41,26 @@ class DynamicWeightAverage(LossWeighting):
         state.variable("second_last_epoch_mean", (k,))
         state.variable("epochs_seen", ())
 
-    def task_weights(self, losses, state, training):
-        if training:
-            state["epoch_loss_sum"].assign_add(losses)
-            # After the losses' finiteness check: a refused step must not count.
-            with tf.control_dependencies([losses]):
-                state["epoch_batches"].assign_add(1.0)
-        ratio = tf.math.divide_no_nan(state["last_epoch_mean"], state["second_last_epoch_mean"])
-        weights = losses.shape[0] * tf.nn.softmax(ratio / self.temperature)
-        return tf.where(state["epochs_seen"] >= 2, weights, tf.ones_like(weights))
+    def weights(self, losses, state, training):
+        ratio = keras.ops.divide_no_nan(state["last_epoch_mean"], state["second_last_epoch_mean"])
+        weights = losses.shape[0] * keras.ops.softmax(ratio / self.temperature)
+        weights = keras.ops.where(state["epochs_seen"] >= 2, weights, keras.ops.ones_like(weights))
+        if not training:
+            return weights, {}
+        return weights, {"epoch_loss_sum": state["epoch_loss_sum"] + losses, "epoch_batches": state["epoch_batches"] + 1.0}
 
     def begin_epoch(self, state):
-        state["epoch_loss_sum"].assign(tf.zeros_like(state["epoch_loss_sum"]))
-        state["epoch_batches"].assign(0.0)
+        return {"epoch_loss_sum": keras.ops.zeros_like(state["epoch_loss_sum"]), "epoch_batches": keras.ops.zeros_like(state["epoch_batches"])}
 
     def end_epoch(self, state):
         had_steps = state["epoch_batches"] > 0
-        mean = tf.math.divide_no_nan(state["epoch_loss_sum"], state["epoch_batches"])
-        state["second_last_epoch_mean"].assign(tf.where(had_steps, state["last_epoch_mean"], state["second_last_epoch_mean"]))
-        state["last_epoch_mean"].assign(tf.where(had_steps, mean, state["last_epoch_mean"]))
-        state["epochs_seen"].assign_add(tf.cast(had_steps, tf.float32))
-        self.begin_epoch(state)
+        mean = keras.ops.divide_no_nan(state["epoch_loss_sum"], state["epoch_batches"])
+        return {
+            "second_last_epoch_mean": keras.ops.where(had_steps, state["last_epoch_mean"], state["second_last_epoch_mean"]),
+            "last_epoch_mean": keras.ops.where(had_steps, mean, state["last_epoch_mean"]),
+            "epochs_seen": state["epochs_seen"] + keras.ops.cast(had_steps, state["epochs_seen"].dtype),
+            **self.begin_epoch(state),
+        }
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature}

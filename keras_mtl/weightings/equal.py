@@ -1,4 +1,4 @@
-import tensorflow as tf
+import keras
 
 from keras_mtl.methods import LossWeighting
 from keras_mtl.registry import register
@@ -18,5 +18,5 @@ class EqualWeighting(LossWeighting):
 
     min_tasks = 1
 
-    def task_weights(self, losses, state, training):
-        return tf.ones_like(losses)
+    def weights(self, losses, state, training):
+        return keras.ops.ones_like(losses), {}

@@ -1,4 +1,4 @@
-import tensorflow as tf
+import keras
 
 from keras_mtl.methods import LossWeighting
 from keras_mtl.registry import register
@@ -25,7 +25,7 @@ class GeometricLossStrategy(LossWeighting):
 
     needs_non_negative_losses = True
 
-    def task_weights(self, losses, state, training):
+    def weights(self, losses, state, training):
         losses = losses + EPSILON
-        geometric_mean = tf.exp(tf.reduce_mean(tf.math.log(losses)))
-        return geometric_mean / (losses.shape[0] * losses)
+        geometric_mean = keras.ops.exp(keras.ops.mean(keras.ops.log(losses)))
+        return geometric_mean / (losses.shape[0] * losses), {}

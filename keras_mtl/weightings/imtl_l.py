@@ -1,4 +1,4 @@
-import tensorflow as tf
+import keras
 
 from keras_mtl.methods import LossWeighting
 from keras_mtl.registry import register
@@ -25,8 +25,8 @@ class IMTLL(LossWeighting):
     def build_state(self, state, task_names):
         state.variable("loss_scales", (len(task_names),), trainable=True)
 
-    def task_weights(self, losses, state, training):
-        return tf.exp(state["loss_scales"])
+    def weights(self, losses, state, training):
+        return keras.ops.exp(state["loss_scales"]), {}
 
     def regularization(self, state):
-        return -tf.reduce_sum(state["loss_scales"])
+        return -keras.ops.sum(state["loss_scales"])

@@ -1,6 +1,6 @@
-import tensorflow as tf
+import keras
 
-from keras_mtl.methods import LossWeighting, draw_seed, next_seed
+from keras_mtl.methods import LossWeighting, RandomStream, draw_seed
 from keras_mtl.registry import register
 
 
@@ -8,9 +8,11 @@ from keras_mtl.registry import register
 class RandomLossWeighting(LossWeighting):
     """RLW: `w = softmax(z)` with `z ~ N(0, I)` drawn anew every training step.
 
-    The draws are stateless, keyed by `seed` and a step counter saved with the
-    model, so runs repeat and a resumed run draws what an uninterrupted one
-    would. `evaluate` uses the expected weights, `1/K` each.
+    The draws come from a `RandomStream` keyed by `seed`, whose generator
+    state is saved with the model, so runs repeat and a resumed run draws
+    what an uninterrupted one would. Each backend draws its own numbers for a
+    seed: a seed repeats a run on one backend, not across backends.
+    `evaluate` uses the expected weights, `1/K` each, and draws nothing.
 
     Lin et al., "Reasonable Effectiveness of Random Weighting: A Litmus Test
     for Multi-Task Learning", TMLR 2022.
@@ -29,16 +31,14 @@ class RandomLossWeighting(LossWeighting):
         self.seed = draw_seed(seed)
 
     def build_state(self, state, task_names):
-        state.variable("draws", (), dtype="int32")
+        self.stream = RandomStream(state, "rng", self.seed)
 
-    def task_weights(self, losses, state, training):
+    def weights(self, losses, state, training):
+        k = losses.shape[0]
         if not training:
-            return tf.fill(tf.shape(losses), 1.0 / losses.shape[0])
-        # After the losses' finiteness check: a refused step must not use up a draw.
-        with tf.control_dependencies([losses]):
-            seed = next_seed(state, self.seed)
-        z = tf.random.stateless_normal(tf.shape(losses), seed=seed)
-        return tf.nn.softmax(z)
+            return keras.ops.full_like(losses, 1.0 / k), {}
+        z, new_state = self.stream.draw(state, lambda seed: keras.random.normal((k,), seed=seed, dtype=losses.dtype))
+        return keras.ops.softmax(z), new_state
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}

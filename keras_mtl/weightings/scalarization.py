@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_mtl.methods import LossWeighting
 from keras_mtl.registry import register
@@ -33,25 +32,27 @@ class Scalarization(LossWeighting):
 
     def __init__(self, losses=None, weights=None, name=None):
         super().__init__(losses, name=name)
-        self.weights = _checked_weights(weights)
+        # Not `self.weights`: that is the hook that returns them.
+        self.fixed_weights = _checked_weights(weights)
 
     def build_state(self, state, task_names):
-        if self.weights is None:
+        fixed = self.fixed_weights
+        if fixed is None:
             self._vector = [1.0] * len(task_names)
-        elif isinstance(self.weights, dict):
-            if set(self.weights) != set(task_names):
-                raise ValueError(f"Scalarization weights are keyed by {sorted(self.weights)}, but the tasks are {list(task_names)}.")
-            self._vector = [float(self.weights[name]) for name in task_names]
-        elif len(self.weights) != len(task_names):
-            raise ValueError(f"Scalarization has {len(self.weights)} weights for {len(task_names)} tasks {list(task_names)}.")
+        elif isinstance(fixed, dict):
+            if set(fixed) != set(task_names):
+                raise ValueError(f"Scalarization weights are keyed by {sorted(fixed)}, but the tasks are {list(task_names)}.")
+            self._vector = [float(fixed[name]) for name in task_names]
+        elif len(fixed) != len(task_names):
+            raise ValueError(f"Scalarization has {len(fixed)} weights for {len(task_names)} tasks {list(task_names)}.")
         else:
-            self._vector = [float(w) for w in self.weights]
+            self._vector = [float(w) for w in fixed]
 
-    def task_weights(self, losses, state, training):
-        return tf.constant(self._vector, dtype=losses.dtype)
+    def weights(self, losses, state, training):
+        return keras.ops.convert_to_tensor(self._vector, dtype=losses.dtype), {}
 
     def get_config(self):
-        return {**super().get_config(), "weights": self.weights}
+        return {**super().get_config(), "weights": self.fixed_weights}
 
 
 def _checked_weights(weights):

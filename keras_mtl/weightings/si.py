@@ -33,5 +33,6 @@ class ScaleInvariant(Scalarization):
     min_tasks = 2
     needs_non_negative_losses = True
 
-    def task_weights(self, losses, state, training):
-        return super().task_weights(losses, state, training) / (losses + EPSILON)
+    def weights(self, losses, state, training):
+        coefficients, _ = super().weights(losses, state, training)
+        return coefficients / (losses + EPSILON), {}

@@ -1,4 +1,4 @@
-import tensorflow as tf
+import keras
 
 from keras_mtl.methods import LossWeighting
 from keras_mtl.registry import register
@@ -46,20 +46,23 @@ class SLAW(LossWeighting):
         state.variable("loss_variance", (k,))
         state.variable("steps", ())
 
-    def task_weights(self, losses, state, training):
-        if training:
-            # After the losses (and so their finiteness check) in graph mode: a
-            # refused step must not advance the counter.
-            with tf.control_dependencies([losses]):
-                steps = state["steps"].assign_add(1.0)
-            # 1/n while averaging plainly, then the EMA's constant rate.
-            rate = tf.where(steps <= self.warmup_steps, 1.0 / steps, 1.0 - self.beta)
-            deviation = losses - state["loss_mean"]
-            state["loss_mean"].assign_add(rate * deviation)
-            state["loss_variance"].assign((1.0 - rate) * (state["loss_variance"] + rate * tf.square(deviation)))
-        spread = tf.sqrt(state["loss_variance"])
-        inverse = 1.0 / tf.maximum(spread, 1e-5)
-        return losses.shape[0] * inverse / tf.reduce_sum(inverse)
+    def weights(self, losses, state, training):
+        new_state = self._moments_with(losses, state) if training else {}
+        spread = keras.ops.sqrt(new_state.get("loss_variance", state["loss_variance"]))
+        inverse = 1.0 / keras.ops.maximum(spread, 1e-5)
+        return losses.shape[0] * inverse / keras.ops.sum(inverse), new_state
+
+    def _moments_with(self, losses, state):
+        """The step counter and the running mean and variance once `losses` is included (Welford's update)."""
+        steps = state["steps"] + 1.0
+        # 1/n while averaging plainly, then the EMA's constant rate.
+        rate = keras.ops.where(steps <= self.warmup_steps, 1.0 / steps, 1.0 - self.beta)
+        deviation = losses - state["loss_mean"]
+        return {
+            "steps": steps,
+            "loss_mean": state["loss_mean"] + rate * deviation,
+            "loss_variance": (1.0 - rate) * (state["loss_variance"] + rate * keras.ops.square(deviation)),
+        }
 
     def get_config(self):
         return {**super().get_config(), "beta": self.beta, "warmup_steps": self.warmup_steps}

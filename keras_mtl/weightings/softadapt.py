@@ -1,5 +1,5 @@
+import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_mtl.methods import LossWeighting
 from keras_mtl.registry import register
@@ -98,50 +98,51 @@ class SoftAdapt(LossWeighting):
             state.variable("epoch_loss_sum", (k,))
             state.variable("epoch_batches", ())
 
-    def task_weights(self, losses, state, training):
+    def weights(self, losses, state, training):
         if training and self.record == "step":
-            self._push(state, losses)
+            new_state = self._pushed(state, losses)
         elif training:
-            state["epoch_loss_sum"].assign_add(losses)
-            # After the losses' finiteness check: a refused step must not count.
-            with tf.control_dependencies([losses]):
-                state["epoch_batches"].assign_add(1.0)
-        history = tf.convert_to_tensor(state["loss_history"])
-        uniform = tf.fill(tf.shape(losses), 1.0 / losses.shape[0])
-        return tf.where(state["recorded"] >= self.window, self._weights(history), uniform)
+            new_state = {"epoch_loss_sum": state["epoch_loss_sum"] + losses, "epoch_batches": state["epoch_batches"] + 1.0}
+        else:
+            new_state = {}
+        # In step mode the window already holds this step's loss.
+        current = {**state, **new_state}
+        uniform = keras.ops.full_like(losses, 1.0 / losses.shape[0])
+        return keras.ops.where(current["recorded"] >= self.window, self._weights(current["loss_history"]), uniform), new_state
 
     def _weights(self, history):
-        slopes = tf.linalg.matvec(history, tf.constant(self._stencil))
+        slopes = keras.ops.matmul(history, keras.ops.convert_to_tensor(self._stencil, history.dtype))
         if self.variant == "normalized":
-            slopes = tf.math.divide_no_nan(slopes, tf.reduce_sum(slopes))
-        scores = tf.exp(self.beta * (slopes - tf.reduce_max(slopes)))
+            slopes = keras.ops.divide_no_nan(slopes, keras.ops.sum(slopes))
+        scores = keras.ops.exp(self.beta * (slopes - keras.ops.max(slopes)))
         if self.variant == "loss_weighted":
-            scores *= tf.reduce_mean(history, axis=1)
-        return scores / (tf.reduce_sum(scores) + EPSILON)
+            scores *= keras.ops.mean(history, axis=1)
+        return scores / (keras.ops.sum(scores) + EPSILON)
 
-    def _push(self, state, values, count=1.0):
-        """Appends `values` to the window, dropping its oldest; with `count` 0, changes nothing."""
+    def _pushed(self, state, values, recorded=True):
+        """The window with `values` appended and its oldest dropped, and the count; unchanged unless `recorded`."""
         history = state["loss_history"]
-        history.assign(tf.where(count > 0, tf.concat([history[:, 1:], values[:, None]], axis=1), history))
-        # After the losses' finiteness check: a refused step must not count.
-        with tf.control_dependencies([values]):
-            state["recorded"].assign_add(count)
+        pushed = keras.ops.concatenate([history[:, 1:], values[:, None]], axis=1)
+        return {
+            "loss_history": keras.ops.where(recorded, pushed, history),
+            "recorded": state["recorded"] + keras.ops.cast(recorded, state["recorded"].dtype),
+        }
 
     @property
     def works_per_epoch(self):
         return self.record == "epoch"
 
     def begin_epoch(self, state):
-        if self.record == "epoch":
-            state["epoch_loss_sum"].assign(tf.zeros_like(state["epoch_loss_sum"]))
-            state["epoch_batches"].assign(0.0)
+        if self.record == "step":
+            return {}
+        return {"epoch_loss_sum": keras.ops.zeros_like(state["epoch_loss_sum"]), "epoch_batches": keras.ops.zeros_like(state["epoch_batches"])}
 
     def end_epoch(self, state):
-        if self.record == "epoch":
-            # An epoch without training steps records nothing.
-            mean = tf.math.divide_no_nan(state["epoch_loss_sum"], state["epoch_batches"])
-            self._push(state, mean, tf.cast(state["epoch_batches"] > 0, tf.float32))
-            self.begin_epoch(state)
+        if self.record == "step":
+            return {}
+        # An epoch without training steps records nothing.
+        mean = keras.ops.divide_no_nan(state["epoch_loss_sum"], state["epoch_batches"])
+        return {**self._pushed(state, mean, state["epoch_batches"] > 0), **self.begin_epoch(state)}
 
     def get_config(self):
         return {**super().get_config(), "beta": self.beta, "window": self.window, "variant": self.variant, "record": self.record}

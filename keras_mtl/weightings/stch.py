@@ -1,4 +1,4 @@
-import tensorflow as tf
+import keras
 
 from keras_mtl.methods import LossWeighting, positive
 from keras_mtl.registry import register
@@ -76,33 +76,31 @@ class SmoothTchebycheff(LossWeighting):
         state.variable("epoch_batches", ())
         state.variable("nadir", (k,))
 
-    def task_weights(self, losses, state, training):
-        if training:
-            state["epoch_loss_sum"].assign_add(losses)
-            # After the losses' finiteness check: a refused step must not count.
-            with tf.control_dependencies([losses]):
-                state["epoch_batches"].assign_add(1.0)
+    def weights(self, losses, state, training):
         warmup_weights = 1.0 / (losses + EPSILON)
-        return tf.where(state["epochs_seen"] > self.warmup_epochs, self._stch_weights(losses, state), warmup_weights)
+        weights = keras.ops.where(state["epochs_seen"] > self.warmup_epochs, self._stch_weights(losses, state["nadir"]), warmup_weights)
+        if not training:
+            return weights, {}
+        return weights, {"epoch_loss_sum": state["epoch_loss_sum"] + losses, "epoch_batches": state["epoch_batches"] + 1.0}
 
-    def _stch_weights(self, losses, state):
-        nadir = tf.convert_to_tensor(state["nadir"])
-        preference = 1.0 if self.preference is None else tf.constant(self.preference)
-        log_losses = tf.math.log(losses / tf.maximum(nadir, EPSILON) + EPSILON)
+    def _stch_weights(self, losses, nadir):
+        preference = 1.0 if self.preference is None else keras.ops.convert_to_tensor(self.preference, losses.dtype)
+        log_losses = keras.ops.log(losses / keras.ops.maximum(nadir, EPSILON) + EPSILON)
         # d/dL_k of K·μ·logsumexp(λ ℓ / μ), with dℓ_k/dL_k = 1 / (L_k + ε z_k).
-        return losses.shape[0] * preference * tf.nn.softmax(preference * log_losses / self.mu) / (losses + EPSILON * nadir)
+        return losses.shape[0] * preference * keras.ops.softmax(preference * log_losses / self.mu) / (losses + EPSILON * nadir)
 
     def begin_epoch(self, state):
-        state["epoch_loss_sum"].assign(tf.zeros_like(state["epoch_loss_sum"]))
-        state["epoch_batches"].assign(0.0)
+        return {"epoch_loss_sum": keras.ops.zeros_like(state["epoch_loss_sum"]), "epoch_batches": keras.ops.zeros_like(state["epoch_batches"])}
 
     def end_epoch(self, state):
         had_steps = state["epoch_batches"] > 0
-        was_nadir_epoch = had_steps & tf.equal(state["epochs_seen"], float(self.warmup_epochs))
-        mean = tf.math.divide_no_nan(state["epoch_loss_sum"], state["epoch_batches"])
-        state["nadir"].assign(tf.where(was_nadir_epoch, tf.maximum(mean, EPSILON), state["nadir"]))
-        state["epochs_seen"].assign_add(tf.cast(had_steps, tf.float32))
-        self.begin_epoch(state)
+        was_nadir_epoch = keras.ops.logical_and(had_steps, keras.ops.equal(state["epochs_seen"], float(self.warmup_epochs)))
+        mean = keras.ops.divide_no_nan(state["epoch_loss_sum"], state["epoch_batches"])
+        return {
+            "nadir": keras.ops.where(was_nadir_epoch, keras.ops.maximum(mean, EPSILON), state["nadir"]),
+            "epochs_seen": state["epochs_seen"] + keras.ops.cast(had_steps, state["epochs_seen"].dtype),
+            **self.begin_epoch(state),
+        }
 
     def get_config(self):
         return {**super().get_config(), "mu": self.mu, "warmup_epochs": self.warmup_epochs, "preference": self.preference}

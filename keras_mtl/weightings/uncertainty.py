@@ -1,7 +1,6 @@
 """Uncertainty weighting (Kendall et al.) and its analytic variants UW-O and UW-SO."""
 
 import keras
-import tensorflow as tf
 
 from keras_mtl.methods import LossWeighting, positive
 from keras_mtl.registry import register
@@ -55,12 +54,12 @@ class UncertaintyWeighting(LossWeighting):
     def build_state(self, state, task_names):
         state.variable("log_variances", (len(task_names),), initializer=keras.initializers.Constant(self.initial_log_variance), trainable=True)
 
-    def task_weights(self, losses, state, training):
+    def weights(self, losses, state, training):
         factor = 0.5 if self.form == "regression" else 1.0
-        return factor * tf.exp(-state["log_variances"])
+        return factor * keras.ops.exp(-state["log_variances"]), {}
 
     def regularization(self, state):
-        return 0.5 * tf.reduce_sum(state["log_variances"])
+        return 0.5 * keras.ops.sum(state["log_variances"])
 
     def get_config(self):
         return {**super().get_config(), "form": self.form, "initial_log_variance": self.initial_log_variance}
@@ -84,8 +83,8 @@ class AnalyticUncertaintyWeighting(LossWeighting):
 
     needs_non_negative_losses = True
 
-    def task_weights(self, losses, state, training):
-        return 1.0 / (losses + EPSILON)
+    def weights(self, losses, state, training):
+        return 1.0 / (losses + EPSILON), {}
 
 
 @register("uw_so")
@@ -123,8 +122,8 @@ class SoftmaxUncertaintyWeighting(LossWeighting):
         self.temperature = positive(temperature, "temperature")
         self.epsilon = positive(epsilon, "epsilon")
 
-    def task_weights(self, losses, state, training):
-        return tf.nn.softmax((1.0 / (losses + self.epsilon)) / self.temperature)
+    def weights(self, losses, state, training):
+        return keras.ops.softmax((1.0 / (losses + self.epsilon)) / self.temperature), {}
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature, "epsilon": self.epsilon}

@@ -1,5 +1,4 @@
 import keras
-import tensorflow as tf
 
 from keras_mtl.methods import LossWeighting, positive
 from keras_mtl.registry import register
@@ -45,11 +44,11 @@ class PositiveUncertaintyWeighting(LossWeighting):
         initializer = keras.initializers.Constant(self.initial_scale)
         state.variable("uncertainty_scales", (len(task_names),), initializer=initializer, trainable=True)
 
-    def task_weights(self, losses, state, training):
-        return 0.5 / tf.square(state["uncertainty_scales"])
+    def weights(self, losses, state, training):
+        return 0.5 / keras.ops.square(state["uncertainty_scales"]), {}
 
     def regularization(self, state):
-        return tf.reduce_sum(tf.math.log1p(tf.square(state["uncertainty_scales"])))
+        return keras.ops.sum(keras.ops.log1p(keras.ops.square(state["uncertainty_scales"])))
 
     def get_config(self):
         return {**super().get_config(), "initial_scale": self.initial_scale}

@@ -1,13 +1,12 @@
 import numpy as np
-import tensorflow as tf
-from agg_helpers import gramian, random_jacobians
+from agg_helpers import gramian, numpy, plain, random_jacobians
 from scipy.optimize import minimize
 
 from keras_mtl.aggregators import cagrad_weights
 
-# Run as a plain graph: compiling XLA for every K is slow; the XLA path is checked in
+# Without XLA on TensorFlow: compiling XLA for every K is slow; the XLA path is checked in
 # test_degenerate_and_compile.py.
-cagrad_weights = tf.function(cagrad_weights.python_function)
+cagrad_weights = plain(cagrad_weights)
 
 
 def test_hand_case():
@@ -18,21 +17,21 @@ def test_hand_case():
     jac = np.array([[1.0, 0.0], [0.0, 2.0]])
     root_phi = 0.4 * np.sqrt(1.25)
     np.testing.assert_allclose(
-        cagrad_weights(gramian(jac)).numpy(), [(0.5 + root_phi) / 1.16, 0.5 / 1.16], atol=1e-5
+        numpy(cagrad_weights(gramian(jac))), [(0.5 + root_phi) / 1.16, 0.5 / 1.16], atol=1e-5
     )
 
 
 def test_symmetric_hand_case():
     # Orthonormal g1, g2: by symmetry w* = (1/2, 1/2), g_w* = g0, so
     # d = (1 + c) g0 / (1 + c^2) and w = (1 + c) / (2 (1 + c^2)) each.
-    w = cagrad_weights(gramian(np.eye(2)), c=0.5).numpy()
+    w = numpy(cagrad_weights(gramian(np.eye(2)), c=0.5))
     np.testing.assert_allclose(w, [1.5 / 2.5, 1.5 / 2.5], atol=1e-5)
 
 
 def test_c_zero_gives_the_mean():
     for jac in random_jacobians()[::4]:
         num = len(jac)
-        np.testing.assert_allclose(cagrad_weights(gramian(jac), c=0.0).numpy(), np.ones(num) / num, atol=1e-7)
+        np.testing.assert_allclose(numpy(cagrad_weights(gramian(jac), c=0.0)), np.ones(num) / num, atol=1e-7)
 
 
 def test_solves_the_inner_problem_like_an_independent_solver():
@@ -41,7 +40,7 @@ def test_solves_the_inner_problem_like_an_independent_solver():
     c = 0.4
     for jac in random_jacobians()[1::2]:
         num = len(jac)
-        g = gramian(jac).numpy().astype(np.float64)
+        g = gramian(jac).astype(np.float64)
         mean = np.ones(num) / num
         root_phi = c * np.sqrt(mean @ g @ mean)
         objective = lambda w: w @ g @ mean + root_phi * np.sqrt(max(w @ g @ w, 0.0))  # noqa: E731
@@ -51,7 +50,7 @@ def test_solves_the_inner_problem_like_an_independent_solver():
                      options=dict(ftol=1e-16, maxiter=2000)).fun
             for start in [mean, *np.eye(num)]
         )
-        w = cagrad_weights(tf.constant(g, tf.float32), c).numpy().astype(np.float64)
+        w = numpy(cagrad_weights(np.float32(g), c)).astype(np.float64)
         w_star = w * (1 + c**2) - mean
         w_star /= w_star.sum()
         assert np.all(w_star >= -1e-6)

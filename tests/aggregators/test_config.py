@@ -3,20 +3,18 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from agg_helpers import numpy
 from agg_inputs import INPUT_NAMES, RANK_DEFICIENT, jacobian, rounded_gramian
 
 import keras_mtl
 from keras_mtl.aggregators import config_weights
-
-_GRAPH = tf.function(lambda g, p: config_weights(g, p))
 
 
 def update(jac, preferences=None):
     """``d = J^T w`` (float64) from the float32 Gramian of J."""
     jac = np.asarray(jac, np.float64)
     p = np.ones(len(jac)) if preferences is None else np.asarray(preferences, np.float64)
-    w = _GRAPH(tf.constant(jac @ jac.T, tf.float32), tf.constant(p)).numpy().astype(np.float64)
+    w = numpy(config_weights(np.float32(jac @ jac.T), p)).astype(np.float64)
     return jac.T @ w
 
 
@@ -53,7 +51,7 @@ def test_equal_positive_cosines_and_projection_length(name):
     # (G w)_k / (||g_k|| ||d||) are equal and positive, and ||d|| = sum_k g_k . d / ||d||, i.e.
     # w^T G w = 1^T G w; up to what float32 weights resolve, eps32 (|G| |w|)_k.
     g = rounded_gramian(name)
-    w = _GRAPH(tf.constant(g, tf.float32), tf.ones(len(g), tf.float64)).numpy().astype(np.float64)
+    w = numpy(config_weights(np.float32(g), np.ones(len(g)))).astype(np.float64)
     norms = np.sqrt(np.diag(g))
     projections, slack = g @ w / norms, 8 * 2.0**-23 * (np.abs(g) @ np.abs(w)) / norms
     assert np.all(projections > 0), name
@@ -86,8 +84,8 @@ def test_degenerate_inputs():
     # A zero gradient is ignored.
     with_zero = np.stack([g, np.zeros(3), np.array([0.0, 1.0, 1.0])])
     np.testing.assert_allclose(update(with_zero), reference(with_zero[[0, 2]]), rtol=1e-5)
-    nan = tf.constant([[np.nan, 0.0], [0.0, 1.0]], tf.float32)
-    np.testing.assert_array_equal(config_weights(nan).numpy(), np.zeros(2))
+    nan = np.float32([[np.nan, 0.0], [0.0, 1.0]])
+    np.testing.assert_array_equal(numpy(config_weights(nan)), np.zeros(2))
 
 
 def test_preferences_by_task_name_through_compile():

@@ -3,16 +3,10 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from agg_helpers import numpy, run_steps, task_gradients
 
 import keras_mtl
 from keras_mtl.aggregators import cr_mogm_weights
-
-
-def _gradients(jac):
-    jac = np.asarray(jac, np.float32)
-    gramian = tf.constant(jac @ jac.T)
-    return keras_mtl.TaskGradients(jacobian=tf.constant(jac), losses=tf.ones(len(jac)), gramian=gramian, last_layer_gramian=gramian)
 
 
 def _mgda_two_tasks(g1, g2):
@@ -22,9 +16,7 @@ def _mgda_two_tasks(g1, g2):
 
 
 def _run(method, jacobians):
-    state = keras_mtl.MultiTaskState()
-    method.build_state(state, ["a", "b"])
-    return [method.task_weights(_gradients(jac), state, training=True).numpy() for jac in jacobians]
+    return run_steps(method, jacobians, ["a", "b"])[0]
 
 
 JACOBIANS = [np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[3.0, 1.0], [-1.0, 2.0]])]
@@ -48,9 +40,23 @@ def test_alpha_extremes():
 
 
 def test_pure_step():
-    previous, fresh = tf.constant([0.2, 0.8]), tf.constant([1.0, 0.0])
-    np.testing.assert_allclose(cr_mogm_weights(fresh, previous, 0, 0.5).numpy(), [1.0, 0.0])
-    np.testing.assert_allclose(cr_mogm_weights(fresh, previous, 3, 0.5).numpy(), [0.6, 0.4])
+    previous, fresh = np.float32([0.2, 0.8]), np.float32([1.0, 0.0])
+    np.testing.assert_allclose(numpy(cr_mogm_weights(fresh, previous, 0, 0.5)), [1.0, 0.0])
+    np.testing.assert_allclose(numpy(cr_mogm_weights(fresh, previous, 3, 0.5)), [0.6, 0.4])
+
+
+def test_returns_the_inner_state_with_its_own():
+    # Around PCGrad: the inner random stream moves on with CR-MOGM's weights and step counter,
+    # and evaluation changes nothing.
+    method = keras_mtl.CRMOGM(method=keras_mtl.PCGrad(seed=3), alpha=0.5)
+    weights, state = run_steps(method, JACOBIANS, ["a", "b"])
+    assert int(numpy(state["cr_mogm_steps"])) == 3
+    np.testing.assert_allclose(numpy(state["cr_mogm_weights"]), weights[-1])
+    fresh = keras_mtl.CRMOGM(method=keras_mtl.PCGrad(seed=3), alpha=0.5)
+    _, first = run_steps(fresh, JACOBIANS[:1], ["a", "b"])
+    assert not np.array_equal(numpy(state["rng"]), numpy(first["rng"]))
+    _, unchanged = method.gradient_weights(task_gradients(JACOBIANS[0]), state, training=False)
+    assert unchanged == {}
 
 
 def test_smoothed_weights_are_saved_and_restored(tmp_path):
@@ -61,11 +67,13 @@ def test_smoothed_weights_are_saved_and_restored(tmp_path):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(16, 3)), {t: rng.normal(size=(16, 1)) for t in "ab"}
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    assert int(model.multi_task_state["cr_mogm_steps"].numpy()) == 2
+    assert int(numpy(model.multi_task_state["cr_mogm_steps"])) == 2
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.multi_task_method.method.get_config() == model.multi_task_method.method.get_config()
-    np.testing.assert_array_equal(loaded.multi_task_state["cr_mogm_weights"].numpy(), model.multi_task_state["cr_mogm_weights"].numpy())
+    np.testing.assert_array_equal(
+        numpy(loaded.multi_task_state["cr_mogm_weights"]), numpy(model.multi_task_state["cr_mogm_weights"])
+    )
 
 
 def test_refuses_what_it_cannot_average():

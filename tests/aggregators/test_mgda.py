@@ -1,14 +1,13 @@
 import numpy as np
 import pytest
-import tensorflow as tf
-from agg_helpers import gramian, random_jacobians
+from agg_helpers import gramian, numpy, plain, random_jacobians
 from scipy.optimize import minimize
 
 from keras_mtl.aggregators import MGDA, mgda_weights
 
-# Run as a plain graph: compiling XLA for every K is slow; the XLA path is checked in
+# Without XLA on TensorFlow: compiling XLA for every K is slow; the XLA path is checked in
 # test_degenerate_and_compile.py.
-mgda_weights = tf.function(mgda_weights.python_function)
+mgda_weights = plain(mgda_weights)
 
 # g1 = (1, 0), g2 = (0, 2).
 HAND = np.array([[1.0, 0.0], [0.0, 2.0]])
@@ -29,7 +28,7 @@ HAND = np.array([[1.0, 0.0], [0.0, 2.0]])
     ],
 )
 def test_hand_cases(normalization, losses, expected):
-    w = mgda_weights(gramian(HAND), losses, normalization).numpy()
+    w = numpy(mgda_weights(gramian(HAND), losses, normalization))
     np.testing.assert_allclose(w, expected, atol=1e-5)
 
 
@@ -46,7 +45,7 @@ def test_matches_brute_force_min_norm():
     for jac in random_jacobians():
         g = jac @ jac.T
         g /= np.trace(g) / len(g)  # the weights do not depend on the scale
-        w = mgda_weights(tf.constant(g, tf.float32)).numpy()
+        w = numpy(mgda_weights(np.float32(g)))
         np.testing.assert_allclose(w.sum(), 1.0, atol=1e-5)
         np.testing.assert_allclose(w, _min_norm(g), atol=1e-4)
 
@@ -59,7 +58,7 @@ def test_normalised_weights_apply_to_the_original_gradients():
         for normalization, divisor in (("l2", norms), ("loss", losses), ("loss+", losses * norms)):
             scaled = jac / divisor[:, None]
             w_star = _min_norm(scaled @ scaled.T)
-            w = mgda_weights(gramian(jac), tf.constant(losses, tf.float32), normalization).numpy()
+            w = numpy(mgda_weights(gramian(jac), np.float32(losses), normalization))
             update = w_star @ scaled
             np.testing.assert_allclose(w @ jac, update, atol=2e-4 * np.abs(update).max() + 1e-5)
 
@@ -75,7 +74,7 @@ def test_norms_1_1e2_1e4_give_the_true_min_norm_point():
     # Orthogonal gradients of norms 1, 1e2, 1e4: w_k ∝ 1/||g_k||^2, so w = (1, 1e-4, 1e-8) / s with
     # s = 1 + 1e-4 + 1e-8, and ||d||^2 = 1/s (the old solver returned an update 40x longer).
     jac = np.diag([1.0, 1e2, 1e4])
-    w = mgda_weights(gramian(jac)).numpy().astype(np.float64)
+    w = numpy(mgda_weights(gramian(jac))).astype(np.float64)
     total = 1 + 1e-4 + 1e-8
     np.testing.assert_allclose(w, np.array([1.0, 1e-4, 1e-8]) / total, rtol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(w @ jac) ** 2, 1 / total, rtol=1e-6)
@@ -84,6 +83,6 @@ def test_norms_1_1e2_1e4_give_the_true_min_norm_point():
 def test_negative_losses_never_give_a_negative_weight():
     for normalization in ("loss", "loss+"):
         assert MGDA(normalization=normalization).needs_non_negative_losses
-        w = mgda_weights(gramian(HAND), [-1.0, 1.0], normalization).numpy()
+        w = numpy(mgda_weights(gramian(HAND), np.float32([-1.0, 1.0]), normalization))
         np.testing.assert_array_equal(w, [0.0, 0.0])
     assert not MGDA(normalization="l2").needs_non_negative_losses

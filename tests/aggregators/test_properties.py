@@ -3,14 +3,16 @@
 For each method its defining property, checked with scale-free tolerances (relative to each
 task's own gradient norm), an independent float64 scipy reference for the problems it solves
 (the method must be at least as good, to 1e-6 relative), permutation invariance and positive
-homogeneity. The methods run as a plain graph (``python_function``), the XLA path being checked
-against it in test_degenerate_and_compile.py; everything is computed on the float32 Gramian the
-engine passes (see ``agg_inputs``).
+homogeneity. The methods run without XLA on TensorFlow (a plain graph, ``agg_helpers.plain``), the
+XLA path being checked against it in test_degenerate_and_compile.py, and compiled on JAX;
+everything is computed on the float32 Gramian the engine passes (see ``agg_inputs``).
 """
+
+import functools
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from agg_helpers import numpy, plain
 from agg_inputs import INPUT_NAMES, ISSUE_CASES, RANK_DEFICIENT, jacobian, rounded_gramian
 from scipy.optimize import minimize
 
@@ -25,18 +27,17 @@ METHODS = {
     "dualproj": agg.dualproj_weights,
     "cagrad": agg.cagrad_weights,
     "imtl_g": agg.imtl_g_weights,
-    "nash_mtl": lambda g: agg.nash_mtl_weights(g, None),
+    "nash_mtl": functools.partial(agg.nash_mtl_weights.python_function, max_norm=None),
     "aligned_mtl": agg.aligned_mtl_weights,
 }
-_GRAPHS = {}
+_PLAIN = {name: plain(fn) for name, fn in METHODS.items()}
+solve_box_qp = plain(agg._common.solve_box_qp)
+alignment_matrix = plain(_alignment_matrix)
 
 
 def weights(method, g):
     """The method's float32 weights for a float64 Gramian (rounded to float32 first), as float64."""
-    if method not in _GRAPHS:
-        fn = METHODS[method]
-        _GRAPHS[method] = tf.function(lambda x: (getattr(fn, "python_function", fn))(x))
-    return _GRAPHS[method](tf.constant(g, tf.float32)).numpy().astype(np.float64)
+    return numpy(_PLAIN[method](np.float32(g))).astype(np.float64)
 
 
 def _scaling(g):
@@ -145,7 +146,7 @@ def test_upgrad_and_dualproj_conflict_with_no_task_and_project_exactly(method, n
         lowers, projections = np.full((1, num), 1.0 / num), w[None]
     else:
         lowers = np.eye(num)
-        projections = tf.function(agg._common.solve_box_qp)(tf.constant(g, tf.float32), tf.constant(lowers)).numpy()
+        projections = numpy(solve_box_qp(np.float32(g), lowers))
         np.testing.assert_allclose(w, projections.mean(0), rtol=1e-6, atol=1e-7 * np.abs(w).max())
     for lower, v in zip(lowers, projections):
         _assert_box_kkt(g, v, lower)
@@ -205,7 +206,7 @@ def test_nash_solves_the_bargaining_equation(name):
 @pytest.mark.parametrize("name", sorted(set(INPUT_NAMES) - set(RANK_DEFICIENT)))
 def test_aligned_mtl_aligns_every_direction(name):
     g = rounded_gramian(name)
-    b = _alignment_matrix(tf.constant(g)).numpy()
+    b = numpy(alignment_matrix(g))
     aligned = b @ g @ b.T
     sigma2 = np.linalg.eigvalsh(g)[0]
     # Full rank: B G B^T = sigma_min^2 I (no direction dropped), to float64 eigh accuracy.

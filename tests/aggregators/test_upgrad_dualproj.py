@@ -1,14 +1,13 @@
 import numpy as np
-import tensorflow as tf
-from agg_helpers import gramian, random_jacobians
+from agg_helpers import gramian, numpy, plain, random_jacobians
 from scipy.optimize import minimize
 
 from keras_mtl.aggregators import dualproj_weights, upgrad_weights
 
-# Run as a plain graph: compiling XLA for every K is slow; the XLA path is checked in
+# Without XLA on TensorFlow: compiling XLA for every K is slow; the XLA path is checked in
 # test_degenerate_and_compile.py.
-dualproj_weights = tf.function(dualproj_weights.python_function)
-upgrad_weights = tf.function(upgrad_weights.python_function)
+dualproj_weights = plain(dualproj_weights)
+upgrad_weights = plain(upgrad_weights)
 
 
 def _box_qp(g, lower):
@@ -20,7 +19,7 @@ def test_upgrad_hand_case():
     # g1 = (1, 0), g2 = (-1, 1), G = [[1, -1], [-1, 2]].
     # i = 1: v1 = 1 at its bound, dG/dv2 = 0 -> v2 = 1/2: v = (1, 1/2) (g1 + g2/2 = (1/2, 1/2) is
     # orthogonal to g2). i = 2: v2 = 1, v1 = v2 = 1: v = (1, 1). w = mean = (1, 3/4).
-    w = upgrad_weights(gramian([[1.0, 0.0], [-1.0, 1.0]])).numpy()
+    w = numpy(upgrad_weights(gramian([[1.0, 0.0], [-1.0, 1.0]])))
     np.testing.assert_allclose(w, [1.0, 0.75], atol=1e-5)
 
 
@@ -28,7 +27,7 @@ def test_dualproj_hand_case():
     # g1 = (1, 0), g2 = (-2, 1), G = [[1, -2], [-2, 5]]. At v = (1/2, 1/2), (G v)_1 < 0, so
     # v1 rises until (G v)_1 = v1 - 2 v2 = 0: v = (1, 1/2); (G v)_2 = 1/2 >= 0 keeps v2 at
     # its bound. d = g1 + g2/2 = (0, 1/2).
-    w = dualproj_weights(gramian([[1.0, 0.0], [-2.0, 1.0]])).numpy()
+    w = numpy(dualproj_weights(gramian([[1.0, 0.0], [-2.0, 1.0]])))
     np.testing.assert_allclose(w, [1.0, 0.5], atol=1e-5)
 
 
@@ -37,8 +36,8 @@ def test_no_conflict_and_match_reference():
         num = len(jac)
         g = jac @ jac.T
         tol = 1e-4 * np.trace(g)
-        up = upgrad_weights(gramian(jac)).numpy().astype(np.float64)
-        dual = dualproj_weights(gramian(jac)).numpy().astype(np.float64)
+        up = numpy(upgrad_weights(gramian(jac))).astype(np.float64)
+        dual = numpy(dualproj_weights(gramian(jac))).astype(np.float64)
         assert np.all(g @ up >= -tol) and np.all(g @ dual >= -tol)
         up_ref = np.mean([_box_qp(g, np.eye(num)[i]) for i in range(num)], axis=0)
         dual_ref = _box_qp(g, np.full(num, 1.0 / num))

@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_mtl
+from keras_mtl.training.backends.tensorflow.losses import shared_variable_indices
 
 TASKS = {"a": 1, "b": 1}
 
@@ -55,7 +56,7 @@ def layer_of(variable):
 
 def shared_layers(model, x, y):
     """The layers of the variables a MultiTaskModel's gradient engine treats as shared, and of the others."""
-    indices = set(model.shared_variable_indices(per_task_gradients(model, x, y)))
+    indices = set(shared_variable_indices(model, per_task_gradients(model, x, y)))
     variables = model.trainable_variables
     shared = {layer_of(v) for i, v in enumerate(variables) if i in indices}
     return shared, {layer_of(v) for i, v in enumerate(variables) if i not in indices}

@@ -21,17 +21,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_mtl  # noqa: E402
+import three_tasks  # noqa: E402
 
-# Constructor arguments beyond the losses, for methods that need them.
-EXTRA_ARGUMENTS = {
-    "hydalearn": {"main_task": "a"},
-    "gcossim": {"main_task": "a"},
-    "sam": {"method": "mean"},
-    # Past the warm-up and the first window within the 3 epochs.
-    "stch": {"warmup_epochs": 0},
-    "softadapt": {"window": 2},
-}
-TASK_LOSSES = {"a": "mse", "b": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "c": "mae"}
 
 
 def train(method_id, strategy, representation=None):
@@ -44,8 +35,7 @@ def train(method_id, strategy, representation=None):
         hidden = keras.layers.Dense(8, activation="tanh", name="trunk", kernel_regularizer=keras.regularizers.L2(1e-3))(inputs)
         outputs = {name: keras.layers.Dense(units, name=name)(hidden) for name, units in (("a", 1), ("b", 3), ("c", 2))}
         model = keras_mtl.MultiTaskModel(inputs, outputs, representation=representation)
-        method = type(keras_mtl.get(method_id))(TASK_LOSSES, **EXTRA_ARGUMENTS.get(method_id, {}))
-        model.compile(keras.optimizers.SGD(0.05), loss=method)
+        model.compile(keras.optimizers.SGD(0.05), loss=three_tasks.method(method_id))
     model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
     return model.get_weights()
 

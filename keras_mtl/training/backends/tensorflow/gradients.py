@@ -17,7 +17,7 @@ not scale invariant, and all are nonlinear, so per-replica gradients are
 all-reduced before they are combined); the optimizer gets scaled gradients,
 so `LossScaleOptimizer` unscales them. Before the update the step checks
 the tasks' gradients and their Gramian, then the method's state, weights
-and direction (`keras_mtl.training.faults`): a non-finite one is an overflow
+and direction (`keras_mtl.training.backends.tensorflow.faults`): a non-finite one is an overflow
 that skips the whole step under a loss scale, the method's state included
 (aggregators give zero weights on a non-finite Gramian, which alone would
 have moved the heads and kept stale state), and an error otherwise.
@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from keras_mtl.gradients.base import TaskGradients
-from keras_mtl.training.faults import (
+from keras_mtl.training import tasks
+from keras_mtl.training.backends.tensorflow.faults import (
     StepGuard,
     direction_check,
     gramian_check,
@@ -38,14 +39,17 @@ from keras_mtl.training.faults import (
     variable_gradient_checks,
     weight_checks,
 )
-from keras_mtl.training.perturb import perturbed, snapshot
-from keras_mtl.training.replicas import num_replicas, sum_over_replicas
+from keras_mtl.training.backends.tensorflow.losses import global_task_losses, regularization_loss, shared_variable_indices, task_loss_vector, total_for_logs
+from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
+from keras_mtl.training.backends.tensorflow.replicas import num_replicas, sum_over_replicas
+from keras_mtl.training.backends.tensorflow.weighted import update_after_step
 
 
 def gradient_train_step(model, x, y, sample_weight):
     """One training step; returns (y_pred, global losses, task weights, logged total, applied)."""
     method, state, optimizer = model.multi_task_method, model.multi_task_state, model.optimizer
-    guard = StepGuard(model)  # first: it copies the method's state
+    guard = StepGuard(model)
+    values = state.values()
     # Look-ahead passes rewind the seeds and statistics to this point.
     before_step = snapshot(model) if method.needs_losses_after else None
     clean = clean_pass(model, x, y, sample_weight)
@@ -66,9 +70,8 @@ def gradient_train_step(model, x, y, sample_weight):
         task_gradients = TaskGradients(
             jacobian=jacobian, losses=global_losses, gramian=gramian, last_layer_gramian=gramian, learning_rate=optimizer.learning_rate
         )
-        with tf.control_dependencies([global_losses]):  # no state update before the loss check
-            direction, weights = method.combine(task_gradients, state, training=True)
-        checks += method_checks(method, state, weights, direction, model.task_names, global_losses)
+        direction, weights, new_state = method.combine(task_gradients, values, training=True)
+        checks += method_checks(method, new_state, weights, direction, model.task_names, global_losses)
         trunk_variables = model.multi_task_split.trunk.trainable_variables
         output_gradient = tf.cast(tf.reshape(direction * loss_scale, tf.shape(representation)), representation.dtype)
         trunk_gradients = tape.gradient(representation, trunk_variables, output_gradients=output_gradient)
@@ -84,33 +87,37 @@ def gradient_train_step(model, x, y, sample_weight):
         losses_after = _losses_after(model, x, y, sample_weight, [variables[i] for i in shared], before_step) if method.needs_losses_after else None
         task_gradients = make_task_gradients(jacobian, global_losses, [variables[i] for i in shared], losses_after, optimizer.learning_rate)
         checks.append(gramian_check(task_gradients.gramian, "the shared parameters"))
-        with tf.control_dependencies([global_losses]):  # no state update before the loss check
-            direction, weights = method.combine(task_gradients, state, training=True)
-        checks += method_checks(method, state, weights, direction, model.task_names, global_losses)
+        direction, weights, new_state = method.combine(task_gradients, values, training=True)
+        checks += method_checks(method, new_state, weights, direction, model.task_names, global_losses)
         # Every replica holds the global direction; `apply` sums the replicas'.
         place(updates, shared, split_like(direction * loss_scale / num_replicas(), [variables[i] for i in shared]))
 
-    logged_total = model.logged_total(global_losses, weights, clean.regularization)
+    logged_total = total_for_logs(model, global_losses, weights, clean.regularization)
     regularization_gradients = tape.gradient(clean.scaled_regularization, variables)
     checks += variable_gradient_checks(regularization_gradients, variables, "the regularisation gradient")
     add_gradients(updates, regularization_gradients)
-    # The method's own gradients are global on every replica, like the direction.
-    for gradient, variable in method.state_gradients(task_gradients, weights, state):
-        place(updates, indices_of(variables, [variable]), [gradient * loss_scale / num_replicas()])
+    place_state_gradients(updates, variables, model, method.state_gradients(task_gradients, weights, values), loss_scale)
     applied = guard.verdict(checks + update_checks(updates, variables))
     # The weights wait for every read of the model (look-ahead passes read the
     # heads, whose updates do not depend on the weights); TensorFlow's
     # automatic ordering did not keep those reads before the heads' update.
     with tf.control_dependencies([global_losses, weights, applied]):
         guard.apply(updates, variables, applied)
-        method.after_apply(state)
-    guard.finish(applied)
+        committed = guard.commit(new_state, applied)
+    with tf.control_dependencies([committed]):
+        update_after_step(model, method, guard, x, y, sample_weight, global_losses, applied)
     return clean.y_pred, global_losses, weights, logged_total, applied
 
 
-def method_checks(method, state, weights, direction, task_names, losses):
+def place_state_gradients(updates, variables, model, state_gradients, loss_scale):
+    """The method's gradients of its trainable state, global on every replica like the direction."""
+    for variable, gradient in model.multi_task_state.updated(state_gradients):
+        place(updates, indices_of(variables, [variable]), [gradient * loss_scale / num_replicas()])
+
+
+def method_checks(method, new_state, weights, direction, task_names, losses):
     """What a gradient method computed: its new state, its weights and its direction."""
-    return state_checks(method, state) + weight_checks(method, weights, losses, task_names) + [direction_check(method, direction)]
+    return state_checks(method, new_state) + weight_checks(method, weights, losses, task_names) + [direction_check(method, direction)]
 
 
 @dataclass
@@ -138,16 +145,16 @@ def clean_pass(model, x, y, sample_weight):
             y_pred = model.multi_task_split.heads(representation, training=True)
         else:
             y_pred = model(x, training=True)
-        losses = model.task_losses(y, y_pred, sample_weight)
+        losses = tasks.task_losses(model, y, y_pred, sample_weight)
         scaled_losses = [optimizer.scale_loss(loss) for loss in losses]
-        regularization = model.regularization_loss()
+        regularization = regularization_loss(model)
         scaled_regularization = optimizer.scale_loss(regularization)
     return CleanPass(
         tape=tape,
         y_pred=y_pred,
         representation=representation,
         scaled_losses=scaled_losses,
-        global_losses=model.global_task_losses(tf.stack(losses)),
+        global_losses=global_task_losses(model, tf.stack(losses)),
         regularization=regularization,
         scaled_regularization=scaled_regularization,
         # Read after the forward pass, which builds an unbuilt subclassed model.
@@ -158,7 +165,7 @@ def clean_pass(model, x, y, sample_weight):
 
 def shared_indices(model, per_task):
     """Indices of the shared variables, from the per-task gradients (None: not reached)."""
-    shared = model.shared_variable_indices(per_task)
+    shared = shared_variable_indices(model, per_task)
     if not shared:
         raise ValueError("No parameter is shared by two tasks: there is nothing for a gradient method to balance.")
     return shared
@@ -184,7 +191,7 @@ def shared_jacobian(per_task, variables, shared, loss_scale):
 
 
 def make_task_gradients(jacobian, losses, shared_variables, losses_after=None, learning_rate=None):
-    last_layer = tf.gather(jacobian, _last_layer_columns(shared_variables), axis=1)
+    last_layer = tf.gather(jacobian, tasks.last_layer_columns(shared_variables), axis=1)
     return TaskGradients(
         jacobian=jacobian,
         losses=losses,
@@ -198,7 +205,7 @@ def make_task_gradients(jacobian, losses, shared_variables, losses_after=None, l
 def _losses_after(model, x, y, sample_weight, shared_variables, before_step):
     def losses_after(direction):
         deltas = split_like(-direction, shared_variables)
-        losses = perturbed(model, before_step, shared_variables, deltas, lambda _: model.task_loss_vector(y, model(x, training=True), sample_weight))
+        losses = perturbed(model, before_step, shared_variables, deltas, lambda _: task_loss_vector(model, y, model(x, training=True), sample_weight))
         return tf.stop_gradient(sum_over_replicas(losses))
 
     return losses_after
@@ -230,15 +237,3 @@ def flat(gradient, variable=None):
     if gradient is None:
         return tf.zeros([variable.shape.num_elements()], tf.float32)
     return tf.reshape(tf.cast(gradient, tf.float32), [-1])
-
-
-def _last_layer_columns(shared_variables):
-    """Column indices (in the flat shared Jacobian) of the last shared layer's parameters."""
-    owners = [v.path.rsplit("/", 1)[0] for v in shared_variables]
-    columns, start = [], 0
-    for variable, owner in zip(shared_variables, owners):
-        size = variable.shape.num_elements()
-        if owner == owners[-1]:
-            columns.extend(range(start, start + size))
-        start += size
-    return tf.constant(columns, tf.int32)

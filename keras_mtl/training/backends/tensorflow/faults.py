@@ -23,9 +23,10 @@ Every training step applies one rule, decided before the optimizer's update:
   overflows float32, which Adam-style optimizers would turn into NaN.
 
 After an error or a skip the method's state (everything in the model's
-`MultiTaskState`) is what it was before the step, bit for bit: its updates
-of the step are undone (`StepGuard`), so a skipped step can leave no stale
-state behind (Nash-MTL's cached weights, a draw counter, running moments).
+`MultiTaskState`) is what it was before the step, bit for bit: methods
+return their new state and `StepGuard` assigns it only to a step that
+applies, so a skipped step can leave no stale state behind (Nash-MTL's
+cached weights, a draw counter, running moments).
 Forward-pass side effects (batch-normalisation statistics, random seeds)
 advance as in stock Keras. Under `jit_compile=True` (not the default)
 XLA compiles every assertion away, the loss check's too: faults then go
@@ -37,8 +38,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-from keras_mtl.flat.sam import SAM
-from keras_mtl.training.replicas import sum_over_replicas
+from keras_mtl.training.backends.tensorflow.replicas import sum_over_replicas
 
 # What makes a gradient non-finite while its loss is finite.
 CAUSES = "e.g. an inf input under a saturating activation such as tanh, or an overflow in the backward pass"
@@ -53,13 +53,6 @@ class Check:
     values: tuple = ()
     # A gradient: an overflow under a loss scale, which skips the step.
     overflow: bool = False
-
-
-def method_name(method):
-    """The method's class name; `SAM(UncertaintyWeighting)` for SAM around a method."""
-    if isinstance(method, SAM):
-        return f"SAM({type(method.method).__name__})"
-    return type(method).__name__
 
 
 def task_gradient_checks(jacobian, task_names, where):
@@ -96,7 +89,7 @@ def variable_gradient_checks(gradients, variables, what="the gradient"):
 
 def weight_checks(method, weights, losses, task_names, weighted_losses=False):
     """Per task, its weight and, for a loss weighting, its weighted loss `w_k·L_k` (a finite weight can overflow it)."""
-    name = method_name(method)
+    name = method.display_name
     checks = []
     for k, task in enumerate(task_names):
         values = ("weight:", weights[k], "loss:", losses[k])
@@ -118,7 +111,7 @@ def learned_state_checks(method, state, gradients, variables, loss_scale):
     return [
         Check(
             tf.square(gradient / loss_scale),
-            f"keras_mtl: {method_name(method)}'s gradient for its learned '{variable.name}' overflows float32 when squared "
+            f"keras_mtl: {method.display_name}'s gradient for its learned '{variable.name}' overflows float32 when squared "
             "(as Adam-style optimizers square it): a task's loss is too large for this method",
             ("gradient:", gradient / loss_scale),
         )
@@ -128,7 +121,7 @@ def learned_state_checks(method, state, gradients, variables, loss_scale):
 
 
 def direction_check(method, direction):
-    return Check(direction, f"keras_mtl: {method_name(method)}'s combined direction is not finite although every task's gradient and weight is")
+    return Check(direction, f"keras_mtl: {method.display_name}'s combined direction is not finite although every task's gradient and weight is")
 
 
 def update_checks(updates, variables):
@@ -140,28 +133,26 @@ def update_checks(updates, variables):
     ]
 
 
-def state_checks(method, state):
-    """The method's floating-point state variables, as the step left them."""
-    name = method_name(method)
+def state_checks(method, new_state):
+    """The method's new floating-point state, as the step computed it."""
+    name = method.display_name
     return [
-        Check(variable, f"keras_mtl: {name}'s state '{variable.name}' is not finite after this step", ("value:", variable))
-        for variable in state.weights
-        if variable.dtype in ("float16", "float32", "float64")
+        Check(value, f"keras_mtl: {name}'s state '{key}' is not finite after this step", ("value:", value))
+        for key, value in new_state.items()
+        if value.dtype.is_floating
     ]
 
 
 class StepGuard:
-    """Checks a training step before its update, and undoes the method's state changes of a step that does not apply.
+    """Checks a training step before its update, and assigns the method's new state only to a step that applies.
 
-    Create it first in the step (it copies the method's state), then give
-    `verdict` the step's checks, `apply` the updates, and end with `finish`.
+    Give `verdict` the step's checks, `apply` the updates, and `commit` each
+    new state the method returned.
     """
 
     def __init__(self, model):
         self.model = model
         self.loss_scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-        self.state_variables = list(model.multi_task_state.weights)
-        self.state_before = [tf.identity(v) for v in self.state_variables]
 
     def verdict(self, checks):
         """Whether the step applies (a boolean scalar, the same on every replica); raises on a fault.
@@ -169,7 +160,7 @@ class StepGuard:
         `checks` come in the order the step computes them. An `overflow`
         check (a gradient) that fails skips the step under a loss scale;
         every other failing check is a fault, raised in order (so the first
-        failure names the cause) and only after the state is put back. Under
+        failure names the cause). Under
         a loss scale a check that comes after a failed overflow check is not
         asserted: it was computed from the overflowed gradients.
         """
@@ -182,7 +173,7 @@ class StepGuard:
             else:
                 faults.append((check, tf.logical_or(tf.logical_not(upstream_finite), finite)))
         applied = _on_every_replica(upstream_finite) if self.loss_scaled else tf.constant(True)
-        dependency = self.restore_unless(all_true([ok for _, ok in faults]))
+        dependency = tf.no_op()
         for check, ok in faults:
             with tf.control_dependencies([dependency]):
                 dependency = tf.debugging.Assert(ok, [check.message, *check.values], summarize=8)
@@ -199,18 +190,15 @@ class StepGuard:
             updates = [None if u is None else _times(u, marker) for u in updates]
         self.model.optimizer.apply(updates, variables)
 
-    def finish(self, applied):
-        """Puts the method's state back unless the step applied (call it after every state update of the step)."""
-        return self.restore_unless(applied)
-
-    def restore_unless(self, keep):
-        """Assigns the state its values from before the step where `keep` is False.
+    def commit(self, new_state, applied):
+        """Assigns a method's returned state where the step `applied`; keeps the old values otherwise.
 
         An unconditional `tf.where`, not a `tf.cond`: assignments inside a
         cond cannot be merged across replicas.
         """
-        assignments = [v.assign(tf.where(keep, v, before)) for v, before in zip(self.state_variables, self.state_before)]
-        return tf.group(assignments) if assignments else tf.no_op()
+        pairs = self.model.multi_task_state.updated(new_state)
+        with tf.control_dependencies([applied]):
+            return tf.group([variable.assign(tf.where(applied, tf.cast(value, variable.dtype), variable)) for variable, value in pairs])
 
 
 def is_finite(tensor):

@@ -1,6 +1,6 @@
 """The train step of `keras_mtl.SAM`: plain SAM/ASAM and per-task SAM (F-MTL).
 
-Checked as the other steps (`keras_mtl.training.faults`), and also: the
+Checked as the other steps (`keras_mtl.training.backends.tensorflow.faults`), and also: the
 perturbation ε (a fault: it is bounded by ρ when the gradient is finite) and
 the gradients at the perturbed parameters (an overflow under a loss scale,
 an error otherwise), before the update.
@@ -8,54 +8,44 @@ an error otherwise), before the update.
 
 import tensorflow as tf
 
-from keras_mtl.training.faults import Check, StepGuard, gramian_check, task_gradient_checks, update_checks, variable_gradient_checks
-from keras_mtl.training.gradient_step import (
+from keras_mtl.training.backends.tensorflow.faults import Check, StepGuard, gramian_check, task_gradient_checks, update_checks, variable_gradient_checks
+from keras_mtl.training.backends.tensorflow.gradients import (
     add_gradients,
     clean_pass,
     flat,
-    indices_of,
     make_task_gradients,
     method_checks,
     place,
+    place_state_gradients,
     shared_indices,
     shared_jacobian,
     split_like,
 )
-from keras_mtl.training.perturb import perturbed, snapshot
-from keras_mtl.training.replicas import num_replicas, sum_over_replicas
-from keras_mtl.training.weighted_step import update_after_step, weighted_gradients
-
-# Keeps ε finite for a zero gradient (Phan et al. 2022).
-NORM_EPSILON = 1e-12
-
+from keras_mtl.flat.perturbation import sharpness_perturbation
+from keras_mtl.training import tasks
+from keras_mtl.training.backends.tensorflow.losses import regularization_loss, task_loss_vector, total_for_logs
+from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
+from keras_mtl.training.backends.tensorflow.replicas import num_replicas, sum_over_replicas
+from keras_mtl.training.backends.tensorflow.weighted import update_after_step, weighted_gradients
 
 def sam_train_step(model, x, y, sample_weight):
     """One SAM step; returns (y_pred, global losses, task weights, logged total, applied)."""
     sam = model.multi_task_method
     if model.representation is not None:
         raise ValueError("SAM perturbs parameters; it does not support representation mode.")
-    guard = StepGuard(model)  # first: it copies the method's state
+    guard = StepGuard(model)
     before_step = snapshot(model)
     step = _per_task_step if sam.is_gradient_method else _total_loss_step
-    y_pred, global_losses, weights, logged_total, updates, variables, checks = step(model, sam, x, y, sample_weight, before_step)
+    y_pred, global_losses, weights, logged_total, updates, variables, new_state, checks = step(model, sam, x, y, sample_weight, before_step)
     applied = guard.verdict(checks)
     # No state update and no step before the checks pass, nor before every
     # perturbed pass has read the parameters that the step updates.
     with tf.control_dependencies([global_losses, applied]):
         guard.apply(updates, variables, applied)
-        if sam.is_gradient_method:
-            sam.method.after_apply(model.multi_task_state)
-    if not sam.is_gradient_method:
-        update_after_step(model, sam.method, x, y, sample_weight, global_losses)
-    guard.finish(applied)
+        committed = guard.commit(new_state, applied)
+    with tf.control_dependencies([committed]):
+        update_after_step(model, sam.method, guard, x, y, sample_weight, global_losses, applied)
     return y_pred, global_losses, weights, logged_total, applied
-
-
-def sharpness_perturbation(gradients, variables, rho, adaptive):
-    """ε = ρ·T²g / (‖T g‖ + 1e-12) over a group of variables, `T = |θ|` if adaptive else 1."""
-    scaled = [g * tf.abs(v) if adaptive else g for g, v in zip(gradients, variables)]
-    norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(s)) for s in scaled]))
-    return [rho * (s * tf.abs(v) if adaptive else s) / (norm + NORM_EPSILON) for s, v in zip(scaled, variables)]
 
 
 def perturbation_checks(deltas, variables, rho):
@@ -73,7 +63,7 @@ def _total_loss_step(model, sam, x, y, sample_weight, before_step):
     Returns (y_pred, global losses, weights, logged total, updates, variables, checks).
     """
     method, state, optimizer = sam.method, model.multi_task_state, model.optimizer
-    y_pred, global_losses, weights, logged_total, variables, updates, checks = weighted_gradients(model, method, x, y, sample_weight)
+    y_pred, global_losses, weights, logged_total, variables, updates, new_state, checks = weighted_gradients(model, method, x, y, sample_weight)
     loss_scale = optimizer.scale_loss(tf.constant(1.0))
     # The model's parameters are perturbed; the weighting's own variables
     # keep their clean gradient.
@@ -87,23 +77,24 @@ def _total_loss_step(model, sam, x, y, sample_weight, before_step):
     def perturbed_gradients(values):
         with tf.GradientTape() as inner_tape:
             inner_tape.watch(values)
-            inner_losses = model.task_loss_vector(y, model(x, training=True), sample_weight)
-            inner_total = tf.tensordot(fixed_weights, inner_losses, 1) + model.regularization_loss()
+            inner_losses = task_loss_vector(model, y, model(x, training=True), sample_weight)
+            inner_total = tf.tensordot(fixed_weights, inner_losses, 1) + regularization_loss(model)
             inner_scaled = optimizer.scale_loss(inner_total)
         return inner_tape.gradient(inner_scaled, values)
 
     sam_gradients = perturbed(model, before_step, params, deltas, perturbed_gradients)
     checks += perturbation_checks(deltas, params, sam.rho) + perturbed_gradient_checks(sam_gradients, params)
     place(updates, perturbed_indices, sam_gradients)
-    return y_pred, global_losses, weights, logged_total, updates, variables, checks
+    return y_pred, global_losses, weights, logged_total, updates, variables, new_state, checks
 
 
 def _per_task_step(model, sam, x, y, sample_weight, before_step):
     """F-MTL: a SAM gradient per task, split into the clean part and the sharpness part.
 
-    Returns (y_pred, global losses, weights, logged total, updates, variables, checks).
+    Returns (y_pred, global losses, weights, logged total, updates, variables, new state, checks).
     """
-    method, state, optimizer = sam.method, model.multi_task_state, model.optimizer
+    method, optimizer = sam.method, model.optimizer
+    values = model.multi_task_state.values()
     num_tasks = len(model.task_names)
     clean = clean_pass(model, x, y, sample_weight)
     y_pred, global_losses, variables, loss_scale = clean.y_pred, clean.global_losses, clean.variables, clean.loss_scale
@@ -130,7 +121,7 @@ def _per_task_step(model, sam, x, y, sample_weight, before_step):
         def task_gradients_at_perturbation(values, k=k):
             with tf.GradientTape() as inner_tape:
                 inner_tape.watch(values)
-                scaled = optimizer.scale_loss(model.task_losses(y, model(x, training=True), sample_weight)[k])
+                scaled = optimizer.scale_loss(tasks.task_losses(model, y, model(x, training=True), sample_weight)[k])
             return inner_tape.gradient(scaled, values)
 
         gradients = perturbed(model, before_step, shared_variables + head_variables, deltas, task_gradients_at_perturbation)
@@ -140,23 +131,24 @@ def _per_task_step(model, sam, x, y, sample_weight, before_step):
     sam_jacobian = sum_over_replicas(tf.stack(sam_rows)) / loss_scale
     checks += variable_gradient_checks(regularization_gradients, variables, "the regularisation gradient")
 
-    # No state update before the loss check passes.
     with tf.control_dependencies([global_losses, sam_jacobian]):
         clean_gradients = make_task_gradients(jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
         checks.append(gramian_check(clean_gradients.gramian, "the shared parameters"))
         if sam.variant == "naive":
             perturbed_gradients = make_task_gradients(sam_jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
             checks.append(gramian_check(perturbed_gradients.gramian, "SAM's perturbed shared parameters"))
-            direction, weights = method.combine(perturbed_gradients, state, training=True)
+            direction, weights, new_state = method.combine(perturbed_gradients, values, training=True)
         else:
             sharpness = make_task_gradients(sam_jacobian - jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
             checks.append(gramian_check(sharpness.gramian, "SAM's perturbed shared parameters (their difference from the clean gradients)"))
-            direction, weights = method.combine(clean_gradients, state, training=True)
-            direction += method.combine(sharpness, state, training=True)[0]
-        checks += method_checks(method, state, weights, direction, model.task_names, global_losses)
+            # A stateful method steps twice: the sharpness part continues from the clean part's state.
+            direction, weights, new_state = method.combine(clean_gradients, values, training=True)
+            sharp_direction, _, sharp_state = method.combine(sharpness, {**values, **new_state}, training=True)
+            direction += sharp_direction
+            new_state = {**new_state, **sharp_state}
+        checks += method_checks(method, new_state, weights, direction, model.task_names, global_losses)
         place(updates, shared, split_like(direction * loss_scale / num_replicas(), shared_variables))
         add_gradients(updates, regularization_gradients)
-        logged_total = model.logged_total(global_losses, weights, clean.regularization)
-        for gradient, variable in method.state_gradients(clean_gradients, weights, state):
-            place(updates, indices_of(variables, [variable]), [gradient * loss_scale / num_replicas()])
-    return y_pred, global_losses, weights, logged_total, updates, variables, checks + update_checks(updates, variables)
+        logged_total = total_for_logs(model, global_losses, weights, clean.regularization)
+        place_state_gradients(updates, variables, model, method.state_gradients(clean_gradients, weights, values), loss_scale)
+    return y_pred, global_losses, weights, logged_total, updates, variables, new_state, checks + update_checks(updates, variables)

@@ -1,0 +1,24 @@
+"""One training engine per Keras backend, chosen as Keras chooses its trainers.
+
+An engine module provides `train_step(model, *args)` and `test_step(model,
+*args)` in its backend trainer's signature, `compute_loss(model, y, y_pred,
+sample_weight)`, `first_batch_to_build(model, iterator, data_batch)`, and
+`after_batch(model, logs)`, which `fit`'s callback calls after every step.
+"""
+
+import importlib
+
+import keras
+
+SUPPORTED = ("tensorflow", "jax")
+
+
+def engine():
+    """The engine module of the backend Keras runs on, or an error naming the supported ones."""
+    backend = keras.backend.backend()
+    if backend not in SUPPORTED:
+        raise RuntimeError(
+            f"keras_mtl trains on the {' and '.join(SUPPORTED)} backends; Keras runs on {backend!r}. "
+            "Set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax before importing keras."
+        )
+    return importlib.import_module(f"keras_mtl.training.backends.{backend}")

@@ -1,0 +1,23 @@
+"""A backend keras_mtl does not train on is refused at compile, with the supported ones named."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROGRAM = """
+import keras, keras_mtl
+inputs = keras.Input((3,))
+hidden = keras.layers.Dense(4)(inputs)
+model = keras_mtl.MultiTaskModel(inputs, {"a": keras.layers.Dense(1, name="a")(hidden), "b": keras.layers.Dense(1, name="b")(hidden)})
+model.compile("sgd", loss=keras_mtl.get("uw", {"a": "mse", "b": "mse"}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["numpy"])
+def test_an_unsupported_backend_is_refused_at_compile(backend):
+    environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", PROGRAM], env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert f"keras_mtl trains on the tensorflow and jax backends; Keras runs on '{backend}'" in result.stderr

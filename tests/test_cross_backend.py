@@ -1,0 +1,73 @@
+"""TensorFlow and JAX agree: one step from the same weights and batch gives the same weights, for every method.
+
+Each backend runs in its own process (tests/support/one_step.py); random draws are fixed there, since
+each backend draws its own numbers for a seed.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import keras_mtl
+
+pytest.importorskip("jax")
+SUPPORT = Path(__file__).parent / "support"
+sys.path.insert(0, str(SUPPORT))
+import three_tasks  # noqa: E402
+
+SPECS = keras_mtl.available() + [f"{i}@trunk" for i in three_tasks.representation_ids()]
+
+
+# Methods with each kind of state: learned (UW, GradNorm), remembered (Nash-MTL, DWA), a random stream (RLW).
+SAVED_SPECS = ["uw", "gradnorm", "nash_mtl", "dwa", "rlw"]
+
+
+def script(backend, name, *arguments):
+    environment = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(SUPPORT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, str(SUPPORT / name), *map(str, arguments)], env=environment, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def run(backend, path):
+    script(backend, "one_step.py", path, *SPECS)
+    return np.load(path)
+
+
+@pytest.fixture(scope="module")
+def after_one_step(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("one_step")
+    return {backend: run(backend, folder / f"{backend}.npz") for backend in ("tensorflow", "jax")}
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_one_step_matches_across_backends(after_one_step, spec):
+    tensorflow, jax = after_one_step["tensorflow"][spec], after_one_step["jax"][spec]
+    # float32 rounding of a step of size ~0.1: the two backends sum in different orders.
+    np.testing.assert_allclose(jax, tensorflow, rtol=0, atol=1e-5)
+    initial = np.concatenate([np.ravel(w) for w in three_tasks.initial_weights()])
+    assert not np.array_equal(tensorflow[: initial.size], initial), "the step changed nothing"
+
+
+@pytest.fixture(scope="module")
+def continued(tmp_path_factory):
+    """Per (saved on, loaded on): each saved spec's weights after one more epoch."""
+    results = {}
+    for saved_on in ("tensorflow", "jax"):
+        folder = tmp_path_factory.mktemp(f"saved_on_{saved_on}")
+        script(saved_on, "save_and_continue.py", "save", folder, *SAVED_SPECS)
+        for loaded_on in ("tensorflow", "jax"):
+            out = folder / f"loaded_on_{loaded_on}.npz"
+            script(loaded_on, "save_and_continue.py", "continue", folder, out, *SAVED_SPECS)
+            results[saved_on, loaded_on] = np.load(out)
+    return results
+
+
+@pytest.mark.parametrize("spec", SAVED_SPECS)
+@pytest.mark.parametrize("saved_on, loaded_on", [("tensorflow", "jax"), ("jax", "tensorflow")])
+def test_a_model_saved_on_one_backend_continues_on_the_other(continued, spec, saved_on, loaded_on):
+    same = continued[saved_on, saved_on][spec]
+    np.testing.assert_allclose(continued[saved_on, loaded_on][spec], same, rtol=0, atol=1e-5)
