@@ -216,6 +216,57 @@ def inner_method(method, losses, wrapper, check=None):
     return method
 
 
+class WrappingMethod:
+    """A mixin for methods around another method (`self.method`): SAM, CR-MOGM.
+
+    Every hook and declaration is the inner method's, forwarded; a wrapper
+    overrides what it adds. Its config holds the inner method's (without
+    the losses, which the wrapper holds). Put it first in the bases, before
+    the `MultiTaskLoss` family the wrapper belongs to.
+    """
+
+    @property
+    def needs_non_negative_losses(self):
+        return self.method.needs_non_negative_losses
+
+    @property
+    def needs_losses_after_update(self):
+        return self.method.needs_losses_after_update
+
+    @property
+    def works_per_epoch(self):
+        return self.method.works_per_epoch
+
+    def check_num_tasks(self, num_tasks):
+        self.method.check_num_tasks(num_tasks)
+
+    def loss_lower_bounds(self, num_tasks):
+        return self.method.loss_lower_bounds(num_tasks)
+
+    def build_state(self, state, task_names):
+        self.method.build_state(state, task_names)
+
+    def begin_epoch(self, state):
+        return self.method.begin_epoch(state)
+
+    def end_epoch(self, state):
+        return self.method.end_epoch(state)
+
+    def after_update(self, state, losses_before, losses_after):
+        return self.method.after_update(state, losses_before, losses_after)
+
+    def get_config(self):
+        inner = keras.saving.serialize_keras_object(self.method)
+        inner["config"].pop("losses", None)
+        return {**super().get_config(), "method": inner}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["method"] = keras.saving.deserialize_keras_object(config["method"])
+        return super().from_config(config)
+
+
 def positive(value, what):
     """`value` as a float, or a ValueError naming `what` if it is not finite and > 0."""
     value = float(value)

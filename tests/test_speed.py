@@ -108,11 +108,11 @@ def test_unknown_peer_or_method_is_rejected_before_timing(capsys):
 
 def test_missing_peer_is_a_note_and_keras_side_still_runs(monkeypatch, capsys):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "torchjd" else real_find_spec(name, *args))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name in ("torch", "torchjd") else real_find_spec(name, *args))
     rows = _speed("--models", "mlp", "--tasks", "2", "--representation-tasks", "2", "--methods", "ew", "--steps", "1", "--peer", "torchjd")
     assert [(row["mode"], row["method"]) for row in rows] == [("loss", "ew")]
     out, err = capsys.readouterr()
-    assert "note: --peer torchjd skipped: torchjd not installed" in err
+    assert "note: --peer torchjd skipped: torch and torchjd not installed (pip install 'keras_mtl[torchjd]')" in " ".join(err.split())
     assert "torchjd" not in out  # no comparison table
 
 

@@ -1,10 +1,9 @@
 """CR-MOGM (Zhou et al. 2022, "On the Convergence of Stochastic Multi-Objective Gradient Manipulation and Beyond")."""
 
-import keras
 from keras import ops
 
 from keras_mtl.gradients.base import GradientMethod
-from keras_mtl.methods import inner_method
+from keras_mtl.methods import WrappingMethod, inner_method
 from keras_mtl.registry import register
 
 
@@ -32,7 +31,7 @@ def cr_mogm_weights(fresh, previous, steps, alpha=0.9):
 
 
 @register("cr_mogm")
-class CRMOGM(GradientMethod):
+class CRMOGM(WrappingMethod, GradientMethod):
     """CR-MOGM: another gradient method's task weights, smoothed by an exponential moving average.
 
     `λ_t = α λ_{t−1} + (1 − α) λ̂_t`, `λ̂_t` the weights of the wrapped
@@ -73,26 +72,8 @@ class CRMOGM(GradientMethod):
     def needs_losses_after(self):
         return self.method.needs_losses_after
 
-    @property
-    def needs_losses_after_update(self):
-        return self.method.needs_losses_after_update
-
-    @property
-    def needs_non_negative_losses(self):
-        return self.method.needs_non_negative_losses
-
-    def check_num_tasks(self, num_tasks):
-        self.method.check_num_tasks(num_tasks)
-
-    def loss_lower_bounds(self, num_tasks):
-        return self.method.loss_lower_bounds(num_tasks)
-
-    @property
-    def works_per_epoch(self):
-        return self.method.works_per_epoch
-
     def build_state(self, state, task_names):
-        self.method.build_state(state, task_names)
+        super().build_state(state, task_names)
         state.variable("cr_mogm_weights", (len(task_names),))
         state.variable("cr_mogm_steps", (), dtype="int32")
 
@@ -103,25 +84,8 @@ class CRMOGM(GradientMethod):
             return weights, {}
         return weights, {**inner_state, "cr_mogm_weights": weights, "cr_mogm_steps": state["cr_mogm_steps"] + 1}
 
-    def begin_epoch(self, state):
-        return self.method.begin_epoch(state)
-
-    def end_epoch(self, state):
-        return self.method.end_epoch(state)
-
-    def after_update(self, state, losses_before, losses_after):
-        return self.method.after_update(state, losses_before, losses_after)
-
     def get_config(self):
-        inner = keras.saving.serialize_keras_object(self.method)
-        inner["config"].pop("losses", None)
-        return {**super().get_config(), "method": inner, "alpha": self.alpha}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["method"] = keras.saving.deserialize_keras_object(config["method"])
-        return super().from_config(config)
+        return {**super().get_config(), "alpha": self.alpha}
 
 
 def _check_weighting(method):

@@ -299,7 +299,8 @@ def run(args):
     console = Console(stderr=True)
     missing = missing_peer_packages() if args.peer else []
     if missing:
-        console.print(f"note: --peer {args.peer} skipped: {' and '.join(missing)} not installed (pip install 'keras_mtl[torchjd]')")
+        # markup=False: rich would read "[torchjd]" as a style tag and drop it.
+        console.print(f"note: --peer {args.peer} skipped: {' and '.join(missing)} not installed (pip install 'keras_mtl[torchjd]')", markup=False)
     peer = args.peer if args.peer and not missing else None
     default = list(TORCHJD_METHODS) if peer else [m for m in keras_mtl.available() if m != "sam"] + list(keras_mtl_cli.DEFAULT_SAM_ROWS)
     with console.status("timing") as status:

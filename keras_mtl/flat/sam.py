@@ -1,14 +1,14 @@
-import keras
+"""SAM and F-MTL: sharpness-aware minimisation around any keras_mtl method (its step: the engines' `sam` modules)."""
 
 from keras_mtl.gradients.base import GradientMethod
-from keras_mtl.methods import MultiTaskLoss, inner_method, positive
+from keras_mtl.methods import MultiTaskLoss, WrappingMethod, inner_method, positive
 from keras_mtl.registry import register
 
 VARIANTS = ("fmtl", "naive")
 
 
 @register("sam")
-class SAM(MultiTaskLoss):
+class SAM(WrappingMethod, MultiTaskLoss):
     """Sharpness-aware minimisation around any loss weighting or gradient method.
 
     With a loss weighting (`method="ew"`, `"uw_so"`, …): plain SAM (Foret et
@@ -66,7 +66,7 @@ class SAM(MultiTaskLoss):
     def is_gradient_method(self):
         return isinstance(self.method, GradientMethod)
 
-    # SAM keeps no state of its own: every hook is its method's, and returns its method's new state.
+    # SAM keeps no state of its own: every hook is its method's (`WrappingMethod`).
 
     train_step_kind = "sharpness_aware"
 
@@ -77,43 +77,7 @@ class SAM(MultiTaskLoss):
     def weighting(self):
         return self.method.weighting()
 
-    @property
-    def needs_non_negative_losses(self):
-        return self.method.needs_non_negative_losses
-
-    @property
-    def needs_losses_after_update(self):
-        return self.method.needs_losses_after_update
-
-    def build_state(self, state, task_names):
-        self.method.build_state(state, task_names)
-
-    def loss_lower_bounds(self, num_tasks):
-        return self.method.loss_lower_bounds(num_tasks)
-
-    def begin_epoch(self, state):
-        return self.method.begin_epoch(state)
-
-    def end_epoch(self, state):
-        return self.method.end_epoch(state)
-
-    def after_update(self, state, losses_before, losses_after):
-        return self.method.after_update(state, losses_before, losses_after)
-
-    @property
-    def works_per_epoch(self):
-        return self.method.works_per_epoch
-
     def get_config(self):
-        config = super().get_config()
-        inner = keras.saving.serialize_keras_object(self.method)
-        inner["config"].pop("losses", None)
-        return {**config, "method": inner, "rho": self.rho, "adaptive": self.adaptive, "variant": self.variant}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["method"] = keras.saving.deserialize_keras_object(config["method"])
-        return super().from_config(config)
+        return {**super().get_config(), "rho": self.rho, "adaptive": self.adaptive, "variant": self.variant}
 
 
