@@ -197,6 +197,7 @@ class MultiTaskMixin:
             return sorted(method.losses)
         raise ValueError("The model has no output names yet; give the losses as a dict keyed by task name.")
 
+
 class _EpochBoundaries(keras.callbacks.Callback):
     """Tells epoch-level methods (DWA) where each `fit` epoch begins and ends.
 
