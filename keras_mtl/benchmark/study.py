@@ -249,6 +249,18 @@ def combine(verdicts):
     return INCONCLUSIVE
 
 
+def _combined_row(claim, experiment, numbers, parts, plot):
+    """A report row whose verdict combines several parts' (`parts`: {name: verdict})."""
+    return {
+        "claim": claim,
+        "experiment": experiment,
+        "numbers": numbers,
+        "verdict": combine(list(parts.values())),
+        "parts": ", ".join(f"{name}: {part}" for name, part in parts.items()),
+        "plot": plot,
+    }
+
+
 def _baseline(results, tasks, seeds, split="test", **settings):
     """`{task: metric}`: the single-task runs' mean over seeds (the Δm% reference, like the benchmark's)."""
     return {t: float(np.mean([results.get(c)[split][t] for s in seeds for c in _single_task(results.study, [t], s, **settings)])) for t in tasks}
@@ -417,14 +429,13 @@ def analyse_fmtl(results, tasks):
             rows[f"F-MTL({g}) − {name}"] = difference
             numbers.append(f"F-MTL({g}) − {name}: {_text(difference)}")
             parts.append(_verdict(difference, "below"))
-    return {
-        "claim": "F-MTL (SAM per task inside a gradient method) beats the same method without SAM and the naive SAM combination",
-        "experiment": f"{study.dataset}, {', '.join(study.sam_methods)} with and without `SAM(variant='fmtl')` and with `variant='naive'` (ρ = 0.05); test Δm% differences per seed",
-        "numbers": numbers,
-        "verdict": combine(parts),
-        "parts": ", ".join(f"{name}: {part}" for name, part in zip(rows, parts)),
-        "plot": {"Δm% difference (test)": rows},
-    }
+    return _combined_row(
+        "F-MTL (SAM per task inside a gradient method) beats the same method without SAM and the naive SAM combination",
+        f"{study.dataset}, {', '.join(study.sam_methods)} with and without `SAM(variant='fmtl')` and with `variant='naive'` (ρ = 0.05); test Δm% differences per seed",
+        numbers,
+        dict(zip(rows, parts)),
+        {"Δm% difference (test)": rows},
+    )
 
 
 def analyse_auxiliary(results, tasks):
@@ -446,14 +457,13 @@ def analyse_auxiliary(results, tasks):
         rows[m] = relative
         numbers.append(f"{m} vs EW, relative change of {main}'s test error: {_text(relative, '%')}")
         parts.append(_verdict(relative, "below"))
-    return {
-        "claim": "HydaLearn (and GCosSim) weights help a main task with auxiliary tasks, against equal weighting",
-        "experiment": f"{study.auxiliary_dataset} (first {study.auxiliary_max_examples} examples per split), main task {main}, the other tasks auxiliary, {study.auxiliary_epochs} epochs; relative change of the main task's test metric vs EW per seed",
-        "numbers": numbers,
-        "verdict": combine(parts),
-        "parts": ", ".join(f"{m}: {p}" for m, p in zip(("hydalearn", "gcossim"), parts)),
-        "plot": {f"{main}: % vs EW (test)": rows},
-    }
+    return _combined_row(
+        "HydaLearn (and GCosSim) weights help a main task with auxiliary tasks, against equal weighting",
+        f"{study.auxiliary_dataset} (first {study.auxiliary_max_examples} examples per split), main task {main}, the other tasks auxiliary, {study.auxiliary_epochs} epochs; relative change of the main task's test metric vs EW per seed",
+        numbers,
+        dict(zip(("hydalearn", "gcossim"), parts)),
+        {f"{main}: % vs EW (test)": rows},
+    )
 
 
 def analyse_single_task(results, tasks):
