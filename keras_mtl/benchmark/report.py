@@ -322,6 +322,11 @@ def plot_weights(runs, path):
     for axis in axes[-1]:
         axis.set_xlabel("step")
     axes.flat[0].legend(fontsize=6)
+    save_figure(plt, figure, path)
+
+
+def save_figure(plt, figure, path):
+    """Writes a finished figure (tight layout, 110 dpi) and frees it."""
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -339,9 +344,7 @@ def plot_validation(runs, tasks, path):
     for axis in axes[-1]:
         axis.set_xlabel("epoch")
     axes.flat[0].legend(fontsize=6)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(plt, figure, path)
 
 
 def plot_metrics(rows, tasks, higher_is_better, path, max_pairs=3):
@@ -367,6 +370,4 @@ def plot_metrics(rows, tasks, higher_is_better, path, max_pairs=3):
         axis.set_ylabel(f"{b} ({'higher' if higher_is_better[b] else 'lower'} is better)")
         if grid:
             axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(plt, figure, path)

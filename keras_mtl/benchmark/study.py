@@ -513,9 +513,7 @@ def plot_intervals(panels, path, title):
         axis.set_yticks(positions, labels, fontsize=8)
         axis.set_xlabel(name, fontsize=9)
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    report.save_figure(plt, figure, path)
 
 
 def write_report(findings, study, output, command, seconds, trained, total):

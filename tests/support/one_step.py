@@ -36,7 +36,11 @@ def one_step(spec):
     model.compile(keras.optimizers.SGD(0.1), loss=three_tasks.method(method_id))
     x, y = three_tasks.data(n=32)
     model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
-    # Floating-point weights and state: a random stream's seed state is backend-specific by design.
+    return float_weights(model)
+
+
+def float_weights(model):
+    """The model's floating-point weights and state, flat: a random stream's seed state is backend-specific by design."""
     return np.concatenate([np.ravel(w) for w in model.get_weights() if np.issubdtype(w.dtype, np.floating)])
 
 

@@ -38,7 +38,7 @@ import keras
 from keras import ops
 
 from keras_mtl.training import tasks
-from keras_mtl.training.backends.jax.checks import check_losses
+from keras_mtl.training.backends.jax.checks import check_losses, check_state
 from keras_mtl.training.backends.jax.sam import sharpness_aware_step
 from keras_mtl.training.backends.jax.steps import task_gradients_step, weighted_loss_step
 from keras_mtl.training.backends.jax.values import Values, forward, read_optimizer, sum_of
@@ -96,17 +96,22 @@ def _after_update(model, method, values, trainable, non_trainable, x, y, sample_
         check_losses(model, result.checks, losses_after, when="after the step")
     state = values.method_state(trainable, non_trainable)
     new_state = method.after_update(state, result.losses, losses_after)
-    for key, value in new_state.items():
-        result.checks.add(value, f"keras_mtl: {method.display_name}'s state '{key}' is not finite after this step")
+    check_state(method, result.checks, new_state)
     return values.with_state(new_state, trainable, non_trainable)
 
 
-def _logs(model, metrics_values, x, y, result, applied, sample_weight):
-    """The trackers and compiled metrics, updated statelessly as Keras' JAX trainer does."""
+def updated_metrics(model, metrics_values, x, y, y_pred, sample_weight, total, losses, weights, skipped=0.0):
+    """The trackers and compiled metrics, updated statelessly as Keras' JAX trainer does: (logs, new metrics values)."""
     with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_values))) as scope:
-        tasks.update_trackers(model, x, result.total, result.losses, result.weights, 1.0 - ops.cast(applied, "float32"))
-        logs = model.compute_metrics(x, y, result.y_pred, sample_weight)
-    new_values = [scope.get_current_value(v) if scope.get_current_value(v) is not None else v.value for v in model.metrics_variables]
+        tasks.update_trackers(model, x, total, losses, weights, skipped)
+        logs = model.compute_metrics(x, y, y_pred, sample_weight)
+    updated = [scope.get_current_value(v) for v in model.metrics_variables]
+    return logs, [v.value if new is None else new for v, new in zip(model.metrics_variables, updated)]
+
+
+def _logs(model, metrics_values, x, y, result, applied, sample_weight):
+    skipped = 1.0 - ops.cast(applied, "float32")
+    logs, new_values = updated_metrics(model, metrics_values, x, y, result.y_pred, sample_weight, result.total, result.losses, result.weights, skipped)
     if not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
         logs.pop(model.multi_task_state.skipped_steps_tracker.name)
     return logs, new_values
@@ -120,28 +125,23 @@ def test_step(model, state, data):
     y_pred, non_trainable, regularization_losses = model.stateless_call(trainable, non_trainable, x, training=False, return_losses=True)
     regularization = sum_of(regularization_losses)
     losses = ops.stack(tasks.task_losses(model, y, y_pred, sample_weight))
-    weighting = model.multi_task_method.weighting()
-    weights, total = None, ops.sum(losses) + regularization
-    if weighting is not None:
-        state_values = values.method_state()
-        weights, _ = weighting.weights(losses, state_values, training=False)
-        total = ops.sum(weights * losses) + weighting.regularization(state_values) + regularization
-    with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_values))) as scope:
-        tasks.update_trackers(model, x, total, losses, weights)
-        logs = model.compute_metrics(x, y, y_pred, sample_weight)
-    metrics_values = [scope.get_current_value(v) if scope.get_current_value(v) is not None else v.value for v in model.metrics_variables]
+    weights, total = evaluation_total(model, losses, regularization, values.method_state())
+    logs, metrics_values = updated_metrics(model, metrics_values, x, y, y_pred, sample_weight, total, losses, weights)
     return tasks.evaluation_logs(model, logs, weights), (trainable, non_trainable, metrics_values)
+
+
+def evaluation_total(model, losses, regularization, state_values):
+    """(weights, total) outside training: the weighting's weights (None for a gradient method) and the total they make."""
+    weighting = model.multi_task_method.weighting()
+    if weighting is None:
+        return None, ops.sum(losses) + regularization
+    weights, _ = weighting.weights(ops.stop_gradient(losses), state_values, training=False)
+    return weights, ops.sum(weights * losses) + weighting.regularization(state_values) + regularization
 
 
 def compute_loss(model, y, y_pred, sample_weight):
     losses = ops.stack(tasks.task_losses(model, y, y_pred, sample_weight))
-    regularization = sum_of(model.losses)
-    weighting = model.multi_task_method.weighting()
-    if weighting is None:
-        return ops.sum(losses) + regularization
-    values = model.multi_task_state.values()
-    weights, _ = weighting.weights(ops.stop_gradient(losses), values, training=False)
-    return ops.sum(weights * losses) + weighting.regularization(values) + regularization
+    return evaluation_total(model, losses, sum_of(model.losses), model.multi_task_state.values())[1]
 
 
 def first_batch_to_build(model, iterator, data_batch):

@@ -55,9 +55,13 @@ def check_losses(model, checks, losses, when="of the batch"):
             checks.bound(losses[k], bounds[k], tasks.bound_message(method, name, bounds[k], when))
 
 
-def check_method(method, model, checks, weights, new_state, losses=None):
+def check_state(method, checks, new_state):
     for key, value in new_state.items():
         checks.add(value, f"keras_mtl: {method.display_name}'s state '{key}' is not finite after this step")
+
+
+def check_method(method, model, checks, weights, new_state, losses=None):
+    check_state(method, checks, new_state)
     for k, name in enumerate(model.task_names):
         checks.add(weights[k], f"keras_mtl: {method.display_name} gave task '{name}' a non-finite weight")
         if losses is not None:
