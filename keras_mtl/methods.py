@@ -95,6 +95,9 @@ class MultiTaskLoss(keras.losses.Loss):
     # combined) or "sharpness_aware" (SAM around either). The engine knows
     # methods by this declaration only.
     train_step_kind = None
+    # Methods that need the shared parameters' gradients, not a shared
+    # representation's: `compile` refuses them with `representation`.
+    parameter_mode_only = False
 
     def __init__(self, losses=None, name=None):
         super().__init__(name=name or self.method_id)
@@ -236,6 +239,10 @@ class WrappingMethod:
     @property
     def works_per_epoch(self):
         return self.method.works_per_epoch
+
+    @property
+    def parameter_mode_only(self):
+        return self.method.parameter_mode_only
 
     def check_num_tasks(self, num_tasks):
         self.method.check_num_tasks(num_tasks)

@@ -141,3 +141,14 @@ def test_exact_lookahead_by_hand_with_trainable_heads():
     history = model.fit(x, y, batch_size=32, epochs=1, verbose=0)
     assert gains["main"] > 0
     assert history.history["aux_weight"][0] == pytest.approx(max(gains["aux"], 0.0) / gains["main"], rel=1e-4)
+
+
+def test_representation_mode_refuses_the_look_ahead_at_compile():
+    from support import three_tasks
+
+    model = three_tasks.model(representation="trunk")
+    for method in (three_tasks.method("hydalearn"), keras_mtl.SAM(method=three_tasks.method("hydalearn"))):
+        with pytest.raises(ValueError, match=r"HydaLearn.* works on the gradients of the shared parameters.*'trunk'"):
+            model.compile("sgd", method)
+        assert model.multi_task_method is None
+    model.compile("sgd", keras_mtl.HydaLearn(three_tasks.task_losses(), main_task="a", first_order=True))

@@ -50,6 +50,15 @@ class GradientMethod(MultiTaskLoss):
     # Look-ahead methods set this to get `TaskGradients.losses_after`.
     needs_losses_after = False
 
+    @property
+    def parameter_mode_only(self):
+        """Whether the method needs the shared parameters' gradients (then `compile` refuses `representation`).
+
+        A look-ahead moves parameters; methods with a state per shared
+        parameter, or several batches' Jacobians, need parameter columns.
+        """
+        return self.needs_losses_after
+
     def combine(self, gradients, state, training):
         """(direction, w, new state): the shared update direction (P,) and the task weights (K,) to log."""
         weights, new_state = self.gradient_weights(gradients, state, training)

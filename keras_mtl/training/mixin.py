@@ -102,6 +102,11 @@ class MultiTaskMixin:
         task_loss_weights = tasks.loss_weight_vector(loss_weights, task_names)
         if self.shared_layers is not None:
             tasks.check_shared_layers(self, self.shared_layers)
+        if self.representation is not None and method.parameter_mode_only:
+            raise ValueError(
+                f"{method.display_name} works on the gradients of the shared parameters, not of a shared representation: "
+                f"build the model without `representation` (it names {self.representation!r})."
+            )
         split = tasks.split_at(self, self.representation) if method.train_step_kind == "task_gradients" and self.representation is not None else None
         state = self.multi_task_state.for_method(method, task_names)
         _check_optimizer_can_train(optimizer, self.multi_task_state, state, method)

@@ -50,6 +50,6 @@ def initial_weights(seed=0):
     return [(0.5 * rng.normal(size=shape)).astype("float32") for shape in shapes]
 
 
-# Gradient methods that also run in representation mode (HydaLearn looks ahead in parameters).
+# Gradient methods that also run in representation mode (not HydaLearn, which looks ahead in parameters).
 def representation_ids():
-    return [i for i in keras_mtl.available() if keras_mtl.get(i).train_step_kind == "task_gradients" and i != "hydalearn"]
+    return [i for i in keras_mtl.available() if keras_mtl.get(i).train_step_kind == "task_gradients" and not method(i).parameter_mode_only]
