@@ -28,6 +28,27 @@ def task_losses(model, y, y_pred, sample_weight):
     ]
 
 
+def batch_parts(x, y, sample_weight, parts):
+    """The step's batch cut along the sample axis into `parts` consecutive parts: a list of (x, y, sample_weight).
+
+    For methods that need several independent batches per step (MoDo,
+    SDMGrad, Auto-Lambda, SLGrad's hold-out): `fit` shuffles the samples, so
+    the parts of one batch are independent batches of the training set.
+    Part i holds samples [⌊i·n/parts⌋, ⌊(i+1)·n/parts⌋), sizes differing by
+    at most one. Under a `tf.distribute` strategy
+    each replica cuts its own shard. Works on dynamic batch sizes (the
+    bounds are tensors on TensorFlow).
+    """
+    size = ops.shape(keras.tree.flatten(x)[0])[0]
+    bounds = [(i * size) // parts for i in range(parts + 1)]
+
+    def part(i):
+        cut = lambda value: None if value is None else value[bounds[i] : bounds[i + 1]]
+        return tuple(keras.tree.map_structure(cut, data) if data is not None else None for data in (x, y, sample_weight))
+
+    return [part(i) for i in range(parts)]
+
+
 def bound_message(method, task, bound, when):
     """The error for a loss below the method's lower bound (`MultiTaskLoss.loss_lower_bounds`)."""
     if bound == 0:
