@@ -148,6 +148,7 @@ def _add_speed_arguments(parser):
     parser.add_argument("--representation-tasks", nargs="+", type=_positive_int, default=[2, 4, 8, 40], help="task counts, representation mode (MLP)")
     parser.add_argument("--methods", nargs="+", default=None, help=f"method ids or sam+ID[:naive] (default: all, and {' '.join(DEFAULT_SAM_ROWS)})")
     parser.add_argument("--steps", type=_positive_int, default=20, help="timed steps per repeat")
+    parser.add_argument("--batched", action="store_true", help="also time each gradient method with task_gradients='batched' (one vectorised backward pass) and show its ratio to the default sequential passes")
     parser.add_argument("--peer", choices=["torchjd"], default=None, help="also time the same cells in TorchJD on PyTorch (pip install 'keras_mtl[torchjd]'); default methods: those both have")
 
 

@@ -172,3 +172,17 @@ def test_time_peer_times_the_cells_torchjd_has():
     assert set(seconds) == {("mlp", "loss", 2, "ew"), ("mlp", "parameters", 2, "upgrad")}
     assert all(value > 0 for value in seconds.values())
     assert versions.startswith("TorchJD ") and threads == speed.PEER_THREADS
+
+
+def test_batched_column_times_gradient_methods_both_ways(monkeypatch):
+    timed = []
+
+    def fake_step_time(method_id, kind, num_tasks, representation=False, steps=20, repeats=5, status=None, task_gradients="sequential"):
+        timed.append((method_id, representation, task_gradients))
+        return 2.0 if task_gradients == "batched" else 1.0
+
+    monkeypatch.setattr(speed, "step_time", fake_step_time)
+    rows = _speed("--models", "mlp", "--tasks", "2", "--representation-tasks", "2", "--methods", "ew", "mean", "mgda", "--steps", "1", "--batched")
+    by_key = {(row["mode"], row["method"]): row["batched / sequential"] for row in rows}
+    assert by_key == {("loss", "ew"): None, ("parameters", "mean"): 2.0, ("parameters", "mgda"): 2.0, ("representation", "mean"): 2.0, ("representation", "mgda"): 2.0}
+    assert {(m, r) for m, r, how in timed if how == "batched"} == {("mean", False), ("mgda", False), ("mean", True), ("mgda", True)}

@@ -81,7 +81,7 @@ TORCHJD_METHODS = {
 PEER_THREADS = 2
 
 
-def _model(kind, num_tasks, representation):
+def _model(kind, num_tasks, representation, task_gradients="sequential"):
     """An MLP (2 x 512 units) or a small CNN (28 x 28 images), a 10-class head per task."""
     inputs = keras.Input(INPUT_SHAPES[kind])
     if kind == "mlp":
@@ -94,7 +94,7 @@ def _model(kind, num_tasks, representation):
         hidden = keras.layers.MaxPooling2D()(hidden)
         hidden = keras.layers.Dense(64, activation="relu", name="representation")(keras.layers.Flatten()(hidden))
     outputs = {f"task_{k:02d}": keras.layers.Dense(NUM_CLASSES, name=f"task_{k:02d}")(hidden) for k in range(num_tasks)}
-    return keras_mtl.MultiTaskModel(inputs, outputs, representation="representation" if representation else None)
+    return keras_mtl.MultiTaskModel(inputs, outputs, representation="representation" if representation else None, task_gradients=task_gradients)
 
 
 def batch(kind, num_tasks, seed=0):
@@ -104,14 +104,14 @@ def batch(kind, num_tasks, seed=0):
     return x, rng.integers(0, NUM_CLASSES, size=(BATCH_SIZES[kind], num_tasks))
 
 
-def step_time(method_id, kind, num_tasks, representation=False, steps=20, repeats=5, status=None):
+def step_time(method_id, kind, num_tasks, representation=False, steps=20, repeats=5, status=None, task_gradients="sequential"):
     """Seconds per `train_on_batch` of `method_id` on a fixed batch (`status`: a `rich` status line to show it on)."""
     if status is not None:
-        status.update(f"timing {method_id} ({kind}, {'representation' if representation else 'parameters'}, K={num_tasks})")
+        status.update(f"timing {method_id} ({kind}, {'representation' if representation else 'parameters'}, K={num_tasks}, {task_gradients})")
     keras.utils.set_random_seed(0)
     x, labels = batch(kind, num_tasks)
     y = {f"task_{k:02d}": labels[:, k] for k in range(num_tasks)}
-    model = _model(kind, num_tasks, representation)
+    model = _model(kind, num_tasks, representation, task_gradients)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(keras.optimizers.SGD(0.01), loss=make_method(method_id, loss))
     for _ in range(3):  # builds the model, traces (or compiles) the step, warms the caches
@@ -157,12 +157,26 @@ def _expected_cost(method, num_tasks):
     return backward if _balances_gradients(method) else None
 
 
-def time_rows(models, task_counts, representation_task_counts, methods, steps, status=None):
-    """The table's rows: every method on every model and task count, then in representation mode."""
+def time_rows(models, task_counts, representation_task_counts, methods, steps, status=None, compare_batched=False):
+    """The table's rows: every method on every model and task count, then in representation mode.
+
+    With `compare_batched`, every gradient method is timed again with
+    `task_gradients="batched"`, and its row gets the ratio to the default
+    sequential per-task gradients.
+    """
     rows = []
 
     def timed(method_id, kind, num_tasks, representation=False):
         return step_time(method_id, kind, num_tasks, representation=representation, steps=steps, status=status)
+
+    def add(kind, mode, num_tasks, method_id, seconds, base, mean):
+        row = _row(kind, mode, num_tasks, method_id, seconds, base, mean)
+        if compare_batched:
+            batched = None
+            if row["mode"] != "loss":
+                batched = step_time(method_id, kind, num_tasks, mode == "representation", steps=steps, status=status, task_gradients="batched")
+            row["batched / sequential"] = None if batched is None else batched / seconds
+        rows.append(row)
 
     for kind in models:
         for num_tasks in task_counts:
@@ -171,13 +185,13 @@ def time_rows(models, task_counts, representation_task_counts, methods, steps, s
                 if make_method(method_id, "mse").min_tasks > num_tasks:
                     continue  # e.g. Krum, TrimmedMean: too few tasks to drop outliers from
                 seconds = {"ew": base, "mean": mean}.get(method_id) or timed(method_id, kind, num_tasks)
-                rows.append(_row(kind, "parameters", num_tasks, method_id, seconds, base, mean))
+                add(kind, "parameters", num_tasks, method_id, seconds, base, mean)
     for num_tasks in representation_task_counts:
         base, mean = timed("ew", "mlp", num_tasks), timed("mean", "mlp", num_tasks, representation=True)
         for method_id in methods:
             if _runs_on_representation(method_id) and make_method(method_id, "mse").min_tasks <= num_tasks:
                 seconds = mean if method_id == "mean" else timed(method_id, "mlp", num_tasks, representation=True)
-                rows.append(_row("mlp", "representation", num_tasks, method_id, seconds, base, mean))
+                add("mlp", "representation", num_tasks, method_id, seconds, base, mean)
     return rows
 
 
@@ -304,7 +318,7 @@ def run(args):
     peer = args.peer if args.peer and not missing else None
     default = list(TORCHJD_METHODS) if peer else [m for m in keras_mtl.available() if m != "sam"] + list(keras_mtl_cli.DEFAULT_SAM_ROWS)
     with console.status("timing") as status:
-        rows = time_rows(args.models, args.tasks, args.representation_tasks, args.methods or default, args.steps, status=status)
+        rows = time_rows(args.models, args.tasks, args.representation_tasks, args.methods or default, args.steps, status=status, compare_batched=args.batched)
     report.print_table(speed_table(rows, title=keras_title()))  # first: the peer's failure would not lose it
     if peer:
         with console.status("timing TorchJD") as status:

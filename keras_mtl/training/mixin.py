@@ -10,6 +10,9 @@ from keras_mtl.training import backends, tasks
 from keras_mtl.training.state import MultiTaskState
 from keras_mtl.weightings.equal import EqualWeighting
 
+# How the engines compute the per-task gradients (`MultiTaskMixin(task_gradients=...)`).
+TASK_GRADIENTS = ("sequential", "batched")
+
 
 class MultiTaskMixin:
     """Trains a multi-output model with a keras_mtl method.
@@ -64,14 +67,24 @@ class MultiTaskMixin:
         shared_layers: optional list of the names of the layers whose
             variables are shared; each must serve two tasks or more (a layer
             that one task uses alone is its head, and is refused).
+        task_gradients: how gradient methods get the K per-task gradients:
+            `"sequential"` (default), K backward passes from one forward
+            pass, or `"batched"`, one vectorised backward pass over the K
+            tasks (`jax.vmap` of the VJP on JAX, `tape.jacobian` with pfor
+            on TensorFlow). Same gradients; which is faster depends on the
+            model and the device (on this project's CPU, sequential: see
+            the README's speed section).
     """
 
-    def __init__(self, *args, representation=None, shared_layers=None, **kwargs):
+    def __init__(self, *args, representation=None, shared_layers=None, task_gradients="sequential", **kwargs):
         if isinstance(shared_layers, str):
             raise TypeError(f"shared_layers must be a list of layer names, not a string: pass [{shared_layers!r}].")
+        if task_gradients not in TASK_GRADIENTS:
+            raise ValueError(f"task_gradients must be one of {TASK_GRADIENTS}, got {task_gradients!r}.")
         super().__init__(*args, **kwargs)
         self.representation = representation
         self.shared_layers = None if shared_layers is None else list(shared_layers)
+        self.task_gradients = task_gradients
         self.multi_task_state = MultiTaskState(name="multi_task_state")
         self.multi_task_method = None
         self.task_names = None
@@ -79,7 +92,7 @@ class MultiTaskMixin:
         self._warned_about_epochs = False
 
     def get_config(self):
-        return {**super().get_config(), "representation": self.representation, "shared_layers": self.shared_layers}
+        return {**super().get_config(), "representation": self.representation, "shared_layers": self.shared_layers, "task_gradients": self.task_gradients}
 
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, **kwargs):
         """Compiles the model with a multi-task method as `loss`.

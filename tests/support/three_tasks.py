@@ -32,12 +32,15 @@ def data(n=64, seed=0):
     return x, y
 
 
-def model(representation=None, weights=None):
-    """A shared tanh trunk (L2-regularised) and three dense heads; `weights` (a list of arrays) sets them."""
+def model(representation=None, weights=None, **options):
+    """A shared tanh trunk (L2-regularised) and three dense heads; `weights` (a list of arrays) sets them.
+
+    `options` go to `MultiTaskModel` (e.g. `task_gradients`).
+    """
     inputs = keras.Input((6,))
     hidden = keras.layers.Dense(8, activation="tanh", name="trunk", kernel_regularizer=keras.regularizers.L2(1e-3))(inputs)
     outputs = {name: keras.layers.Dense(units, name=name)(hidden) for name, units in (("a", 1), ("b", 3), ("c", 2))}
-    built = keras_mtl.MultiTaskModel(inputs, outputs, representation=representation)
+    built = keras_mtl.MultiTaskModel(inputs, outputs, representation=representation, **options)
     if weights is not None:
         built.set_weights(weights)
     return built

@@ -114,6 +114,24 @@ def task_losses_function(model, values, x, y, sample_weight, scale):
     return task_losses, num_tasks
 
 
+def one_hot_cotangent(outputs, index):
+    """The cotangent that picks output `index` of a tuple of scalar outputs."""
+    return tuple(ops.ones_like(o) if i == index else ops.zeros_like(o) for i, o in enumerate(outputs))
+
+
+def output_vjps(model, vjp, outputs, count):
+    """The VJPs of the first `count` scalar outputs, one per output, as `vjp` returns them.
+
+    K calls of `vjp` (`task_gradients="sequential"`), or one call
+    vectorised over the outputs (`"batched"`: `jax.vmap`).
+    """
+    if model.task_gradients == "sequential":
+        return [vjp(one_hot_cotangent(outputs, k)) for k in range(count)]
+    picks = ops.eye(count, len(outputs))
+    batched = jax.vmap(vjp)(tuple(ops.cast(picks[:, i], o.dtype) for i, o in enumerate(outputs)))
+    return [jax.tree.map(lambda leaf, k=k: leaf[k], batched) for k in range(count)]
+
+
 @dataclass
 class CleanTaskGradients:
     """The clean pass of a parameter-mode step: per-task gradients (scaled) and what the step needs of them."""
@@ -138,14 +156,12 @@ def clean_task_gradients(model, values, x, y, sample_weight, scale, checks):
     losses = ops.stop_gradient(losses)
     check_losses(model, checks, losses)
 
-    def gradient_of(output):
-        return vjp(tuple(ops.ones_like(o) if i == output else ops.zeros_like(o) for i, o in enumerate(outputs)))[0]
-
-    per_task = [gradient_of(k) for k in range(num_tasks)]
+    per_task = [gradients[0] for gradients in output_vjps(model, vjp, outputs, num_tasks)]
     jacobian = ops.stack([flat([task[i] for i in shared]) for task in per_task]) / scale
     for k, name in enumerate(model.task_names):
         checks.add(jacobian[k], f"keras_mtl: the gradient of task '{name}' with respect to the shared parameters is not finite although its loss is finite ({CAUSES})", overflow=True)
-    return CleanTaskGradients(y_pred, non_trainable, losses, regularization, per_task, gradient_of(num_tasks), dependencies, shared, jacobian)
+    regularization_gradients = vjp(one_hot_cotangent(outputs, num_tasks))[0]
+    return CleanTaskGradients(y_pred, non_trainable, losses, regularization, per_task, regularization_gradients, dependencies, shared, jacobian)
 
 
 def task_gradients_of(model, values, clean, jacobian, losses_after=None):
@@ -238,10 +254,7 @@ def _representation_step(model, method, values, x, y, sample_weight, scale):
     losses = ops.stop_gradient(losses)
     check_losses(model, checks, losses)
 
-    def gradient_of(output):
-        return heads_vjp(tuple(ops.ones_like(o) if i == output else ops.zeros_like(o) for i, o in enumerate(outputs)))
-
-    per_task = [gradient_of(k) for k in range(num_tasks)]
+    per_task = output_vjps(model, heads_vjp, outputs, num_tasks)
     jacobian = ops.stack([ops.reshape(ops.cast(g[0], "float32"), (-1,)) for g in per_task]) / scale
     for k, name in enumerate(model.task_names):
         checks.add(jacobian[k], f"keras_mtl: the gradient of task '{name}' with respect to the shared representation is not finite although its loss is finite ({CAUSES})", overflow=True)
@@ -262,7 +275,7 @@ def _representation_step(model, method, values, x, y, sample_weight, scale):
     check_variable_gradients(model, checks, trunk_gradients, split.trunk.trainable_variables)
     for position, i in enumerate(trunk_indices):
         updates[i] = trunk_gradients[position] if updates[i] is None else updates[i] + trunk_gradients[position]
-    head_regularization = gradient_of(num_tasks)[1]
+    head_regularization = heads_vjp(one_hot_cotangent(outputs, num_tasks))[1]
     regularization_gradients = [ops.zeros_like(v) for v in values.trainable]
     for position, i in enumerate(head_indices):
         regularization_gradients[i] = head_regularization[position]

@@ -25,6 +25,7 @@ have moved the heads and kept stale state), and an error otherwise.
 
 from dataclasses import dataclass
 
+import keras
 import tensorflow as tf
 
 from keras_mtl.gradients.base import TaskGradients
@@ -58,7 +59,7 @@ def gradient_train_step(model, x, y, sample_weight):
 
     if model.representation is not None:
         head_variables = model.multi_task_split.heads.trainable_variables
-        per_task = [tape.gradient(loss, [representation] + head_variables) for loss in scaled_losses]
+        per_task = per_task_gradients(model, tape, scaled_losses, [representation] + head_variables)
         updates = [None] * len(variables)
         place(updates, indices_of(variables, head_variables), own_gradients([task[1:] for task in per_task]))
         jacobian = tf.stack([flat(task[0]) for task in per_task]) / loss_scale
@@ -79,7 +80,7 @@ def gradient_train_step(model, x, y, sample_weight):
         checks += variable_gradient_checks(trunk_gradients, trunk_variables)
         place(updates, indices_of(variables, trunk_variables), trunk_gradients)
     else:
-        per_task = [tape.gradient(loss, variables) for loss in scaled_losses]
+        per_task = per_task_gradients(model, tape, scaled_losses, variables)
         shared = shared_indices(model, per_task)
         updates = own_gradients(per_task, skip=shared)
         jacobian = shared_jacobian(per_task, variables, shared, loss_scale)
@@ -161,6 +162,25 @@ def clean_pass(model, x, y, sample_weight):
         variables=model.trainable_variables,
         loss_scale=optimizer.scale_loss(tf.constant(1.0)),
     )
+
+
+def per_task_gradients(model, tape, scaled_losses, sources):
+    """Per task, the gradients of its loss with respect to `sources`, None where the task does not reach one.
+
+    K backward passes (`task_gradients="sequential"`), or one pass
+    vectorised over the tasks (`"batched"`: `tape.jacobian` with pfor).
+    """
+    if model.task_gradients == "sequential":
+        return [tape.gradient(loss, sources) for loss in scaled_losses]
+    # Which sources each task reaches; these gradients are only traced: the
+    # graph prunes them, as nothing reads their values.
+    reached = [[gradient is not None for gradient in tape.gradient(loss, sources)] for loss in scaled_losses]
+    # `tape.jacobian` reads a source's dtype as a tf.DType; a Keras 3.15 Variable's is a string: give it the tf.Variable.
+    tf_sources = [source.value if isinstance(source, keras.Variable) else source for source in sources]
+    with tape:  # the stack must be on the tape, which recorded the losses
+        stacked = tf.stack(scaled_losses)
+    jacobians = tape.jacobian(stacked, tf_sources, unconnected_gradients=tf.UnconnectedGradients.ZERO, experimental_use_pfor=True)
+    return [[jacobian[k] if reached[k][i] else None for i, jacobian in enumerate(jacobians)] for k in range(len(scaled_losses))]
 
 
 def shared_indices(model, per_task):

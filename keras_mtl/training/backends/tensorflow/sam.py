@@ -15,6 +15,7 @@ from keras_mtl.training.backends.tensorflow.gradients import (
     flat,
     make_task_gradients,
     method_checks,
+    per_task_gradients,
     place,
     place_state_gradients,
     shared_indices,
@@ -98,7 +99,7 @@ def _per_task_step(model, sam, x, y, sample_weight, before_step):
     num_tasks = len(model.task_names)
     clean = clean_pass(model, x, y, sample_weight)
     y_pred, global_losses, variables, loss_scale = clean.y_pred, clean.global_losses, clean.variables, clean.loss_scale
-    per_task = [clean.tape.gradient(loss, variables) for loss in clean.scaled_losses]
+    per_task = per_task_gradients(model, clean.tape, clean.scaled_losses, variables)
     regularization_gradients = clean.tape.gradient(clean.scaled_regularization, variables)
     shared = shared_indices(model, per_task)
     shared_variables = [variables[i] for i in shared]
