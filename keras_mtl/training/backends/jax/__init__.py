@@ -39,6 +39,7 @@ from keras import ops
 
 from keras_mtl.training import tasks
 from keras_mtl.training.backends.jax.checks import check_losses, check_state
+from keras_mtl.training.backends.jax.penalty import gradient_penalty_step
 from keras_mtl.training.backends.jax.sam import sharpness_aware_step
 from keras_mtl.training.backends.jax.steps import task_gradients_step, weighted_loss_step
 from keras_mtl.training.backends.jax.values import Values, forward, read_optimizer, sum_of
@@ -163,3 +164,4 @@ def after_batch(model, logs):
 
 
 _STEPS = {"weighted_loss": weighted_loss_step, "task_gradients": task_gradients_step, "sharpness_aware": sharpness_aware_step}
+_STEPS["gradient_penalty"] = gradient_penalty_step
