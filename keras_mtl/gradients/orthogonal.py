@@ -50,14 +50,18 @@ class OrthogonalGradients(MultiTaskLoss):
     gradient with respect to it is 0 (no ε: an ε in the norms would shrink
     the cosines of small but valid gradients). The cosines are computed
     from the Gramian divided by its largest diagonal entry (exact: a
-    cosine does not change with the gradients' scale), so a gradient-norm
-    ratio up to ~1e12 between tasks keeps every cosine exact; a task whose
-    squared norm falls below ~1e-38 of the largest one's counts as zero.
-    Evaluation reports `Σ_k L_k + R` (no gradients there, so no penalty).
+    cosine does not change with the gradients' scale), so only the ratios
+    of the gradients' norms matter, not their scale (tested: norm ratios of
+    1e6, gradients of 1e-10 to 1e10); a task whose squared norm falls below
+    ~1e-38 of the largest one's counts as zero.
+
+    Logs: the task weights as 1 each (the losses enter the total
+    unweighted), and the penalty `λ·mean cos²` of each step as
+    `orthogonal_gradients_penalty` (its epoch mean). `loss` and evaluation
+    report `Σ_k L_k + R`, without the penalty (evaluation has no gradients).
 
     Parameter mode only: `compile` refuses a model built with
-    `representation`. Task weights are logged as 1 each: the losses enter
-    the total unweighted.
+    `representation`. SAM cannot wrap it.
 
     Args:
         losses: the per-task losses.

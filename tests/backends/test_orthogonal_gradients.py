@@ -114,8 +114,8 @@ def flat_parameters(problem):
     return np.concatenate([problem["kernel"].ravel()] + [problem["heads"][t].ravel() for t in TASKS])
 
 
-def reference_objective(flat, problem, penalty_weight):
-    """float64 `Σ_k L_k + R + λ·penalty` of the flat parameters (kernel, then each head)."""
+def losses_and_jacobian(flat, problem):
+    """float64 task losses (K,) and analytic task gradients (K, d·m) of the flat parameters (kernel, then each head)."""
     x, s = problem["x"], problem["sample_weight"]
     kernel = flat[: D * M].reshape(D, M)
     heads = flat[D * M :].reshape(len(TASKS), M, 1)
@@ -124,7 +124,13 @@ def reference_objective(flat, problem, penalty_weight):
         residual = x @ kernel @ heads[k] - problem["y"][task]
         losses.append(LOSS_WEIGHTS[task] * np.mean(s * residual[:, 0] ** 2))
         rows.append((LOSS_WEIGHTS[task] * 2.0 / N * x.T @ (s[:, None] * residual) @ heads[k].T).ravel())
-    return sum(losses) + L2 * np.sum(kernel**2) + penalty_weight * mean_squared_cosine(np.array(rows))
+    return np.array(losses), np.array(rows)
+
+
+def reference_objective(flat, problem, penalty_weight):
+    """float64 `Σ_k L_k + R + λ·penalty`."""
+    losses, jacobian = losses_and_jacobian(flat, problem)
+    return np.sum(losses) + L2 * np.sum(flat[: D * M] ** 2) + penalty_weight * mean_squared_cosine(jacobian)
 
 
 def reference_gradient(problem, penalty_weight=LAMBDA):
@@ -174,8 +180,10 @@ def test_the_step_is_the_gradient_of_the_penalised_total(linear_model, case):
     gradient, logs = step_gradient(linear_model, problem)
     expected = reference_gradient(problem)
     np.testing.assert_allclose(gradient, expected, rtol=2e-3, atol=2e-4 * np.max(np.abs(expected)))
-    # The task weights are logged as 1 each: the losses enter the total unweighted.
+    # The task weights are logged as 1 each (the losses enter the total unweighted), and the penalty's value.
     assert all(logs[f"{t}_weight"] == pytest.approx(1.0) for t in TASKS)
+    penalty = LAMBDA * mean_squared_cosine(losses_and_jacobian(flat_parameters(problem), problem)[1])
+    assert logs["orthogonal_gradients_penalty"] == pytest.approx(penalty, rel=1e-4)
 
 
 def test_a_zero_task_gradient_is_orthogonal_to_every_other(linear_model):
@@ -189,6 +197,12 @@ def test_a_zero_task_gradient_is_orthogonal_to_every_other(linear_model):
     head_b = slice(D * M + M, D * M + 2 * M)
     expected[head_b] = reference_gradient(problem, penalty_weight=0.0)[head_b]
     np.testing.assert_allclose(gradient, expected, rtol=2e-3, atol=2e-4 * np.max(np.abs(expected)))
+
+
+def test_evaluation_logs_no_penalty(linear_model):
+    x, y, s = batch(linear_problem())
+    logs = linear_model.evaluate(x, y, sample_weight=s, verbose=0, return_dict=True)
+    assert "orthogonal_gradients_penalty" not in logs and "a_loss" in logs
 
 
 def test_a_loss_scale_changes_nothing(linear_model):

@@ -20,7 +20,7 @@ from keras_mtl.training.backends.jax.values import Values
 
 
 def gradient_penalty_step(model, method, values, x, y, sample_weight, scale):
-    """The method's penalty differentiated through the clean pass; every task weighs 1."""
+    """The method's penalty differentiated through the clean pass; every task weighs 1, the penalty is logged."""
     checks = Checks(isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer))
     # What the clean pass finds while traced: the variables a task reaches and its checks' messages.
     traced = {}
@@ -32,9 +32,10 @@ def gradient_penalty_step(model, method, values, x, y, sample_weight, scale):
         traced.update(reached=sorted(set().union(*clean.dependencies)), checks=[(message, overflow) for _, message, overflow in inner.items])
         flags = [ok for ok, _, _ in inner.items]
         outputs = (clean.y_pred, clean.non_trainable, clean.losses, clean.regularization, clean.per_task, clean.regularization_gradients, gradients.gramian)
-        return method.penalty(gradients) * scale, (outputs, flags)
+        penalty = method.penalty(gradients)
+        return penalty * scale, (outputs, flags, penalty)
 
-    penalty_gradients, (outputs, flags) = jax.grad(scaled_penalty, has_aux=True)(values.trainable)
+    penalty_gradients, (outputs, flags, penalty) = jax.grad(scaled_penalty, has_aux=True)(values.trainable)
     y_pred, non_trainable, losses, regularization, per_task, regularization_gradients, gramian = outputs
     checks.items += [(ok, message, overflow) for ok, (message, overflow) in zip(flags, traced["checks"])]
     variables = model.trainable_variables
@@ -47,4 +48,4 @@ def gradient_penalty_step(model, method, values, x, y, sample_weight, scale):
     updates = finish_updates(model, checks, updates, regularization_gradients, {}, values, scale)
     weights = ops.ones((len(model.task_names),))
     total = ops.sum(losses) + ops.stop_gradient(regularization)
-    return StepResult(y_pred, losses, weights, total, updates, non_trainable, {}, checks)
+    return StepResult(y_pred, losses, weights, total, updates, non_trainable, {}, checks, penalty)

@@ -6,7 +6,8 @@ the tasks' shared-parameter gradients (double backprop). P sees the global,
 unscaled gradients, as a gradient method does. Every parameter's update is
 `Σ_k ∇L_k + ∇R + ∇P`, checked as a gradient method's step is
 (`keras_mtl.training.backends.tensorflow.faults`), the penalty's gradient as
-an overflow under a loss scale. A penalty method keeps no state.
+an overflow under a loss scale. A penalty method keeps no state; the
+penalty's value is logged (`tasks.update_penalty_tracker`).
 
 Replicas: each replica's task gradients are all-reduced before P, and the
 gradient of an all-reduce sum is the all-reduce sum of the (equal) upstream
@@ -16,6 +17,7 @@ dividing by it makes the optimizer's sum over replicas the global `∇P`.
 
 import tensorflow as tf
 
+from keras_mtl.training import tasks
 from keras_mtl.training.backends.tensorflow.faults import StepGuard, gramian_check, task_gradient_checks, update_checks, variable_gradient_checks
 from keras_mtl.training.backends.tensorflow.gradients import add_gradients, clean_pass, make_task_gradients, own_gradients, shared_indices, shared_jacobian
 from keras_mtl.training.backends.tensorflow.losses import total_for_logs
@@ -33,7 +35,8 @@ def gradient_penalty_step(model, x, y, sample_weight):
         shared = shared_indices(model, per_task)
         jacobian = shared_jacobian(per_task, variables, shared, loss_scale)
         gradients = make_task_gradients(jacobian, clean.global_losses, [variables[i] for i in shared], learning_rate=optimizer.learning_rate)
-        scaled_penalty = optimizer.scale_loss(method.penalty(gradients)) / num_replicas()
+        penalty = method.penalty(gradients)
+        scaled_penalty = optimizer.scale_loss(penalty) / num_replicas()
     penalty_gradients = outer.gradient(scaled_penalty, variables)
     updates = own_gradients(per_task)
     checks = task_gradient_checks(jacobian, model.task_names, "the shared parameters") + variable_gradient_checks(updates, variables)
@@ -48,4 +51,5 @@ def gradient_penalty_step(model, x, y, sample_weight):
     applied = guard.verdict(checks + update_checks(updates, variables))
     with tf.control_dependencies([clean.global_losses, applied]):
         guard.apply(updates, variables, applied)
+    tasks.update_penalty_tracker(model, x, penalty, 1.0 - tf.cast(applied, tf.float32))
     return clean.y_pred, clean.global_losses, weights, logged_total, applied
