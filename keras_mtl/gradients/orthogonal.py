@@ -22,7 +22,8 @@ class OrthogonalGradients(MultiTaskLoss):
     The penalty depends on gradients, so its own gradient is second order:
     the engine differentiates through the task gradients (double backprop),
     and every parameter, the heads included, gets
-    `Σ_k ∇L_k + ∇R + λ ∇penalty`. About twice a gradient method's step cost.
+    `Σ_k ∇L_k + ∇R + λ ∇penalty`. A step costs 1.6 to 5 times the `mean`
+    gradient method's (`keras-mtl speed`, K = 2 to 8, MLP and CNN, CPU).
     The penalty is 0 for orthogonal task gradients and λ when all are
     parallel or opposite; it has no say in where the losses go, only in the
     angles between their gradients.
