@@ -139,8 +139,9 @@ def make_method(spec, loss):
 
 
 def _balances_gradients(method):
-    """Whether the method, or the one SAM wraps, combines per-task gradients."""
-    return isinstance(method.method if isinstance(method, keras_mtl.SAM) else method, keras_mtl.GradientMethod)
+    """Whether the method, or the one SAM wraps, combines per-task gradients (or penalises them: `gradient_penalty`)."""
+    inner = method.method if isinstance(method, keras_mtl.SAM) else method
+    return isinstance(inner, keras_mtl.GradientMethod) or inner.train_step_kind == "gradient_penalty"
 
 
 def _runs_on_representation(method_id):
@@ -154,6 +155,8 @@ def _expected_cost(method, num_tasks):
     backward = (1 + 2 * num_tasks) / 3
     if isinstance(method, keras_mtl.SAM):
         return backward + num_tasks if _balances_gradients(method) else 2.0
+    if method.train_step_kind == "gradient_penalty":
+        return None  # a second-order backward pass: no pass count to compare with
     return backward if _balances_gradients(method) else None
 
 

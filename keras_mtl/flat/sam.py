@@ -55,7 +55,7 @@ class SAM(WrappingMethod, MultiTaskLoss):
             raise ValueError("SAM cannot wrap SAM.")
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
-        self.method = inner_method(method, losses, "SAM")
+        self.method = inner_method(method, losses, "SAM", check=_check_wrappable)
         self.losses = self.method.losses
         self.rho = positive(rho, "rho")
         self.adaptive = bool(adaptive)
@@ -81,3 +81,7 @@ class SAM(WrappingMethod, MultiTaskLoss):
         return {**super().get_config(), "rho": self.rho, "adaptive": self.adaptive, "variant": self.variant}
 
 
+def _check_wrappable(method):
+    """SAM perturbs the step of a loss weighting or of a gradient method, not another kind's (a gradient penalty's)."""
+    if method.train_step_kind not in ("weighted_loss", "task_gradients"):
+        raise ValueError(f"SAM cannot wrap {method.display_name}: it wraps loss weightings and gradient methods, and {method.display_name} trains on a penalty of its task gradients.")

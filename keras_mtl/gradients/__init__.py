@@ -6,3 +6,4 @@ from keras_mtl.gradients.db_mtl import DualBalancing
 from keras_mtl.gradients.gradnorm import GradNorm
 from keras_mtl.gradients.mean import MeanGradient
 from keras_mtl.gradients.ol_aux import OLAux
+from keras_mtl.gradients.orthogonal import OrthogonalGradients

@@ -44,6 +44,8 @@ class MultiTaskState(keras.layers.Layer):
         self.weight_trackers = []
         # Training steps skipped for an overflow under a loss scale (keras_mtl.training.backends.tensorflow.faults).
         self.skipped_steps_tracker = keras.metrics.Sum(name="skipped_steps")
+        # The value of a gradient penalty (`train_step_kind = "gradient_penalty"`), logged as `{method id}_penalty`.
+        self.penalty_tracker = None
         # Never called, so never built by Keras; it has no input to build from.
         self.built = True
 
@@ -71,6 +73,8 @@ class MultiTaskState(keras.layers.Layer):
             raise ValueError("This MultiTaskState is already configured; a new configuration needs a new state.")
         self.loss_trackers = [keras.metrics.Mean(name=f"{task}_loss") for task in task_names]
         self.weight_trackers = [keras.metrics.Mean(name=f"{task}_weight") for task in task_names]
+        if method.train_step_kind == "gradient_penalty":
+            self.penalty_tracker = keras.metrics.Mean(name=f"{method.method_id}_penalty")
         method.build_state(self, task_names)
         self.configuration = method_configuration(method, task_names)
         self._method_name = type(method).__name__

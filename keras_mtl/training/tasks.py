@@ -77,15 +77,24 @@ def update_trackers(model, x, total, losses, weights, skipped=0.0):
             state.weight_trackers[k].update_state(ops.stop_gradient(weights[k]), sample_weight=batch_size * (1.0 - skipped))
 
 
-def evaluation_logs(model, logs, weights):
-    """`evaluate`'s logs: no skipped steps, and no task weights for a gradient method.
+def update_penalty_tracker(model, x, penalty, skipped):
+    """Logs a gradient penalty's value (`{method id}_penalty`), each applied step weighted by its batch size."""
+    batch_size = ops.cast(ops.shape(keras.tree.flatten(x)[0])[0], "float32")
+    model.multi_task_state.penalty_tracker.update_state(ops.stop_gradient(penalty), sample_weight=batch_size * (1.0 - ops.cast(skipped, "float32")))
 
-    A gradient method has no gradients in evaluation, so no task weights:
-    they are left out of the logs rather than reported as a stale 0.
+
+def evaluation_logs(model, logs, weights):
+    """`evaluate`'s logs: no skipped steps, and no task weights or penalty for a gradient method.
+
+    A gradient method has no gradients in evaluation, so no task weights
+    (nor a gradient penalty's value): they are left out of the logs rather
+    than reported as a stale 0.
     """
     left_out = {model.multi_task_state.skipped_steps_tracker.name}
     if weights is None:
         left_out |= {tracker.name for tracker in model.multi_task_state.weight_trackers}
+    if model.multi_task_state.penalty_tracker is not None:
+        left_out.add(model.multi_task_state.penalty_tracker.name)
     return {name: value for name, value in logs.items() if name not in left_out}
 
 

@@ -39,6 +39,7 @@ from keras import ops
 
 from keras_mtl.training import tasks
 from keras_mtl.training.backends.jax.checks import check_losses, check_state
+from keras_mtl.training.backends.jax.penalty import gradient_penalty_step
 from keras_mtl.training.backends.jax.sam import sharpness_aware_step
 from keras_mtl.training.backends.jax.steps import task_gradients_step, weighted_loss_step
 from keras_mtl.training.backends.jax.values import Values, forward, read_optimizer, sum_of
@@ -100,10 +101,12 @@ def _after_update(model, method, values, trainable, non_trainable, x, y, sample_
     return values.with_state(new_state, trainable, non_trainable)
 
 
-def updated_metrics(model, metrics_values, x, y, y_pred, sample_weight, total, losses, weights, skipped=0.0):
+def updated_metrics(model, metrics_values, x, y, y_pred, sample_weight, total, losses, weights, skipped=0.0, penalty=None):
     """The trackers and compiled metrics, updated statelessly as Keras' JAX trainer does: (logs, new metrics values)."""
     with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_values))) as scope:
         tasks.update_trackers(model, x, total, losses, weights, skipped)
+        if penalty is not None:
+            tasks.update_penalty_tracker(model, x, penalty, skipped)
         logs = model.compute_metrics(x, y, y_pred, sample_weight)
     updated = [scope.get_current_value(v) for v in model.metrics_variables]
     return logs, [v.value if new is None else new for v, new in zip(model.metrics_variables, updated)]
@@ -111,7 +114,7 @@ def updated_metrics(model, metrics_values, x, y, y_pred, sample_weight, total, l
 
 def _logs(model, metrics_values, x, y, result, applied, sample_weight):
     skipped = 1.0 - ops.cast(applied, "float32")
-    logs, new_values = updated_metrics(model, metrics_values, x, y, result.y_pred, sample_weight, result.total, result.losses, result.weights, skipped)
+    logs, new_values = updated_metrics(model, metrics_values, x, y, result.y_pred, sample_weight, result.total, result.losses, result.weights, skipped, result.penalty)
     if not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
         logs.pop(model.multi_task_state.skipped_steps_tracker.name)
     return logs, new_values
@@ -163,3 +166,4 @@ def after_batch(model, logs):
 
 
 _STEPS = {"weighted_loss": weighted_loss_step, "task_gradients": task_gradients_step, "sharpness_aware": sharpness_aware_step}
+_STEPS["gradient_penalty"] = gradient_penalty_step

@@ -25,6 +25,7 @@ class StepResult:
     non_trainable: list  # after the clean forward pass
     new_state: dict
     checks: Checks
+    penalty: object = None  # a gradient penalty's value, to log
 
 
 def weighted_loss_step(model, method, values, x, y, sample_weight, scale):

@@ -13,11 +13,13 @@ from keras_mtl.training import tasks
 from keras_mtl.training.backends.tensorflow.gradients import gradient_train_step
 from keras_mtl.training.backends.tensorflow.losses import global_task_losses, total_for_logs, regularization_loss, task_loss_vector
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas, on_first_replica, sum_over_replicas
+from keras_mtl.training.backends.tensorflow.penalty import gradient_penalty_step
 from keras_mtl.training.backends.tensorflow.sam import sam_train_step
 from keras_mtl.training.backends.tensorflow.weighted import weighted_loss_step
 
 # The step that trains each kind of method (`MultiTaskLoss.train_step_kind`).
 _TRAIN_STEPS = {"weighted_loss": weighted_loss_step, "task_gradients": gradient_train_step, "sharpness_aware": sam_train_step}
+_TRAIN_STEPS["gradient_penalty"] = gradient_penalty_step
 
 
 def train_step(model, data):
