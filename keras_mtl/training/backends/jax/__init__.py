@@ -38,6 +38,7 @@ import keras
 from keras import ops
 
 from keras_mtl.training import tasks
+from keras_mtl.training.backends.jax.bilevel import meta_weighted_step, sample_weighted_step
 from keras_mtl.training.backends.jax.checks import check_losses, check_state
 from keras_mtl.training.backends.jax.sam import sharpness_aware_step
 from keras_mtl.training.backends.jax.steps import task_gradients_step, weighted_loss_step
@@ -163,3 +164,4 @@ def after_batch(model, logs):
 
 
 _STEPS = {"weighted_loss": weighted_loss_step, "task_gradients": task_gradients_step, "sharpness_aware": sharpness_aware_step}
+_STEPS.update(meta_weighted=meta_weighted_step, sample_weighted=sample_weighted_step)
