@@ -22,6 +22,7 @@ from keras_mtl.aggregators import (
     TrimmedMean,
     UPGrad,
 )
+from keras_mtl.bilevel import AutoLambda, SLGrad
 from keras_mtl.flat import SAM
 from keras_mtl.gradients import DualBalancing, GradientCosineSimilarity, GradientMethod, GradNorm, HydaLearn, MeanGradient, OLAux, TaskGradients
 from keras_mtl.gradients.orthogonal import OrthogonalGradients

@@ -92,8 +92,10 @@ class MultiTaskLoss(keras.losses.Loss):
     needs_losses_after_update = False
     # Which of the engine's training steps trains the method: "weighted_loss"
     # (the gradient of Σ w_k L_k), "task_gradients" (per-task gradients,
-    # combined) or "sharpness_aware" (SAM around either). The engine knows
-    # methods by this declaration only.
+    # combined), "sharpness_aware" (SAM around either), "meta_weighted"
+    # (weights learned through a virtual step on a second part of the
+    # batch) or "sample_weighted" (per-sample weights from a held-out part).
+    # The engine knows methods by this declaration only.
     train_step_kind = None
     # Methods that need the shared parameters' gradients, not a shared
     # representation's: `compile` refuses them with `representation`.

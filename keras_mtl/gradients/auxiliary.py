@@ -9,6 +9,15 @@ from keras_mtl.methods import positive
 from keras_mtl.registry import register
 
 
+def main_task_index(method, task_names):
+    """The index of `method.main_task` among the tasks, or an error naming the method and the tasks."""
+    if method.main_task is None:
+        raise ValueError(f"{type(method).__name__} needs `main_task`, one of the tasks {list(task_names)}.")
+    if method.main_task not in task_names:
+        raise ValueError(f"main_task {method.main_task!r} is not one of the tasks {list(task_names)}.")
+    return list(task_names).index(method.main_task)
+
+
 class _AuxiliaryMethod(GradientMethod):
     """A gradient method with one main task; the main task's weight is 1."""
 
@@ -17,11 +26,7 @@ class _AuxiliaryMethod(GradientMethod):
         self.main_task = main_task
 
     def build_state(self, state, task_names):
-        if self.main_task is None:
-            raise ValueError(f"{type(self).__name__} needs `main_task`, one of the tasks {list(task_names)}.")
-        if self.main_task not in task_names:
-            raise ValueError(f"main_task {self.main_task!r} is not one of the tasks {list(task_names)}.")
-        self._main = list(task_names).index(self.main_task)
+        self._main = main_task_index(self, task_names)
         self._is_main = np.eye(len(task_names), dtype="float32")[self._main]
 
     def _with_main_weight(self, auxiliary_weights):

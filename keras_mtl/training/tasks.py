@@ -29,24 +29,55 @@ def task_losses(model, y, y_pred, sample_weight):
 
 
 def batch_parts(x, y, sample_weight, parts):
-    """The step's batch cut along the sample axis into `parts` consecutive parts: a list of (x, y, sample_weight).
+    """The step's batch dealt into `parts` interleaved parts: a list of (x, y, sample_weight).
 
     For methods that need several independent batches per step (MoDo,
     SDMGrad, Auto-Lambda, SLGrad's hold-out): `fit` shuffles the samples, so
     the parts of one batch are independent batches of the training set.
-    Part i holds samples [⌊i·n/parts⌋, ⌊(i+1)·n/parts⌋), sizes differing by
-    at most one. Under a `tf.distribute` strategy
-    each replica cuts its own shard. Works on dynamic batch sizes (the
-    bounds are tensors on TensorFlow).
+    Part i holds samples i, i + parts, i + 2·parts, … (sizes differing by at
+    most one). Dealt rather than cut into consecutive blocks, so that under a
+    `tf.distribute` strategy, where each replica deals its own consecutive
+    shard, the replicas' parts i together are exactly the one-device part i
+    whenever every shard's size is a multiple of `parts`. Works on dynamic
+    batch sizes.
     """
-    size = ops.shape(keras.tree.flatten(x)[0])[0]
-    bounds = [(i * size) // parts for i in range(parts + 1)]
 
     def part(i):
-        cut = lambda value: None if value is None else value[bounds[i] : bounds[i + 1]]
+        cut = lambda value: None if value is None else value[i::parts]
         return tuple(keras.tree.map_structure(cut, data) if data is not None else None for data in (x, y, sample_weight))
 
     return [part(i) for i in range(parts)]
+
+
+def per_sample_task_losses(model, y, y_pred, sample_weight):
+    """Per task, its (n,) per-sample losses, each times its `loss_weights` entry and its sample weight.
+
+    The values that the task's `sum_over_batch_size` loss averages (a loss
+    with several values per sample gives their mean), not divided by the
+    number of replicas: on one device their mean is `task_losses`'s entry.
+    A loss with another `reduction` reduces its values otherwise; its
+    per-sample values are still these.
+    """
+    y = per_task(y, model.task_names, "y", required=True)
+    y_pred = per_task(y_pred, model.task_names, "the model's outputs", required=True)
+    sample_weight = per_task(sample_weight, model.task_names, "sample_weight", required=False)
+    losses = []
+    for k, loss_fn in enumerate(model._task_loss_fns):
+        # Keras' own call (dtypes, sample weights) with its reduction off, for this call only (at trace time).
+        reduction, loss_fn.reduction = loss_fn.reduction, "none"
+        try:
+            values = ops.cast(loss_fn(y[k], y_pred[k], sample_weight=sample_weight[k]), "float32")
+        finally:
+            loss_fn.reduction = reduction
+        per_sample = ops.mean(ops.reshape(values, (ops.shape(values)[0], -1)), axis=1)
+        losses.append(per_sample * model._task_loss_weights[k])
+    return losses
+
+
+def training_part_sample_losses(model, y, sample_weight, y_pred, parts):
+    """(K, n) per-sample losses of every part of the dealt batch but the last (the hold-out part)."""
+    dealt = batch_parts(y_pred, y, sample_weight, parts)[:-1]
+    return ops.concatenate([ops.stack(per_sample_task_losses(model, part_y, part_pred, part_weight)) for part_pred, part_y, part_weight in dealt], axis=1)
 
 
 def bound_message(method, task, bound, when):

@@ -10,6 +10,7 @@ EXTRA_ARGUMENTS = {
     "hydalearn": {"main_task": "a"},
     "gcossim": {"main_task": "a"},
     "ol_aux": {"main_task": "a"},
+    "slgrad": {"main_task": "a"},
     "sam": {"method": "mean"},
     # Past the warm-up and the first window within a few epochs.
     "stch": {"warmup_epochs": 0},

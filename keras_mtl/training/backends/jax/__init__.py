@@ -38,6 +38,7 @@ import keras
 from keras import ops
 
 from keras_mtl.training import tasks
+from keras_mtl.training.backends.jax.bilevel import meta_weighted_step, sample_weighted_step
 from keras_mtl.training.backends.jax.checks import check_losses, check_state
 from keras_mtl.training.backends.jax.penalty import gradient_penalty_step
 from keras_mtl.training.backends.jax.sam import sharpness_aware_step
@@ -165,5 +166,11 @@ def after_batch(model, logs):
         raise StepFault(model.multi_task_state.fault_messages[int(fault)] + " (the step was not applied: nothing changed)")
 
 
-_STEPS = {"weighted_loss": weighted_loss_step, "task_gradients": task_gradients_step, "sharpness_aware": sharpness_aware_step}
-_STEPS["gradient_penalty"] = gradient_penalty_step
+_STEPS = {
+    "weighted_loss": weighted_loss_step,
+    "task_gradients": task_gradients_step,
+    "sharpness_aware": sharpness_aware_step,
+    "gradient_penalty": gradient_penalty_step,
+    "meta_weighted": meta_weighted_step,
+    "sample_weighted": sample_weighted_step,
+}

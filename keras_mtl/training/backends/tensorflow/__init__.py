@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from keras_mtl.training import tasks
+from keras_mtl.training.backends.tensorflow.bilevel import meta_weighted_step, sample_weighted_step
 from keras_mtl.training.backends.tensorflow.gradients import gradient_train_step
 from keras_mtl.training.backends.tensorflow.losses import global_task_losses, total_for_logs, regularization_loss, task_loss_vector
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas, on_first_replica, sum_over_replicas
@@ -18,8 +19,14 @@ from keras_mtl.training.backends.tensorflow.sam import sam_train_step
 from keras_mtl.training.backends.tensorflow.weighted import weighted_loss_step
 
 # The step that trains each kind of method (`MultiTaskLoss.train_step_kind`).
-_TRAIN_STEPS = {"weighted_loss": weighted_loss_step, "task_gradients": gradient_train_step, "sharpness_aware": sam_train_step}
-_TRAIN_STEPS["gradient_penalty"] = gradient_penalty_step
+_TRAIN_STEPS = {
+    "weighted_loss": weighted_loss_step,
+    "task_gradients": gradient_train_step,
+    "sharpness_aware": sam_train_step,
+    "gradient_penalty": gradient_penalty_step,
+    "meta_weighted": meta_weighted_step,
+    "sample_weighted": sample_weighted_step,
+}
 
 
 def train_step(model, data):
