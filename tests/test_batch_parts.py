@@ -29,3 +29,16 @@ def test_part_i_holds_samples_from_floor_i_n_over_parts(n, parts):
 def test_no_sample_weight_stays_none():
     x = np.zeros((4, 1), "float32")
     assert [part[2] for part in batch_parts(x, x, None, 2)] == [None, None]
+
+
+@pytest.mark.parametrize("sizes, parts", [((8, 8), 3), ((5, 4), 3), ((3, 3, 4), 2), ((1, 1), 2)])
+def test_shards_take_their_share_of_the_global_batch_s_parts(sizes, parts):
+    # Each shard's pieces, concatenated in shard order, are the global batch's parts: the parts do not depend on the sharding.
+    total = sum(sizes)
+    x = np.arange(total, dtype="float32")[:, None]
+    offsets = np.cumsum((0,) + sizes)[:-1]
+    pieces = [batch_parts(ops.convert_to_tensor(x[o : o + s]), x[o : o + s], None, parts, ops.convert_to_tensor(int(o), "int32"), ops.convert_to_tensor(total, "int32")) for o, s in zip(offsets, sizes)]
+    for i, whole in enumerate(batch_parts(ops.convert_to_tensor(x), x, None, parts)):
+        joined = np.concatenate([ops.convert_to_numpy(shard[i][0]) for shard in pieces])
+        np.testing.assert_array_equal(joined, ops.convert_to_numpy(whole[0]))
+        np.testing.assert_array_equal(np.concatenate([shard[i][1] for shard in pieces]), ops.convert_to_numpy(whole[1]))

@@ -55,7 +55,7 @@ class SAM(WrappingMethod, MultiTaskLoss):
             raise ValueError("SAM cannot wrap SAM.")
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
-        self.method = inner_method(method, losses, "SAM")
+        self.method = inner_method(method, losses, "SAM", check=_check_one_batch)
         self.losses = self.method.losses
         self.rho = positive(rho, "rho")
         self.adaptive = bool(adaptive)
@@ -81,3 +81,7 @@ class SAM(WrappingMethod, MultiTaskLoss):
         return {**super().get_config(), "rho": self.rho, "adaptive": self.adaptive, "variant": self.variant}
 
 
+def _check_one_batch(method):
+    """SAM's step perturbs and differentiates one batch: a method that draws several per step cannot be wrapped."""
+    if getattr(method, "batch_parts", 1) > 1:
+        raise ValueError(f"SAM cannot wrap {type(method).__name__}: it draws {method.batch_parts} batches per step, and SAM's step takes one.")

@@ -28,25 +28,41 @@ def task_losses(model, y, y_pred, sample_weight):
     ]
 
 
-def batch_parts(x, y, sample_weight, parts):
+def batch_parts(x, y, sample_weight, parts, offset=0, total=None):
     """The step's batch cut along the sample axis into `parts` consecutive parts: a list of (x, y, sample_weight).
 
     For methods that need several independent batches per step (MoDo,
     SDMGrad, Auto-Lambda, SLGrad's hold-out): `fit` shuffles the samples, so
     the parts of one batch are independent batches of the training set.
-    Part i holds samples [⌊i·n/parts⌋, ⌊(i+1)·n/parts⌋), sizes differing by
-    at most one. Under a `tf.distribute` strategy
-    each replica cuts its own shard. Works on dynamic batch sizes (the
-    bounds are tensors on TensorFlow).
+    Part i holds samples [⌊i·n/parts⌋, ⌊(i+1)·n/parts⌋) of the global
+    batch of n = `total` samples, sizes differing by at most one. By
+    default the arrays are the global batch; under a `tf.distribute`
+    strategy a replica holds its shard, samples [offset, offset + size) of
+    it, and gets its share of each part (possibly empty), so that the parts
+    do not depend on the number of replicas. Works on dynamic batch sizes
+    (the bounds are tensors on TensorFlow).
     """
     size = ops.shape(keras.tree.flatten(x)[0])[0]
-    bounds = [(i * size) // parts for i in range(parts + 1)]
+    if total is None:
+        bounds = [(i * size) // parts for i in range(parts + 1)]
+    else:
+        bounds = [ops.clip((i * total) // parts - offset, 0, size) for i in range(parts + 1)]
 
     def part(i):
         cut = lambda value: None if value is None else value[bounds[i] : bounds[i + 1]]
         return tuple(keras.tree.map_structure(cut, data) if data is not None else None for data in (x, y, sample_weight))
 
     return [part(i) for i in range(parts)]
+
+
+def too_small_batch_message(method, size):
+    """The error for a batch with fewer samples than `method.batch_parts` (`size`: its number of samples, or words)."""
+    parts = method.batch_parts
+    return (
+        f"keras_mtl: {method.display_name} draws {parts} batches per step, cut from the batch `fit` gives it, "
+        f"so every batch needs at least {parts} samples; this one has {size}. Set fit's batch_size to {parts} times "
+        f"the size of the batches the method should draw (e.g. batch_size={32 * parts} for {parts} batches of 32)."
+    )
 
 
 def bound_message(method, task, bound, when):

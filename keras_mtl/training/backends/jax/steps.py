@@ -10,6 +10,7 @@ from keras import ops
 from keras_mtl.gradients.base import TaskGradients
 from keras_mtl.training import tasks
 from keras_mtl.training.backends.jax.checks import CAUSES, Checks, check_direction, check_gramian, check_losses, check_method, check_variable_gradients
+from keras_mtl.training.backends.jax.parts import part_jacobians
 from keras_mtl.training.backends.jax.values import flat, forward, split_like
 
 
@@ -171,6 +172,8 @@ def _parameter_step(model, method, values, x, y, sample_weight, scale):
     losses_after = _losses_after(model, values, x, y, sample_weight, shared) if method.needs_losses_after else None
     gradients = task_gradients_of(model, values, clean, clean.jacobian, losses_after)
     check_gramian(checks, gradients.gramian, "the shared parameters")
+    if method.batch_parts > 1:
+        gradients.part_jacobians = part_jacobians(model, values, clean, x, y, sample_weight, scale, checks)
     state = values.method_state()
     direction, weights, new_state = method.combine(gradients, state, training=True)
     check_method(method, model, checks, weights, new_state)
