@@ -1,7 +1,8 @@
 """MoDo and SDMGrad with a loss reduced by "sum" and sample weights, on one device and under a 2-replica MirroredStrategy.
 
-Run as a script (logical devices must be set before TensorFlow starts); prints one JSON object mapping
-each method id to the largest absolute weight difference between the runs. The default losses are
+Run as a script (logical devices must be set before TensorFlow starts); prints one JSON object: per
+method id the largest absolute weight difference between the runs, and whether MoDo on a trunk with
+batch normalisation trains to finite weights on 2 replicas. The default losses are
 tests/test_distributed.py's; this checks the engine's reweighting of each replica's share of a batch
 part for the other reductions (`keras_mtl.training.backends.tensorflow.parts`).
 """
@@ -37,10 +38,22 @@ def train(method_id, strategy):
     return model.get_weights()
 
 
+def batch_norm_stays_finite(strategy):
+    """MoDo on a trunk with batch normalisation: a replica holds none of some parts (its statistics over no sample would be NaN)."""
+    x, y = three_tasks.data()
+    with strategy.scope():
+        inputs = keras.Input((6,))
+        hidden = keras.layers.Activation("tanh")(keras.layers.BatchNormalization()(keras.layers.Dense(8)(inputs)))
+        model = keras_mtl.MultiTaskModel(inputs, {name: keras.layers.Dense(units, name=name)(hidden) for name, units in (("a", 1), ("b", 3), ("c", 2))})
+        model.compile(keras.optimizers.SGD(0.05), loss=keras_mtl.MoDo(three_tasks.task_losses()))
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    return all(bool(np.all(np.isfinite(w))) for w in model.get_weights())
+
+
 if __name__ == "__main__":
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     differences = {}
     for method_id in METHODS:
         single, split = train(method_id, tf.distribute.get_strategy()), train(method_id, mirrored)
         differences[method_id] = max(float(np.max(np.abs(a - b))) for a, b in zip(single, split))
-    print(json.dumps(differences))
+    print(json.dumps({"differences": differences, "batch_norm_finite": batch_norm_stays_finite(mirrored)}))

@@ -40,24 +40,38 @@ def part_jacobians(model, x, y, sample_weight, shared_variables, checks):
         for i, (part_x, part_y, part_weight) in enumerate(tasks.batch_parts(x, y, sample_weight, parts, offset, total)):
             weights = _share_weights(model, part_x, total, parts, i)
             # Called at once, inside the scope: the lambda's late binding is harmless.
-            jacobians.append(perturbed(model, after_clean_pass, [], [], lambda _: _jacobian(model, part_x, part_y, part_weight, shared_variables, weights)))
+            share = lambda: perturbed(model, after_clean_pass, [], [], lambda _: _share_jacobian(model, part_x, part_y, part_weight, shared_variables, weights))
+            shape = (len(model.task_names), sum(v.shape.num_elements() for v in shared_variables))
+            jacobians.append(sum_over_replicas(_unless_empty(share, shape, part_x, total)) / model.optimizer.scale_loss(tf.constant(1.0)))
             where = f"the shared parameters on part {i + 1} of {parts} of the batch"
             checks += task_gradient_checks(jacobians[-1], model.task_names, where)
             checks.append(gramian_check(tf.matmul(jacobians[-1], jacobians[-1], transpose_b=True), where))
     return jacobians
 
 
-def _jacobian(model, x, y, sample_weight, shared_variables, weights):
-    """The global, unscaled (K, P) Jacobian of the shared variables on this replica's share of a part."""
-    optimizer = model.optimizer
+def _share_jacobian(model, x, y, sample_weight, shared_variables, weights):
+    """The scaled (K, P) Jacobian of the shared variables on this replica's share of a part (the whole part on one device)."""
     with tf.GradientTape(persistent=True) as tape:
         losses = tasks.task_losses(model, y, model(x, training=True), sample_weight)
-        scaled = [optimizer.scale_loss(loss if weight is None else loss * weight) for loss, weight in zip(losses, weights)]
+        scaled = [model.optimizer.scale_loss(loss if weight is None else loss * weight) for loss, weight in zip(losses, weights)]
     rows = []
     for loss in scaled:
         gradients = tape.gradient(loss, shared_variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         rows.append(tf.concat([tf.reshape(tf.cast(g, tf.float32), [-1]) for g in gradients], axis=0))
-    return sum_over_replicas(tf.stack(rows)) / optimizer.scale_loss(tf.constant(1.0))
+    return tf.stack(rows)
+
+
+def _unless_empty(share_jacobian, shape, part_x, total):
+    """`share_jacobian()`, or zeros of `shape` for a replica with no sample of the part.
+
+    The pass is skipped rather than run on no samples: a layer's batch
+    statistics over none are NaN, and batch normalisation's backward pass
+    would carry them into a gradient that should be 0.
+    """
+    if total is None:
+        return share_jacobian()
+    size = tf.shape(tf.nest.flatten(part_x)[0])[0]
+    return tf.cond(size > 0, share_jacobian, lambda: tf.zeros(shape))
 
 
 def _batch_size_assertions(method, leaf, total):
