@@ -97,10 +97,17 @@ class SDMGrad(GradientMethod):
     Parts 1 and 2 are ξ and ξ′, part 3 is ζ (the sources take ζ first; the
     parts are exchangeable). Heads get their task's gradient on the whole
     batch (for losses averaged over samples, the mean of the parts'). The
-    logged weights are the update's, ``(w + λ w~)/(1 + λ)``. SDMGrad needs
-    the shared parameters' Jacobians (no ``representation`` mode). A step
-    costs one forward and K backward passes on the whole batch (losses,
-    logs, heads) and one forward and K backward passes on each part.
+    logged weights are the update's, ``(w + λ w~)/(1 + λ)`` (times K and
+    clipped when asked). SDMGrad needs the shared parameters' Jacobians (no
+    ``representation`` mode). A step costs one forward and K backward
+    passes on the whole batch (losses, logs, heads) and one forward and K
+    backward passes on each part.
+
+    Degenerate inputs: with the default inner lr = 10 on the normalised A,
+    w often ends on a vertex or an edge of the simplex; an A with no
+    positive diagonal entry (every task's two gradients disagree) leaves w
+    where it was; a non-finite A gives zero weights and leaves w (the
+    engine reports the overflow first).
 
     The authors' code (OptMN-Lab/sdmgrad, ``methods/weight_methods.py``)
     fills the three batches' gradients into one buffer (a list of the same

@@ -7,6 +7,9 @@ Two modes:
   representation (the output of the layer the model names), which needs only
   the heads' backward pass per task and one backward pass through the trunk.
 
+Methods that draw several batches per step (`batch_parts` > 1) also get each
+part of the batch's Jacobian (`keras_mtl.training.backends.tensorflow.parts`).
+
 Shared parameters are those that more than one task's loss reaches (found
 from which gradients exist, at trace time), unless the model names its
 shared layers. Every other parameter gets the gradient of the one task that
