@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from agg_helpers import plain
+from agg_helpers import numpy, plain
 from agg_inputs import jacobian
 from parts_helpers import cross, hard_inputs, project_simplex, random_parts, run_combine
 
 import keras_mtl
-from keras_mtl.aggregators import sdmgrad
+from keras_mtl.aggregators import sdmgrad, sdmgrad_weights
 
 
 def reference(steps, lambda_=0.3, n_iter=20, lr=10.0, momentum=0.5, scale_by_tasks=False, max_norm=None):
@@ -130,3 +130,12 @@ def test_bad_arguments_are_errors_naming_them(arguments, message):
 def plain_graph(monkeypatch):
     """The solve as a plain graph on TensorFlow (XLA on JAX), much faster to build; training runs the compiled one."""
     monkeypatch.setattr(sdmgrad, "sdmgrad_weights", plain(sdmgrad.sdmgrad_weights))
+
+
+def test_the_compiled_solve_matches_the_plain_graph():
+    # The tests above run the plain graph; training runs this (XLA on TensorFlow).
+    xi, xi_prime, zeta = [np.float32(p) for p in random_parts(np.random.default_rng(4), 3)]
+    arguments = (xi @ xi_prime.T, zeta @ zeta.T, np.full(3, 1 / 3, np.float32))
+    compiled = [numpy(v) for v in sdmgrad_weights(*arguments)]
+    for got, expected in zip(compiled, [numpy(v) for v in plain(sdmgrad_weights)(*arguments)]):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
