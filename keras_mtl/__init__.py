@@ -17,8 +17,10 @@ from keras_mtl.aggregators import (
     GradDrop,
     GradVac,
     Krum,
+    MoDo,
     NashMTL,
     PCGrad,
+    SDMGrad,
     TrimmedMean,
     UPGrad,
 )

@@ -56,7 +56,7 @@ def test_trains_logs_saves_and_reloads(method_id, tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-@pytest.mark.parametrize("method_id", [m for m in GRADIENT_METHODS if m != "hydalearn"])
+@pytest.mark.parametrize("method_id", [m for m in GRADIENT_METHODS if not _method(m).parameter_mode_only])
 def test_representation_mode_trains(method_id):
     model = _model(representation="trunk")
     model.compile(keras.optimizers.SGD(0.05), loss=_method(method_id))

@@ -20,8 +20,10 @@ from keras_mtl.aggregators.gradvac import GradVac, gradvac_weights
 from keras_mtl.aggregators.imtl_g import IMTLG, imtl_g_weights
 from keras_mtl.aggregators.krum import Krum, krum_weights
 from keras_mtl.aggregators.mgda import MGDA, mgda_weights
+from keras_mtl.aggregators.modo import MoDo, modo_weights
 from keras_mtl.aggregators.nash_mtl import NashMTL, nash_mtl_weights
 from keras_mtl.aggregators.pcgrad import PCGrad, pcgrad_weights
+from keras_mtl.aggregators.sdmgrad import SDMGrad, sdmgrad_weights
 from keras_mtl.aggregators.trimmed_mean import TrimmedMean, trimmed_mean_update
 from keras_mtl.aggregators.upgrad import UPGrad, upgrad_weights
 
@@ -37,8 +39,10 @@ __all__ = [
     "IMTLG",
     "Krum",
     "MGDA",
+    "MoDo",
     "NashMTL",
     "PCGrad",
+    "SDMGrad",
     "TrimmedMean",
     "UPGrad",
     "aligned_mtl_weights",
@@ -52,8 +56,10 @@ __all__ = [
     "imtl_g_weights",
     "krum_weights",
     "mgda_weights",
+    "modo_weights",
     "nash_mtl_weights",
     "pcgrad_weights",
+    "sdmgrad_weights",
     "trimmed_mean_update",
     "upgrad_weights",
 ]

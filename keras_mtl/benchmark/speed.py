@@ -15,7 +15,9 @@ project's 2-core CPU).
 `× expected` divides the ratio by the cost the passes alone imply, counting a
 backward pass as two forward passes (so one plain step costs 3): `(1+2K)/3`
 for K backward passes, 2 for SAM on a loss weighting (a second forward and
-backward pass), `(1+2K)/3 + K` for per-task SAM (K more of each).
+backward pass), `(1+2K)/3 + K` for per-task SAM (K more of each), `2(1+2K)/3` for
+the methods that draw several batches per step (MoDo, SDMGrad: the parts' passes
+again cover the batch once).
 
 SAM rows are `sam` (SAM on equal weighting) and `sam+ID` (F-MTL with the
 gradient method ID; `sam+ID:naive` for the naive combination).
@@ -145,9 +147,9 @@ def _balances_gradients(method):
 
 
 def _runs_on_representation(method_id):
-    """Gradient methods, but not SAM nor exact look-ahead methods: they move parameters."""
+    """Gradient methods, but not SAM nor those that need the shared parameters (look-ahead, several batches)."""
     method = make_method(method_id, "mse")
-    return isinstance(method, keras_mtl.GradientMethod) and not method.needs_losses_after
+    return isinstance(method, keras_mtl.GradientMethod) and not method.parameter_mode_only
 
 
 def _expected_cost(method, num_tasks):
@@ -157,7 +159,10 @@ def _expected_cost(method, num_tasks):
         return backward + num_tasks if _balances_gradients(method) else 2.0
     if method.train_step_kind == "gradient_penalty":
         return None  # a second-order backward pass: no pass count to compare with
-    return backward if _balances_gradients(method) else None
+    if not _balances_gradients(method):
+        return None
+    # Methods that draw several batches also pass over each part (together, the batch once more).
+    return 2 * backward if method.batch_parts > 1 else backward
 
 
 def time_rows(models, task_counts, representation_task_counts, methods, steps, status=None, compare_batched=False):

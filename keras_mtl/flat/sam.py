@@ -82,6 +82,8 @@ class SAM(WrappingMethod, MultiTaskLoss):
 
 
 def _check_wrappable(method):
-    """SAM perturbs the step of a loss weighting or of a gradient method, not another kind's (a gradient penalty's)."""
+    """SAM perturbs the one-batch step of a loss weighting or a gradient method, not another kind's (a penalty's, a bilevel one's)."""
     if method.train_step_kind not in ("weighted_loss", "task_gradients"):
-        raise ValueError(f"SAM cannot wrap {method.display_name}: it wraps loss weightings and gradient methods, and {method.display_name} trains on a penalty of its task gradients.")
+        raise ValueError(f"SAM cannot wrap {method.display_name}: it wraps loss weightings and gradient methods, and {method.display_name} trains with its own kind of step ({method.train_step_kind!r}).")
+    if getattr(method, "batch_parts", 1) > 1:
+        raise ValueError(f"SAM cannot wrap {method.display_name}: it draws {method.batch_parts} batches per step, and SAM's step takes one.")

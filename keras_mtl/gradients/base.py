@@ -24,6 +24,10 @@ class TaskGradients:
             to `θ_sh − d`, leaving no trace (look-ahead methods); None in
             representation mode.
         learning_rate: the optimizer's current learning rate.
+        part_jacobians: for a method that draws several batches per step
+            (`GradientMethod.batch_parts` > 1), the (K, P) Jacobian of the
+            shared parameters on each part of the batch
+            (`keras_mtl.training.tasks.batch_parts`), in order; None otherwise.
     """
 
     jacobian: object
@@ -32,6 +36,7 @@ class TaskGradients:
     last_layer_gramian: object
     losses_after: Callable = None
     learning_rate: object = None
+    part_jacobians: list = None
 
 
 class GradientMethod(MultiTaskLoss):
@@ -49,6 +54,10 @@ class GradientMethod(MultiTaskLoss):
     train_step_kind = "task_gradients"
     # Look-ahead methods set this to get `TaskGradients.losses_after`.
     needs_losses_after = False
+    # Methods that draw several independent batches per step (MoDo, SDMGrad)
+    # set how many: the engine deals each batch into that many interleaved
+    # parts and gives their Jacobians in `TaskGradients.part_jacobians`.
+    batch_parts = 1
 
     @property
     def parameter_mode_only(self):
@@ -57,7 +66,7 @@ class GradientMethod(MultiTaskLoss):
         A look-ahead moves parameters; methods with a state per shared
         parameter, or several batches' Jacobians, need parameter columns.
         """
-        return self.needs_losses_after
+        return self.needs_losses_after or self.batch_parts > 1
 
     def combine(self, gradients, state, training):
         """(direction, w, new state): the shared update direction (P,) and the task weights (K,) to log."""

@@ -80,6 +80,16 @@ def training_part_sample_losses(model, y, sample_weight, y_pred, parts):
     return ops.concatenate([ops.stack(per_sample_task_losses(model, part_y, part_pred, part_weight)) for part_pred, part_y, part_weight in dealt], axis=1)
 
 
+def too_small_batch_message(method, size):
+    """The error for a batch with fewer samples than `method.batch_parts` (`size`: its number of samples, or words)."""
+    parts = method.batch_parts
+    return (
+        f"keras_mtl: {method.display_name} draws {parts} batches per step, cut from the batch `fit` gives it, "
+        f"so every batch needs at least {parts} samples; this one has {size}. Set fit's batch_size to {parts} times "
+        f"the size of the batches the method should draw (e.g. batch_size={32 * parts} for {parts} batches of 32)."
+    )
+
+
 def bound_message(method, task, bound, when):
     """The error for a loss below the method's lower bound (`MultiTaskLoss.loss_lower_bounds`)."""
     if bound == 0:

@@ -13,6 +13,9 @@ trainable, non-trainable, optimizer and metrics variables, and expects
   parameters are those that two tasks' losses depend on, read from the
   step's jaxpr (or the layers named in `shared_layers`); every other
   parameter gets its one task's gradient.
+- Methods that draw several batches per step (`batch_parts` > 1) also get
+  each part of the batch's Jacobian: a forward pass and K vector-Jacobian
+  products per part (`parts`).
 - Representation mode: the heads' K vector-Jacobian products at the shared
   representation, then one through the trunk with the combined direction.
 - SAM / F-MTL and look-ahead passes evaluate the model at other parameters

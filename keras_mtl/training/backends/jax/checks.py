@@ -73,6 +73,12 @@ def check_variable_gradients(model, checks, gradients, variables, what="the grad
         checks.add(gradient, f"keras_mtl: {what} of variable '{variable.path}' is not finite although every task's loss is finite ({CAUSES})", overflow=True)
 
 
+def check_task_gradients(model, checks, jacobian, where):
+    """One overflow check per row of a (K, P) Jacobian, naming the task; `where` says what it is the gradient of."""
+    for k, name in enumerate(model.task_names):
+        checks.add(jacobian[k], f"keras_mtl: the gradient of task '{name}' with respect to {where} is not finite although its loss is finite ({CAUSES})", overflow=True)
+
+
 def check_gramian(checks, gramian, where):
     checks.add(gramian, f"keras_mtl: the Gramian of the task gradients with respect to {where} is not finite although every task's gradient is: a gradient norm above ~1.8e19 overflows float32", overflow=True)
 

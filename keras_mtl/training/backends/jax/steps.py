@@ -10,7 +10,8 @@ from keras import ops
 from keras_mtl.gradients.base import TaskGradients
 from keras_mtl.training import tasks
 from keras_mtl.training.backends.jax.checks import CAUSES, Checks, check_direction, check_gramian, check_losses, check_method, check_variable_gradients
-from keras_mtl.training.backends.jax.values import flat, forward, split_like
+from keras_mtl.training.backends.jax.parts import part_jacobians
+from keras_mtl.training.backends.jax.values import flat, forward, one_hot_cotangent, output_vjps, split_like
 
 
 @dataclass
@@ -115,24 +116,6 @@ def task_losses_function(model, values, x, y, sample_weight, scale):
     return task_losses, num_tasks
 
 
-def one_hot_cotangent(outputs, index):
-    """The cotangent that picks output `index` of a tuple of scalar outputs."""
-    return tuple(ops.ones_like(o) if i == index else ops.zeros_like(o) for i, o in enumerate(outputs))
-
-
-def output_vjps(model, vjp, outputs, count):
-    """The VJPs of the first `count` scalar outputs, one per output, as `vjp` returns them.
-
-    K calls of `vjp` (`task_gradients="sequential"`), or one call
-    vectorised over the outputs (`"batched"`: `jax.vmap`).
-    """
-    if model.task_gradients == "sequential":
-        return [vjp(one_hot_cotangent(outputs, k)) for k in range(count)]
-    picks = ops.eye(count, len(outputs))
-    batched = jax.vmap(vjp)(tuple(ops.cast(picks[:, i], o.dtype) for i, o in enumerate(outputs)))
-    return [jax.tree.map(lambda leaf, k=k: leaf[k], batched) for k in range(count)]
-
-
 @dataclass
 class CleanTaskGradients:
     """The clean pass of a parameter-mode step: per-task gradients (scaled) and what the step needs of them."""
@@ -188,6 +171,8 @@ def _parameter_step(model, method, values, x, y, sample_weight, scale):
     losses_after = _losses_after(model, values, x, y, sample_weight, shared) if method.needs_losses_after else None
     gradients = task_gradients_of(model, values, clean, clean.jacobian, losses_after)
     check_gramian(checks, gradients.gramian, "the shared parameters")
+    if method.batch_parts > 1:
+        gradients.part_jacobians = part_jacobians(model, values, clean, x, y, sample_weight, scale, checks)
     state = values.method_state()
     direction, weights, new_state = method.combine(gradients, state, training=True)
     check_method(method, model, checks, weights, new_state)

@@ -1,5 +1,6 @@
 """The step's view of the model's variables, and stateless calls of the model or its parts."""
 
+import jax
 import keras
 from keras import ops
 
@@ -82,3 +83,21 @@ def split_like(vector, variables):
         pieces.append(ops.reshape(vector[start : start + size], variable.shape))
         start += size
     return pieces
+
+
+def one_hot_cotangent(outputs, index):
+    """The cotangent that picks output `index` of a tuple of scalar outputs."""
+    return tuple(ops.ones_like(o) if i == index else ops.zeros_like(o) for i, o in enumerate(outputs))
+
+
+def output_vjps(model, vjp, outputs, count):
+    """The VJPs of the first `count` scalar outputs, one per output, as `vjp` returns them.
+
+    K calls of `vjp` (`task_gradients="sequential"`), or one call
+    vectorised over the outputs (`"batched"`: `jax.vmap`).
+    """
+    if model.task_gradients == "sequential":
+        return [vjp(one_hot_cotangent(outputs, k)) for k in range(count)]
+    picks = ops.eye(count, len(outputs))
+    batched = jax.vmap(vjp)(tuple(ops.cast(picks[:, i], o.dtype) for i, o in enumerate(outputs)))
+    return [jax.tree.map(lambda leaf, k=k: leaf[k], batched) for k in range(count)]

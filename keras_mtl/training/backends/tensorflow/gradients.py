@@ -7,6 +7,9 @@ Two modes:
   representation (the output of the layer the model names), which needs only
   the heads' backward pass per task and one backward pass through the trunk.
 
+Methods that draw several batches per step (`batch_parts` > 1) also get each
+part of the batch's Jacobian (`keras_mtl.training.backends.tensorflow.parts`).
+
 Shared parameters are those that more than one task's loss reaches (found
 from which gradients exist, at trace time), unless the model names its
 shared layers. Every other parameter gets the gradient of the one task that
@@ -41,6 +44,7 @@ from keras_mtl.training.backends.tensorflow.faults import (
     weight_checks,
 )
 from keras_mtl.training.backends.tensorflow.losses import global_task_losses, regularization_loss, shared_variable_indices, task_loss_vector, total_for_logs
+from keras_mtl.training.backends.tensorflow.parts import part_jacobians
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas, sum_over_replicas
 from keras_mtl.training.backends.tensorflow.weighted import update_after_step
@@ -88,6 +92,8 @@ def gradient_train_step(model, x, y, sample_weight):
         losses_after = _losses_after(model, x, y, sample_weight, [variables[i] for i in shared], before_step) if method.needs_losses_after else None
         task_gradients = make_task_gradients(jacobian, global_losses, [variables[i] for i in shared], losses_after, optimizer.learning_rate)
         checks.append(gramian_check(task_gradients.gramian, "the shared parameters"))
+        if method.batch_parts > 1:
+            task_gradients.part_jacobians = part_jacobians(model, x, y, sample_weight, [variables[i] for i in shared], checks)
         direction, weights, new_state = method.combine(task_gradients, values, training=True)
         checks += method_checks(method, new_state, weights, direction, model.task_names, global_losses)
         # Every replica holds the global direction; `apply` sums the replicas'.
