@@ -24,6 +24,7 @@ from keras_mtl.aggregators import (
 )
 from keras_mtl.flat import SAM
 from keras_mtl.gradients import DualBalancing, GradientCosineSimilarity, GradientMethod, GradNorm, HydaLearn, MeanGradient, OLAux, TaskGradients
+from keras_mtl.gradients import ExcessMTL, MoCo
 from keras_mtl.methods import LossWeighting, MultiTaskLoss
 from keras_mtl.registry import available, get
 from keras_mtl.training.mixin import MultiTaskMixin

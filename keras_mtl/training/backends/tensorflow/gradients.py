@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from keras_mtl.gradients.base import TaskGradients
-from keras_mtl.training import tasks
+from keras_mtl.training import sharing, tasks
 from keras_mtl.training.backends.tensorflow.faults import (
     StepGuard,
     direction_check,
@@ -168,6 +168,7 @@ def shared_indices(model, per_task):
     shared = shared_variable_indices(model, per_task)
     if not shared:
         raise ValueError("No parameter is shared by two tasks: there is nothing for a gradient method to balance.")
+    sharing.check_shared_parameters(model, [model.trainable_variables[i] for i in shared])
     return shared
 
 
