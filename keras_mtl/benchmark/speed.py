@@ -144,9 +144,9 @@ def _balances_gradients(method):
 
 
 def _runs_on_representation(method_id):
-    """Gradient methods, but not SAM nor exact look-ahead methods: they move parameters."""
+    """Gradient methods, but not SAM nor those that need the shared parameters (look-ahead, parameter-sized state)."""
     method = make_method(method_id, "mse")
-    return isinstance(method, keras_mtl.GradientMethod) and not method.needs_losses_after
+    return isinstance(method, keras_mtl.GradientMethod) and not method.parameter_mode_only
 
 
 def _expected_cost(method, num_tasks):

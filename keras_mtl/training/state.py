@@ -120,7 +120,7 @@ class MultiTaskState(keras.layers.Layer):
         they did not change. A method that declares one sets
         `parameter_mode_only`.
         """
-        if self.parameter_columns is None and name not in self._variables_by_name:
+        if self.parameter_columns is None:
             if self._shared_parameters is None:
                 raise ValueError(f"parameter_variable {name!r}: this state was configured without a model, so the shared parameters are unknown.")
             shared = self._shared_parameters()
