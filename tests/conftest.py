@@ -5,11 +5,18 @@ Task "a" is a 1-d regression (mse), task "b" a 3-class classification
 full `fit` takes well under a second on 2 CPU cores.
 """
 
+import os
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 
 import keras_mtl
+
+# The scripts that tests run in subprocesses import this checkout's keras_mtl,
+# not whichever copy is installed (an editable install may point elsewhere).
+os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p])
 
 ALL_WEIGHTINGS = ("ew", "scalarization", "uw", "uw_o", "uw_so", "dwa", "rlw", "gls", "imtl_l", "slaw", "famo", "stch", "si", "softadapt", "uw_log1p")
 INPUT_DIM = 6

@@ -28,7 +28,7 @@ SAVED_SPECS = ["uw", "gradnorm", "nash_mtl", "dwa", "rlw", "moco"]
 
 
 def script(backend, name, *arguments):
-    environment = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(SUPPORT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    environment = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ["PYTHONPATH"]]), "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run([sys.executable, str(SUPPORT / name), *map(str, arguments)], env=environment, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
 

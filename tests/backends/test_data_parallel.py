@@ -27,7 +27,7 @@ SPECS = keras_mtl.available() + [f"{i}@trunk" for i in ("mgda", "upgrad", "gradn
 
 @pytest.fixture(scope="module")
 def differences():
-    environment = {**os.environ, "PYTHONPATH": str(SUPPORT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ["PYTHONPATH"]]), "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run([sys.executable, str(SUPPORT / "jax_data_parallel.py"), *SPECS], env=environment, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
