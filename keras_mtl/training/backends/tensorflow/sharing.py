@@ -11,17 +11,20 @@ def output_dependencies(model):
 
     The step's rule (`losses.shared_variable_indices`): a gradient that is
     not None. Traced from the functional model's input specifications in a
-    `tf.function` that is never called, so nothing is computed or assigned.
+    `tf.function` that is never called, so nothing is computed or assigned;
+    through the model's strategy, whose distributed variables give
+    gradients only in a replica context (each replica finds the same).
     """
     variables = model.trainable_variables
-    reached = []
+    reached = {}
 
-    def trace(inputs):
+    def replica_trace(inputs):
         with tf.GradientTape(persistent=True) as tape:
             y_pred = model(inputs, training=True)
-        for output in tasks.per_task(y_pred, model.output_names, "the model's outputs", required=True):
-            reached.append({i for i, gradient in enumerate(tape.gradient(output, variables)) if gradient is not None})
+        for k, output in enumerate(tasks.per_task(y_pred, model.output_names, "the model's outputs", required=True)):
+            reached[k] = {i for i, gradient in enumerate(tape.gradient(output, variables)) if gradient is not None}
         return tf.constant(0.0)
 
-    tf.function(trace, autograph=False).get_concrete_function(keras.tree.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), model.input))
-    return reached
+    specs = keras.tree.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), model.input)
+    tf.function(lambda inputs: model.distribute_strategy.run(replica_trace, args=(inputs,)), autograph=False).get_concrete_function(specs)
+    return [reached[k] for k in range(len(reached))]
