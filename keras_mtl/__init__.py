@@ -26,8 +26,19 @@ from keras_mtl.aggregators import (
 )
 from keras_mtl.bilevel import AutoLambda, SLGrad
 from keras_mtl.flat import SAM
-from keras_mtl.gradients import DualBalancing, GradientCosineSimilarity, GradientMethod, GradNorm, HydaLearn, MeanGradient, OLAux, TaskGradients
-from keras_mtl.gradients.orthogonal import OrthogonalGradients
+from keras_mtl.gradients import (
+    DualBalancing,
+    ExcessMTL,
+    GradientCosineSimilarity,
+    GradientMethod,
+    GradNorm,
+    HydaLearn,
+    MeanGradient,
+    MoCo,
+    OLAux,
+    OrthogonalGradients,
+    TaskGradients,
+)
 from keras_mtl.methods import LossWeighting, MultiTaskLoss
 from keras_mtl.registry import available, get
 from keras_mtl.training.mixin import MultiTaskMixin

@@ -22,8 +22,9 @@ import three_tasks  # noqa: E402
 SPECS = keras_mtl.available() + [f"{i}@trunk" for i in three_tasks.representation_ids()]
 
 
-# Methods with each kind of state: learned (UW, GradNorm), remembered (Nash-MTL, DWA), a random stream (RLW).
-SAVED_SPECS = ["uw", "gradnorm", "nash_mtl", "dwa", "rlw"]
+# Methods with each kind of state: learned (UW, GradNorm), remembered (Nash-MTL, DWA), a random stream (RLW),
+# a row per task and a column per shared parameter (MoCo).
+SAVED_SPECS = ["uw", "gradnorm", "nash_mtl", "dwa", "rlw", "moco"]
 
 
 def script(backend, name, *arguments):

@@ -13,6 +13,9 @@ import pytest
 
 import keras_mtl
 
+sys.path.insert(0, str(Path(__file__).parent / "support"))
+import three_tasks  # noqa: E402
+
 SCRIPT = Path(__file__).parent / "support" / "distributed_equivalence.py"
 # Plain float32 SGD over 9 steps; the runs differ only in summation order.
 TOLERANCE = 2e-6
@@ -20,11 +23,7 @@ TOLERANCE = 2e-6
 
 # Representation mode for every gradient method that supports it, except
 # GradDrop, whose per-sample masks are drawn per replica there (documented).
-SPECS = keras_mtl.available() + [
-    f"{method_id}@trunk"
-    for method_id in keras_mtl.available()
-    if isinstance(keras_mtl.get(method_id), keras_mtl.GradientMethod) and not keras_mtl.get(method_id).parameter_mode_only and method_id != "graddrop"
-]
+SPECS = keras_mtl.available() + [f"{method_id}@trunk" for method_id in three_tasks.representation_ids() if method_id != "graddrop"]
 
 
 @pytest.fixture(scope="module")

@@ -147,7 +147,7 @@ def _balances_gradients(method):
 
 
 def _runs_on_representation(method_id):
-    """Gradient methods, but not SAM nor those that need the shared parameters (look-ahead, several batches)."""
+    """Gradient methods, but not SAM nor those that need the shared parameters (look-ahead, parameter-sized state, several batches)."""
     method = make_method(method_id, "mse")
     return isinstance(method, keras_mtl.GradientMethod) and not method.parameter_mode_only
 

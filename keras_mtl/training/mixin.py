@@ -6,7 +6,7 @@ import warnings
 import keras
 
 from keras_mtl.methods import MultiTaskLoss
-from keras_mtl.training import backends, tasks
+from keras_mtl.training import backends, sharing, tasks
 from keras_mtl.training.state import MultiTaskState
 from keras_mtl.weightings.equal import EqualWeighting
 
@@ -121,7 +121,7 @@ class MultiTaskMixin:
                 f"build the model without `representation` (it names {self.representation!r})."
             )
         split = tasks.split_at(self, self.representation) if method.train_step_kind == "task_gradients" and self.representation is not None else None
-        state = self.multi_task_state.for_method(method, task_names)
+        state = self.multi_task_state.for_method(method, task_names, lambda: sharing.shared_parameters(self, method))
         _check_optimizer_can_train(optimizer, self.multi_task_state, state, method)
         # Keras gets no loss: its CompileLoss would apply the method to each
         # output alone, and, never built, would force a symbolic build under
@@ -223,6 +223,10 @@ class _EpochBoundaries(keras.callbacks.Callback):
     or a BackupAndRestore backup taken mid-epoch, which Keras 3.15 resumes at
     the start of that epoch).
     """
+
+    def on_train_begin(self, logs=None):
+        # Before Keras' JAX `fit` releases the variables' values, which a step's trace-time error would lose.
+        sharing.check_state_fits(self.model)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model._assign_state(self.model.multi_task_method.begin_epoch(self.model.multi_task_state.values()))

@@ -46,28 +46,40 @@ class MultiTaskState(keras.layers.Layer):
         self.skipped_steps_tracker = keras.metrics.Sum(name="skipped_steps")
         # The value of a gradient penalty (`train_step_kind = "gradient_penalty"`), logged as `{method id}_penalty`.
         self.penalty_tracker = None
+        # The paths of the shared variables the parameter-sized state has a column for (None: it has none).
+        self.parameter_columns = None
+        self._parameter_count = None
+        self._shared_parameters = None
         # Never called, so never built by Keras; it has no input to build from.
         self.built = True
 
-    def for_method(self, method, task_names):
+    def for_method(self, method, task_names, shared_parameters=None):
         """The state `method` trains with: this one if it holds the same configuration, else a fresh one.
 
-        Weights loaded into this state before any compile pass on to the
-        fresh one. Nothing changes here: the caller installs the result.
+        A parameter-sized state is kept only while the model shares the same
+        variables. Weights loaded into this state before any compile pass on
+        to the fresh one. Nothing changes here: the caller installs the result.
         """
-        if self.configuration == method_configuration(method, task_names):
+        if self.configuration == method_configuration(method, task_names) and self._sized_for(shared_parameters):
             method.build_state(self, task_names)  # finds its variables again, binds the new method object to them
             return self
         state = MultiTaskState(name=self.name)
         state._loaded_before_configure = self._loaded_before_configure
-        state.configure(method, task_names)
+        state.configure(method, task_names, shared_parameters)
         return state
 
-    def configure(self, method, task_names):
+    def _sized_for(self, shared_parameters):
+        """Whether the parameter-sized state (if any) has a column per parameter of `shared_parameters()`."""
+        return self.parameter_columns is None or tuple(v.path for v in shared_parameters()) == self.parameter_columns
+
+    def configure(self, method, task_names, shared_parameters=None):
         """Creates the trackers and the method's variables (`method.build_state`).
 
-        Called once, on a fresh state: an error from the method leaves the
-        state unused, and the model keeps its current one.
+        `shared_parameters`, a function returning the shared trainable
+        variables (`keras_mtl.training.sharing.shared_parameters`), is called
+        only if the method declares a `parameter_variable`. Called once, on a
+        fresh state: an error from the method leaves the state unused, and
+        the model keeps its current one.
         """
         if self.configuration is not None:
             raise ValueError("This MultiTaskState is already configured; a new configuration needs a new state.")
@@ -75,7 +87,10 @@ class MultiTaskState(keras.layers.Layer):
         self.weight_trackers = [keras.metrics.Mean(name=f"{task}_weight") for task in task_names]
         if method.train_step_kind == "gradient_penalty":
             self.penalty_tracker = keras.metrics.Mean(name=f"{method.method_id}_penalty")
+        self._shared_parameters = shared_parameters
         method.build_state(self, task_names)
+        if self.parameter_columns is not None and not method.parameter_mode_only:
+            raise TypeError(f"{method.display_name} declares a parameter_variable, so it must set parameter_mode_only (a representation has no parameter columns).")
         self.configuration = method_configuration(method, task_names)
         self._method_name = type(method).__name__
         if self._loaded_before_configure is not None:
@@ -98,6 +113,24 @@ class MultiTaskState(keras.layers.Layer):
                 aggregation="none" if trainable else "only_first_replica",
             )
         return self._variables_by_name[name]
+
+    def parameter_variable(self, name, rows, initializer="zeros"):
+        """Returns the float32, non-trainable (rows, P) state variable `name`, creating it on first use.
+
+        P is the number of shared parameters: the columns of
+        `TaskGradients.jacobian` in parameter mode, in its order. They are
+        found the first time a method asks, at compile
+        (`keras_mtl.training.sharing`), and every traced step checks that
+        they did not change. A method that declares one sets
+        `parameter_mode_only`.
+        """
+        if self.parameter_columns is None:
+            if self._shared_parameters is None:
+                raise ValueError(f"parameter_variable {name!r}: this state was configured without a model, so the shared parameters are unknown.")
+            shared = self._shared_parameters()
+            self._parameter_count = sum(int(np.prod(variable.shape)) for variable in shared)
+            self.parameter_columns = tuple(variable.path for variable in shared)
+        return self.variable(name, (rows, self._parameter_count), initializer)
 
     def __getitem__(self, name):
         return self._variables_by_name[name]

@@ -23,7 +23,7 @@ SPECS = keras_mtl.available() + [f"{i}@trunk" for i in ("mgda", "upgrad", "gradn
 def trained(spec, epochs=2):
     method_id, _, representation = spec.partition("@")
     model = three_tasks.model(representation or None, three_tasks.initial_weights())
-    model.compile(keras.optimizers.Adam(0.01), loss=three_tasks.method(method_id))
+    model.compile(keras.optimizers.Adam(0.01), loss=three_tasks.method(method_id, representation))
     x, y = three_tasks.data()
     history = model.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0)
     return model, history

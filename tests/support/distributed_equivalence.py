@@ -36,7 +36,7 @@ def train(method_id, strategy, representation=None):
         hidden = keras.layers.Dense(8, activation="tanh", name="trunk", kernel_regularizer=keras.regularizers.L2(1e-3))(inputs)
         outputs = {name: keras.layers.Dense(units, name=name)(hidden) for name, units in (("a", 1), ("b", 3), ("c", 2))}
         model = keras_mtl.MultiTaskModel(inputs, outputs, representation=representation)
-        model.compile(keras.optimizers.SGD(0.05), loss=three_tasks.method(method_id))
+        model.compile(keras.optimizers.SGD(0.05), loss=three_tasks.method(method_id, representation))
     model.fit(x, y, batch_size=24, epochs=3, shuffle=False, verbose=0)
     return model.get_weights()
 

@@ -22,7 +22,7 @@ def train(spec):
     method_id, _, representation = spec.partition("@")
     keras.utils.set_random_seed(0)  # the random methods' seeds, drawn when they are built
     model = three_tasks.model(representation or None, three_tasks.initial_weights())
-    model.compile(keras.optimizers.SGD(0.05), loss=three_tasks.method(method_id))
+    model.compile(keras.optimizers.SGD(0.05), loss=three_tasks.method(method_id, representation))
     x, y = three_tasks.data()
     model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
     return model.get_weights()

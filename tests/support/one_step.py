@@ -33,7 +33,7 @@ keras.random.normal = fixed(lambda rng, shape: rng.normal(size=shape))
 def one_step(spec):
     method_id, _, representation = spec.partition("@")
     model = three_tasks.model(representation or None, three_tasks.initial_weights())
-    model.compile(keras.optimizers.SGD(0.1), loss=three_tasks.method(method_id))
+    model.compile(keras.optimizers.SGD(0.1), loss=three_tasks.method(method_id, representation))
     x, y = three_tasks.data(n=32)
     model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
     return float_weights(model)

@@ -19,7 +19,7 @@ import three_tasks
 def save(spec, path):
     method_id, _, representation = spec.partition("@")
     model = three_tasks.model(representation or None, three_tasks.initial_weights())
-    model.compile(keras.optimizers.Adam(0.01), loss=three_tasks.method(method_id))
+    model.compile(keras.optimizers.Adam(0.01), loss=three_tasks.method(method_id, representation))
     x, y = three_tasks.data()
     model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
     model.save(path)

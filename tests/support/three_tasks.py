@@ -16,14 +16,17 @@ EXTRA_ARGUMENTS = {
     "stch": {"warmup_epochs": 0},
     "softadapt": {"window": 2},
 }
+# In representation mode, where a method's arguments must allow it (DB-MTL's average is per parameter).
+REPRESENTATION_ARGUMENTS = {"db_mtl": {"beta": 0.0}}
 
 
 def task_losses():
     return {"a": "mse", "b": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "c": "mae"}
 
 
-def method(method_id):
-    return type(keras_mtl.get(method_id))(task_losses(), **EXTRA_ARGUMENTS.get(method_id, {}))
+def method(method_id, representation=None):
+    arguments = {**EXTRA_ARGUMENTS.get(method_id, {}), **(REPRESENTATION_ARGUMENTS.get(method_id, {}) if representation else {})}
+    return type(keras_mtl.get(method_id))(task_losses(), **arguments)
 
 
 def data(n=64, seed=0):
@@ -56,4 +59,4 @@ def initial_weights(seed=0):
 
 # Gradient methods that also run in representation mode (not HydaLearn, which looks ahead in parameters).
 def representation_ids():
-    return [i for i in keras_mtl.available() if keras_mtl.get(i).train_step_kind == "task_gradients" and not method(i).parameter_mode_only]
+    return [i for i in keras_mtl.available() if keras_mtl.get(i).train_step_kind == "task_gradients" and not method(i, "trunk").parameter_mode_only]

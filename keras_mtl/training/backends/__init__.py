@@ -3,7 +3,8 @@
 An engine module provides `train_step(model, *args)` and `test_step(model,
 *args)` in its backend trainer's signature, `compute_loss(model, y, y_pred,
 sample_weight)`, `first_batch_to_build(model, iterator, data_batch)`, and
-`after_batch(model, logs)`, which `fit`'s callback calls after every step.
+`after_batch(model, logs)`, which `fit`'s callback calls after every step, and
+`output_dependencies(model)`, which `keras_mtl.training.sharing` reads at compile.
 """
 
 import importlib

@@ -45,6 +45,7 @@ from keras_mtl.training.backends.jax.bilevel import meta_weighted_step, sample_w
 from keras_mtl.training.backends.jax.checks import check_losses, check_state
 from keras_mtl.training.backends.jax.penalty import gradient_penalty_step
 from keras_mtl.training.backends.jax.sam import sharpness_aware_step
+from keras_mtl.training.backends.jax.sharing import output_dependencies  # noqa: F401 (the engine's interface)
 from keras_mtl.training.backends.jax.steps import task_gradients_step, weighted_loss_step
 from keras_mtl.training.backends.jax.values import Values, forward, read_optimizer, sum_of
 

@@ -8,7 +8,7 @@ from jax.extend import core as jax_core
 from keras import ops
 
 from keras_mtl.gradients.base import TaskGradients
-from keras_mtl.training import tasks
+from keras_mtl.training import sharing, tasks
 from keras_mtl.training.backends.jax.checks import CAUSES, Checks, check_direction, check_gramian, check_losses, check_method, check_variable_gradients
 from keras_mtl.training.backends.jax.parts import part_jacobians
 from keras_mtl.training.backends.jax.values import flat, forward, one_hot_cotangent, output_vjps, split_like
@@ -136,6 +136,7 @@ def clean_task_gradients(model, values, x, y, sample_weight, scale, checks):
     task_losses, num_tasks = task_losses_function(model, values, x, y, sample_weight, scale)
     dependencies = input_dependencies(lambda trainable: task_losses(trainable)[0], values.trainable)[:num_tasks]
     shared = shared_variable_indices(model, dependencies)
+    sharing.check_shared_parameters(model, [model.trainable_variables[i] for i in shared])
     outputs, vjp, (y_pred, non_trainable, losses, regularization) = jax.vjp(task_losses, values.trainable, has_aux=True)
     losses = ops.stop_gradient(losses)
     check_losses(model, checks, losses)

@@ -16,6 +16,7 @@ from keras_mtl.training.backends.tensorflow.losses import global_task_losses, to
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas, on_first_replica, sum_over_replicas
 from keras_mtl.training.backends.tensorflow.penalty import gradient_penalty_step
 from keras_mtl.training.backends.tensorflow.sam import sam_train_step
+from keras_mtl.training.backends.tensorflow.sharing import output_dependencies  # noqa: F401 (the engine's interface)
 from keras_mtl.training.backends.tensorflow.weighted import weighted_loss_step
 
 # The step that trains each kind of method (`MultiTaskLoss.train_step_kind`).

@@ -32,7 +32,7 @@ import keras
 import tensorflow as tf
 
 from keras_mtl.gradients.base import TaskGradients
-from keras_mtl.training import tasks
+from keras_mtl.training import sharing, tasks
 from keras_mtl.training.backends.tensorflow.faults import (
     StepGuard,
     direction_check,
@@ -194,6 +194,7 @@ def shared_indices(model, per_task):
     shared = shared_variable_indices(model, per_task)
     if not shared:
         raise ValueError("No parameter is shared by two tasks: there is nothing for a gradient method to balance.")
+    sharing.check_shared_parameters(model, [model.trainable_variables[i] for i in shared])
     return shared
 
 
