@@ -27,7 +27,7 @@ from keras_mtl.training.backends.tensorflow.gradients import add_gradients, flat
 from keras_mtl.training.backends.tensorflow.losses import global_task_losses, regularization_loss, task_loss_vector, total_for_logs
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
 from keras_mtl.training.backends.tensorflow.replicas import sum_over_replicas
-from keras_mtl.training.backends.tensorflow.weighted import update_after_step
+from keras_mtl.training.backends.tensorflow.weighted import apply_step
 
 
 def meta_weighted_step(model, x, y, sample_weight):
@@ -82,11 +82,7 @@ def meta_weighted_step(model, x, y, sample_weight):
     add_gradients(updates, regularization_gradients)
     logged_total = total_for_logs(model, global_losses, new_weights, regularization)
     applied = guard.verdict(checks + update_checks(updates, variables))
-    with tf.control_dependencies([global_losses, applied]):
-        guard.apply(updates, variables, applied)
-        committed = guard.commit(new_state, applied)
-    with tf.control_dependencies([committed]):
-        update_after_step(model, method, guard, x, y, sample_weight, global_losses, applied)
+    apply_step(model, method, guard, updates, variables, new_state, applied, x, y, sample_weight, global_losses)
     return y_pred, global_losses, new_weights, logged_total, applied
 
 
@@ -135,11 +131,7 @@ def sample_weighted_step(model, x, y, sample_weight):
     add_gradients(updates, regularization_gradients)
     logged_total = total_for_logs(model, global_losses, task_weights, regularization)
     applied = guard.verdict(checks + update_checks(updates, variables))
-    with tf.control_dependencies([global_losses, applied]):
-        guard.apply(updates, variables, applied)
-        committed = guard.commit({}, applied)
-    with tf.control_dependencies([committed]):
-        update_after_step(model, method, guard, x, y, sample_weight, global_losses, applied)
+    apply_step(model, method, guard, updates, variables, {}, applied, x, y, sample_weight, global_losses)
     return y_pred, global_losses, task_weights, logged_total, applied
 
 

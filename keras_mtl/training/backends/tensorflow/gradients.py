@@ -47,7 +47,7 @@ from keras_mtl.training.backends.tensorflow.losses import global_task_losses, re
 from keras_mtl.training.backends.tensorflow.parts import part_jacobians
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas, sum_over_replicas
-from keras_mtl.training.backends.tensorflow.weighted import update_after_step
+from keras_mtl.training.backends.tensorflow.weighted import apply_step
 
 
 def gradient_train_step(model, x, y, sample_weight):
@@ -108,11 +108,7 @@ def gradient_train_step(model, x, y, sample_weight):
     # The weights wait for every read of the model (look-ahead passes read the
     # heads, whose updates do not depend on the weights); TensorFlow's
     # automatic ordering did not keep those reads before the heads' update.
-    with tf.control_dependencies([global_losses, weights, applied]):
-        guard.apply(updates, variables, applied)
-        committed = guard.commit(new_state, applied)
-    with tf.control_dependencies([committed]):
-        update_after_step(model, method, guard, x, y, sample_weight, global_losses, applied)
+    apply_step(model, method, guard, updates, variables, new_state, applied, x, y, sample_weight, global_losses, wait_for=[weights])
     return clean.y_pred, global_losses, weights, logged_total, applied
 
 

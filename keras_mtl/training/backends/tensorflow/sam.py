@@ -27,7 +27,7 @@ from keras_mtl.training import tasks
 from keras_mtl.training.backends.tensorflow.losses import regularization_loss, task_loss_vector, total_for_logs
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas, sum_over_replicas
-from keras_mtl.training.backends.tensorflow.weighted import update_after_step, weighted_gradients
+from keras_mtl.training.backends.tensorflow.weighted import apply_step, weighted_gradients
 
 def sam_train_step(model, x, y, sample_weight):
     """One SAM step; returns (y_pred, global losses, task weights, logged total, applied)."""
@@ -41,11 +41,7 @@ def sam_train_step(model, x, y, sample_weight):
     applied = guard.verdict(checks)
     # No state update and no step before the checks pass, nor before every
     # perturbed pass has read the parameters that the step updates.
-    with tf.control_dependencies([global_losses, applied]):
-        guard.apply(updates, variables, applied)
-        committed = guard.commit(new_state, applied)
-    with tf.control_dependencies([committed]):
-        update_after_step(model, sam.method, guard, x, y, sample_weight, global_losses, applied)
+    apply_step(model, sam.method, guard, updates, variables, new_state, applied, x, y, sample_weight, global_losses)
     return y_pred, global_losses, weights, logged_total, applied
 
 

@@ -62,11 +62,19 @@ def weighted_loss_step(model, x, y, sample_weight):
     guard = StepGuard(model)
     y_pred, global_losses, weights, logged_total, variables, gradients, new_state, checks = weighted_gradients(model, method, x, y, sample_weight)
     applied = guard.verdict(checks)
-    # Graph mode runs independent ops in any order: the step (the optimizer's
-    # iteration count included) must wait for the loss check to pass.
-    with tf.control_dependencies([global_losses, applied]):
-        guard.apply(gradients, variables, applied)
+    apply_step(model, method, guard, gradients, variables, new_state, applied, x, y, sample_weight, global_losses)
+    return y_pred, global_losses, weights, logged_total, applied
+
+
+def apply_step(model, method, guard, updates, variables, new_state, applied, x, y, sample_weight, global_losses, wait_for=()):
+    """Applies the updates and commits the method's state if the step `applied`, then runs the method's `after_update`.
+
+    Graph mode runs independent ops in any order: the step (the optimizer's
+    iteration count included) waits for the loss check and for `wait_for`
+    (tensors whose reads of the model must come first).
+    """
+    with tf.control_dependencies([global_losses, applied, *wait_for]):
+        guard.apply(updates, variables, applied)
         committed = guard.commit(new_state, applied)
     with tf.control_dependencies([committed]):
         update_after_step(model, method, guard, x, y, sample_weight, global_losses, applied)
-    return y_pred, global_losses, weights, logged_total, applied
