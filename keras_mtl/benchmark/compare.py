@@ -253,16 +253,21 @@ def _fit(model, data, tasks, config, callbacks):
     return None
 
 
-def method_specs(methods, temperatures, scalarization_grid, num_tasks):
+def method_specs(methods, temperatures, scalarization_grid, task_names):
     """`(label, method_id, kwargs)` of every method setting to train; the settings of one label form its grid.
 
-    UW-SO gets one setting per temperature; `scalarization_grid` adds the
-    grid's points, each its own row (the brute-force reference).
+    UW-SO gets one setting per temperature; auxiliary-task methods (HydaLearn,
+    GCosSim, OL-AUX, SLGrad) take the first task as their main one;
+    `scalarization_grid` adds the grid's points, each its own row (the
+    brute-force reference).
     """
     specs = []
+    num_tasks = len(task_names)
     for method_id in methods:
         if method_id == "uw_so":
             specs += [("uw_so", "uw_so", {"temperature": t}) for t in temperatures]
+        elif getattr(keras_mtl.get(method_id), "main_task", False) is None:
+            specs.append((method_id, method_id, {"main_task": task_names[0]}))
         else:
             specs.append((method_id, method_id, {}))
     if scalarization_grid:
@@ -327,7 +332,7 @@ def run(args):
     tasks = list(data.tasks)
     base = {"dataset": args.dataset, "max_examples": args.max_examples, "epochs": args.epochs, "batch_size": args.batch_size}
     baseline_specs = [(f"{report.SINGLE_TASK}:{t}", report.SINGLE_TASK, {"task": t}) for t in tasks]
-    specs = usable_specs(method_specs(methods, args.temperatures, args.scalarization_grid == "on", len(tasks)), data)
+    specs = usable_specs(method_specs(methods, args.temperatures, args.scalarization_grid == "on", tasks), data)
     if not specs:
         raise SystemExit(f"keras-mtl benchmark: error: none of the methods {methods} builds on {args.dataset}.")
     configs = [
