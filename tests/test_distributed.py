@@ -22,18 +22,34 @@ TOLERANCE = 2e-6
 
 
 # Representation mode for every gradient method that supports it, except
-# GradDrop, whose per-sample masks are drawn per replica there (documented).
-SPECS = keras_mtl.available() + [f"{method_id}@trunk" for method_id in three_tasks.representation_ids() if method_id != "graddrop"]
+# GradDrop, whose per-sample masks are drawn per replica there (documented);
+# a few in the default run, the others with `-m slow`.
+SPECS = keras_mtl.available() + [s for s in three_tasks.representation_specs(default=True) if not s.startswith("graddrop")]
+SLOW_SPECS = [s for s in three_tasks.representation_specs(default=False) if not s.startswith("graddrop")]
 
 
-@pytest.fixture(scope="module")
-def differences():
-    specs = SPECS
+def differences_of(specs):
     result = subprocess.run([sys.executable, str(SCRIPT), *specs], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def differences():
+    return differences_of(SPECS)
+
+
+@pytest.fixture(scope="module")
+def slow_differences():
+    return differences_of(SLOW_SPECS)
+
+
 @pytest.mark.parametrize("method_id", SPECS)
 def test_two_replicas_match_one_device(differences, method_id):
     assert differences[method_id] < TOLERANCE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method_id", SLOW_SPECS)
+def test_two_replicas_match_one_device_in_representation_mode(slow_differences, method_id):
+    assert slow_differences[method_id] < TOLERANCE

@@ -34,28 +34,6 @@ def _model(representation=None):
     return keras_mtl.MultiTaskModel(inputs, outputs, representation=representation)
 
 
-@pytest.mark.parametrize("method_id", GRADIENT_METHODS)
-def test_trains_logs_saves_and_reloads(method_id, tmp_path):
-    model = _model()
-    model.compile(keras.optimizers.SGD(0.05), loss=_method(method_id))
-    x, y = _data()
-    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
-    for task in ("a", "b", "c"):
-        assert np.all(np.isfinite(history.history[f"{task}_weight"])), method_id
-        assert np.all(np.isfinite(history.history[f"{task}_loss"])), method_id
-    model.save(tmp_path / "m.keras")
-    loaded = keras.models.load_model(tmp_path / "m.keras")
-    assert type(loaded.multi_task_method) is type(model.multi_task_method)
-    assert loaded.multi_task_method.get_config() == model.multi_task_method.get_config()
-    for original, restored in zip(model.multi_task_state.weights, loaded.multi_task_state.weights):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(original), keras.ops.convert_to_numpy(restored))
-    # Training continues identically from the restored state.
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
-    loaded.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
-    for a, b in zip(model.get_weights(), loaded.get_weights()):
-        np.testing.assert_allclose(a, b, atol=1e-6)
-
-
 @pytest.mark.parametrize("method_id", [m for m in GRADIENT_METHODS if not _method(m).parameter_mode_only])
 def test_representation_mode_trains(method_id):
     model = _model(representation="trunk")

@@ -41,6 +41,7 @@ def test_trains_saves_loads_and_continues_identically(spec, tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert type(loaded.multi_task_method) is type(model.multi_task_method)
+    assert loaded.multi_task_method.get_config() == model.multi_task_method.get_config()
     for a, b in zip(model.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
     x, y = three_tasks.data(seed=1)

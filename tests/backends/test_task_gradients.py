@@ -23,7 +23,7 @@ def weights_after_two_steps(spec, task_gradients):
 
 
 # Parameter and representation mode, Gramian solvers, trainable state, and SAM's per-task (F-MTL) step.
-@pytest.mark.parametrize("spec", ["mgda", "gradnorm", "upgrad@trunk", "sam"])
+@pytest.mark.parametrize("spec", ["mgda", "gradnorm", "mean@trunk", "sam"])
 def test_batched_gives_the_sequential_step(spec):
     sequential = weights_after_two_steps(spec, "sequential")
     batched = weights_after_two_steps(spec, "batched")

@@ -58,5 +58,15 @@ def initial_weights(seed=0):
 
 
 # Gradient methods that also run in representation mode (not HydaLearn, which looks ahead in parameters).
+# The representation-mode specs every default test run covers across engines (the rest run with `-m slow`):
+# a linear method, a Gramian solver of each kind, trainable state, and DB-MTL's β = 0 rule.
+DEFAULT_REPRESENTATION_IDS = ("mean", "mgda", "upgrad", "gradnorm", "db_mtl")
+
+
+def representation_specs(default):
+    """`id@trunk` specs of the representation-mode ids in the default run (`default`) or of the others."""
+    return [f"{i}@trunk" for i in representation_ids() if (i in DEFAULT_REPRESENTATION_IDS) == default]
+
+
 def representation_ids():
     return [i for i in keras_mtl.available() if keras_mtl.get(i).train_step_kind == "task_gradients" and not method(i, "trunk").parameter_mode_only]
