@@ -22,6 +22,15 @@ ALL_WEIGHTINGS = ("ew", "scalarization", "uw", "uw_o", "uw_so", "dwa", "rlw", "g
 INPUT_DIM = 6
 
 
+def default_subset(ids, keep):
+    """`ids` as test parameters, those not in `keep` marked slow: the default run covers `keep`, `-m slow` every id.
+
+    For per-method tests whose every id also trains, saves and continues in
+    tests/backends/test_every_method.py on both backends.
+    """
+    return [i if i in keep else pytest.param(i, marks=pytest.mark.slow) for i in ids]
+
+
 def toy_losses():
     """A fresh dict of per-task losses (fresh objects, so no model shares them)."""
     return {"a": "mse", "b": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}

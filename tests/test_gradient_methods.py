@@ -1,4 +1,5 @@
-"""Every registered gradient method trains through fit, logs its weights, saves and reloads."""
+"""Gradient methods through `fit` beyond the generic per-id tests (tests/backends/test_every_method.py):
+representation mode, Nash-MTL's cached weights, seeded draws."""
 
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 import keras_mtl
+from conftest import default_subset
 
 sys.path.insert(0, str(Path(__file__).parent / "support"))
 import three_tasks  # noqa: E402
@@ -34,7 +36,7 @@ def _model(representation=None):
     return keras_mtl.MultiTaskModel(inputs, outputs, representation=representation)
 
 
-@pytest.mark.parametrize("method_id", [m for m in GRADIENT_METHODS if not _method(m).parameter_mode_only])
+@pytest.mark.parametrize("method_id", default_subset([m for m in GRADIENT_METHODS if not _method(m).parameter_mode_only], keep=three_tasks.DEFAULT_REPRESENTATION_IDS))
 def test_representation_mode_trains(method_id):
     model = _model(representation="trunk")
     model.compile(keras.optimizers.SGD(0.05), loss=_method(method_id))

@@ -1,7 +1,10 @@
 """Saving on one backend and continuing on another (run under the KERAS_BACKEND to test).
 
-    python tests/support/save_and_continue.py save FOLDER SPEC...      # trains 2 epochs, saves FOLDER/SPEC.keras
+    python tests/support/save_and_continue.py save FOLDER OUT.npz SPEC...      # trains 2 epochs, saves FOLDER/SPEC.keras, then continues
     python tests/support/save_and_continue.py continue FOLDER OUT.npz SPEC...  # loads each, trains 1 epoch, writes the weights
+
+"Continuing" loads the saved file, trains one more epoch and writes the weights to OUT.npz;
+`save` does it on the backend that saved (the reference), `continue` on another.
 
 Random draws are fixed as in one_step.py, so both backends continue with the same numbers.
 """
@@ -33,9 +36,8 @@ def continued(path):
 
 
 if __name__ == "__main__":
-    command, folder = sys.argv[1], Path(sys.argv[2])
+    command, folder, out, specs = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4:]
     if command == "save":
-        for spec in sys.argv[3:]:
+        for spec in specs:
             save(spec, folder / f"{spec}.keras")
-    else:
-        np.savez(sys.argv[3], **{spec: continued(folder / f"{spec}.keras") for spec in sys.argv[4:]})
+    np.savez(out, **{spec: continued(folder / f"{spec}.keras") for spec in specs})
