@@ -23,7 +23,8 @@ from keras_mtl.training.backends.tensorflow.faults import (
     variable_gradient_checks,
     weight_checks,
 )
-from keras_mtl.training.backends.tensorflow.gradients import add_gradients, flat, shared_indices, split_like
+from keras_mtl.training.backends.tensorflow.gradients import add_gradients, shared_indices, split_like
+from keras_mtl.training.backends.tensorflow.jacobians import flat
 from keras_mtl.training.backends.tensorflow.losses import global_task_losses, regularization_loss, task_loss_vector, total_for_logs
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
 from keras_mtl.training.backends.tensorflow.replicas import sum_over_replicas

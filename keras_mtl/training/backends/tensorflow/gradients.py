@@ -28,7 +28,6 @@ have moved the heads and kept stale state), and an error otherwise.
 
 from dataclasses import dataclass
 
-import keras
 import tensorflow as tf
 
 from keras_mtl.gradients.base import TaskGradients
@@ -43,6 +42,7 @@ from keras_mtl.training.backends.tensorflow.faults import (
     variable_gradient_checks,
     weight_checks,
 )
+from keras_mtl.training.backends.tensorflow.jacobians import flat, per_task_gradients, shared_jacobian
 from keras_mtl.training.backends.tensorflow.losses import global_task_losses, regularization_loss, shared_variable_indices, task_loss_vector, total_for_logs
 from keras_mtl.training.backends.tensorflow.parts import part_jacobians
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
@@ -166,25 +166,6 @@ def clean_pass(model, x, y, sample_weight):
     )
 
 
-def per_task_gradients(model, tape, scaled_losses, sources):
-    """Per task, the gradients of its loss with respect to `sources`, None where the task does not reach one.
-
-    K backward passes (`task_gradients="sequential"`), or one pass
-    vectorised over the tasks (`"batched"`: `tape.jacobian` with pfor).
-    """
-    if model.task_gradients == "sequential":
-        return [tape.gradient(loss, sources) for loss in scaled_losses]
-    # Which sources each task reaches; these gradients are only traced: the
-    # graph prunes them, as nothing reads their values.
-    reached = [[gradient is not None for gradient in tape.gradient(loss, sources)] for loss in scaled_losses]
-    # `tape.jacobian` reads a source's dtype as a tf.DType; a Keras 3.15 Variable's is a string: give it the tf.Variable.
-    tf_sources = [source.value if isinstance(source, keras.Variable) else source for source in sources]
-    with tape:  # the stack must be on the tape, which recorded the losses
-        stacked = tf.stack(scaled_losses)
-    jacobians = tape.jacobian(stacked, tf_sources, unconnected_gradients=tf.UnconnectedGradients.ZERO, experimental_use_pfor=True)
-    return [[jacobian[k] if reached[k][i] else None for i, jacobian in enumerate(jacobians)] for k in range(len(scaled_losses))]
-
-
 def shared_indices(model, per_task):
     """Indices of the shared variables, from the per-task gradients (None: not reached)."""
     shared = shared_variable_indices(model, per_task)
@@ -205,12 +186,6 @@ def own_gradients(per_task, skip=()):
         own = [g for g in gradients if g is not None]
         totals.append(tf.add_n(own) if own and i not in skip else None)
     return totals
-
-
-def shared_jacobian(per_task, variables, shared, loss_scale):
-    """The global, unscaled (K, P) Jacobian of the shared variables."""
-    jacobian = tf.stack([tf.concat([flat(task[i], variables[i]) for i in shared], axis=0) for task in per_task])
-    return sum_over_replicas(jacobian) / loss_scale
 
 
 def make_task_gradients(jacobian, losses, shared_variables, losses_after=None, learning_rate=None):
@@ -254,9 +229,3 @@ def split_like(vector, variables):
     """Splits a flat vector into tensors shaped like `variables`."""
     pieces = tf.split(vector, [v.shape.num_elements() for v in variables])
     return [tf.reshape(piece, v.shape) for piece, v in zip(pieces, variables)]
-
-
-def flat(gradient, variable=None):
-    if gradient is None:
-        return tf.zeros([variable.shape.num_elements()], tf.float32)
-    return tf.reshape(tf.cast(gradient, tf.float32), [-1])

@@ -24,8 +24,8 @@ import tensorflow as tf
 
 from keras_mtl.training import tasks
 from keras_mtl.training.backends.tensorflow.faults import gramian_check, task_gradient_checks
+from keras_mtl.training.backends.tensorflow.jacobians import per_task_gradients, shared_jacobian
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
-from keras_mtl.training.backends.tensorflow.replicas import sum_over_replicas
 
 
 def part_jacobians(model, x, y, sample_weight, shared_variables, checks):
@@ -34,27 +34,22 @@ def part_jacobians(model, x, y, sample_weight, shared_variables, checks):
     parts = method.batch_parts
     leaf = tf.nest.flatten(x)[0]
     after_clean_pass = snapshot(model)
-    loss_scale = model.optimizer.scale_loss(tf.constant(1.0))
     jacobians = []
     with tf.control_dependencies(_batch_size_assertions(method, leaf)):
-        for i, (part_x, part_y, part_weight) in enumerate(tasks.batch_parts(x, y, sample_weight, parts)):
-            jacobian = perturbed(model, after_clean_pass, [], [], lambda _, part=(part_x, part_y, part_weight): _scaled_jacobian(model, *part, shared_variables))
-            jacobians.append(sum_over_replicas(jacobian) / loss_scale)
+        for i, part in enumerate(tasks.batch_parts(x, y, sample_weight, parts)):
+            jacobians.append(perturbed(model, after_clean_pass, [], [], lambda _, part=part: _jacobian(model, *part, shared_variables)))
             where = f"the shared parameters on part {i + 1} of {parts} of the batch"
             checks += task_gradient_checks(jacobians[-1], model.task_names, where)
             checks.append(gramian_check(tf.matmul(jacobians[-1], jacobians[-1], transpose_b=True), where))
     return jacobians
 
 
-def _scaled_jacobian(model, x, y, sample_weight, shared_variables):
-    """The scaled (K, P) Jacobian of the shared variables on this replica's share of a part (the whole part on one device)."""
+def _jacobian(model, x, y, sample_weight, shared_variables):
+    """The global, unscaled (K, P) Jacobian of the shared variables on one part (this replica's share of it, summed over replicas)."""
     with tf.GradientTape(persistent=True) as tape:
         losses = [model.optimizer.scale_loss(loss) for loss in tasks.task_losses(model, y, model(x, training=True), sample_weight)]
-    rows = []
-    for loss in losses:
-        gradients = tape.gradient(loss, shared_variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        rows.append(tf.concat([tf.reshape(tf.cast(g, tf.float32), [-1]) for g in gradients], axis=0))
-    return tf.stack(rows)
+    per_task = per_task_gradients(model, tape, losses, shared_variables)
+    return shared_jacobian(per_task, shared_variables, range(len(shared_variables)), model.optimizer.scale_loss(tf.constant(1.0)))
 
 
 def _batch_size_assertions(method, leaf):

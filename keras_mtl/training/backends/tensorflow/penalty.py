@@ -19,7 +19,8 @@ import tensorflow as tf
 
 from keras_mtl.training import tasks
 from keras_mtl.training.backends.tensorflow.faults import StepGuard, gramian_check, task_gradient_checks, update_checks, variable_gradient_checks
-from keras_mtl.training.backends.tensorflow.gradients import add_gradients, clean_pass, make_task_gradients, own_gradients, shared_indices, shared_jacobian
+from keras_mtl.training.backends.tensorflow.gradients import add_gradients, clean_pass, make_task_gradients, own_gradients, shared_indices
+from keras_mtl.training.backends.tensorflow.jacobians import per_task_gradients, shared_jacobian
 from keras_mtl.training.backends.tensorflow.losses import total_for_logs
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas
 
@@ -31,7 +32,7 @@ def gradient_penalty_step(model, x, y, sample_weight):
     with tf.GradientTape() as outer:
         clean = clean_pass(model, x, y, sample_weight)
         variables, loss_scale = clean.variables, clean.loss_scale
-        per_task = [clean.tape.gradient(loss, variables) for loss in clean.scaled_losses]
+        per_task = per_task_gradients(model, clean.tape, clean.scaled_losses, variables)
         shared = shared_indices(model, per_task)
         jacobian = shared_jacobian(per_task, variables, shared, loss_scale)
         gradients = make_task_gradients(jacobian, clean.global_losses, [variables[i] for i in shared], learning_rate=optimizer.learning_rate)

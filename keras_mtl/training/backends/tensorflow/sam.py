@@ -12,22 +12,21 @@ from keras_mtl.training.backends.tensorflow.faults import Check, StepGuard, gram
 from keras_mtl.training.backends.tensorflow.gradients import (
     add_gradients,
     clean_pass,
-    flat,
     make_task_gradients,
     method_checks,
-    per_task_gradients,
     place,
     place_state_gradients,
     shared_indices,
-    shared_jacobian,
     split_like,
 )
 from keras_mtl.flat.perturbation import sharpness_perturbation
 from keras_mtl.training import tasks
+from keras_mtl.training.backends.tensorflow.jacobians import flat, per_task_gradients, shared_jacobian
 from keras_mtl.training.backends.tensorflow.losses import regularization_loss, task_loss_vector, total_for_logs
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas, sum_over_replicas
 from keras_mtl.training.backends.tensorflow.weighted import apply_step, weighted_gradients
+
 
 def sam_train_step(model, x, y, sample_weight):
     """One SAM step; returns (y_pred, global losses, task weights, logged total, applied)."""
