@@ -24,7 +24,7 @@ from keras_mtl.training.backends.tensorflow.faults import (
     weight_checks,
 )
 from keras_mtl.training.backends.tensorflow.gradients import add_gradients, shared_indices, split_like
-from keras_mtl.training.backends.tensorflow.jacobians import flat
+from keras_mtl.training.backends.tensorflow.jacobians import global_jacobian, per_task_gradients
 from keras_mtl.training.backends.tensorflow.losses import global_task_losses, regularization_loss, task_loss_vector, total_for_logs
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
 from keras_mtl.training.backends.tensorflow.replicas import sum_over_replicas
@@ -51,14 +51,14 @@ def meta_weighted_step(model, x, y, sample_weight):
     global_losses = global_task_losses(model, losses)
     variables = model.trainable_variables
     loss_scale = optimizer.scale_loss(tf.constant(1.0))
-    jacobian = global_flat([tape.gradient(loss, variables) for loss in scaled_inner], variables, loss_scale)
+    jacobian = global_jacobian(per_task_gradients(model, tape, scaled_inner, variables), variables, loss_scale)
     regularization_gradients = tape.gradient(scaled_regularization, variables)
     checks = task_gradient_checks(jacobian, model.task_names, "the model's parameters on the inner part of the batch")
     checks += variable_gradient_checks(regularization_gradients, variables, "the regularisation gradient")
 
     learning_rate = optimizer.learning_rate
     weights, _ = method.weights(global_losses, values, training=True)
-    virtual_step = learning_rate * (tf.linalg.matvec(jacobian, weights, transpose_a=True) + global_flat([regularization_gradients], variables, loss_scale)[0])
+    virtual_step = learning_rate * (tf.linalg.matvec(jacobian, weights, transpose_a=True) + global_jacobian([regularization_gradients], variables, loss_scale)[0])
     outer_weights = tf.constant(method.outer_weights())
 
     def outer_gradient(moved):
@@ -70,7 +70,7 @@ def meta_weighted_step(model, x, y, sample_weight):
 
     outer_loss, outer_gradients = perturbed(model, before_step, variables, split_like(-virtual_step, variables), outer_gradient)
     outer_loss = sum_over_replicas(outer_loss)
-    outer_direction = global_flat([outer_gradients], variables, loss_scale)[0]
+    outer_direction = global_jacobian([outer_gradients], variables, loss_scale)[0]
     name = method.display_name
     checks.append(Check(outer_loss, f"keras_mtl: {name}'s outer loss (on the outer part of the batch, at the virtual step) is not finite", ("outer loss:", outer_loss)))
     checks.append(Check(outer_direction, f"keras_mtl: {name}'s outer gradient (at the virtual step) is not finite although the outer loss is", overflow=True))
@@ -109,7 +109,7 @@ def sample_weighted_step(model, x, y, sample_weight):
     loss_scale = optimizer.scale_loss(tf.constant(1.0))
     shared = shared_indices(model, [tape.gradient(loss, variables) for loss in losses])
     shared_variables = [variables[i] for i in shared]
-    main_direction = global_flat([tape.gradient(scaled_holdout, shared_variables)], shared_variables, loss_scale)[0]
+    main_direction = global_jacobian([tape.gradient(scaled_holdout, shared_variables)], shared_variables, loss_scale)[0]
     name = method.display_name
     checks = [Check(main_direction, f"keras_mtl: {name}'s main-task gradient on the hold-out part is not finite although its loss is finite", overflow=True)]
 
@@ -141,9 +141,3 @@ def _dealt(x, y, sample_weight, y_pred):
     inner, _ = tasks.batch_parts(y_pred, y, sample_weight, 2)
     _, outer = tasks.batch_parts(x, y, sample_weight, 2)
     return inner, outer
-
-
-def global_flat(per_row, variables, loss_scale):
-    """(rows, P): each row's gradients (a list per variable, None for zero) flattened, summed over replicas, unscaled."""
-    rows = tf.stack([tf.concat([flat(g, v) for g, v in zip(gradients, variables)], axis=0) for gradients in per_row])
-    return sum_over_replicas(rows) / loss_scale

@@ -25,10 +25,15 @@ def per_task_gradients(model, tape, scaled_losses, sources):
     return [[jacobian[k] if reached[k][i] else None for i, jacobian in enumerate(jacobians)] for k in range(len(scaled_losses))]
 
 
-def shared_jacobian(per_task, variables, shared, loss_scale):
-    """The global, unscaled (K, P) Jacobian of the shared variables."""
-    jacobian = tf.stack([tf.concat([flat(task[i], variables[i]) for i in shared], axis=0) for task in per_task])
+def global_jacobian(per_task, variables, loss_scale):
+    """The global, unscaled (K, P) Jacobian: each task's gradients (one per variable, None where it does not reach) flattened, summed over replicas."""
+    jacobian = tf.stack([tf.concat([flat(g, v) for g, v in zip(gradients, variables)], axis=0) for gradients in per_task])
     return sum_over_replicas(jacobian) / loss_scale
+
+
+def shared_jacobian(per_task, variables, shared, loss_scale):
+    """The global, unscaled (K, P) Jacobian of the shared variables (indices `shared` in `variables`)."""
+    return global_jacobian([[task[i] for i in shared] for task in per_task], [variables[i] for i in shared], loss_scale)
 
 
 def flat(gradient, variable=None):

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from keras_mtl.training import tasks
 from keras_mtl.training.backends.tensorflow.faults import gramian_check, task_gradient_checks
-from keras_mtl.training.backends.tensorflow.jacobians import per_task_gradients, shared_jacobian
+from keras_mtl.training.backends.tensorflow.jacobians import global_jacobian, per_task_gradients
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
 
 
@@ -49,7 +49,7 @@ def _jacobian(model, x, y, sample_weight, shared_variables):
     with tf.GradientTape(persistent=True) as tape:
         losses = [model.optimizer.scale_loss(loss) for loss in tasks.task_losses(model, y, model(x, training=True), sample_weight)]
     per_task = per_task_gradients(model, tape, losses, shared_variables)
-    return shared_jacobian(per_task, shared_variables, range(len(shared_variables)), model.optimizer.scale_loss(tf.constant(1.0)))
+    return global_jacobian(per_task, shared_variables, model.optimizer.scale_loss(tf.constant(1.0)))
 
 
 def _batch_size_assertions(method, leaf):
