@@ -22,8 +22,9 @@ def weights_after_two_steps(spec, task_gradients):
     return model.get_weights()
 
 
-# Parameter and representation mode, Gramian solvers, trainable state, and SAM's per-task (F-MTL) step.
-@pytest.mark.parametrize("spec", ["mgda", "gradnorm", "mean@trunk", "sam"])
+# Every step that takes per-task gradients: parameter and representation mode, the batch parts' Jacobians
+# (MoDo), the second-order penalty (orthogonal gradients), and SAM's per-task (F-MTL) step.
+@pytest.mark.parametrize("spec", ["mgda", "mean@trunk", "modo", "orthogonal_gradients", "sam"])
 def test_batched_gives_the_sequential_step(spec):
     sequential = weights_after_two_steps(spec, "sequential")
     batched = weights_after_two_steps(spec, "batched")
