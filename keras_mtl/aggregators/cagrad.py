@@ -145,6 +145,17 @@ def cagrad_weights(gramian, c=0.4):
     give ``w = (1 + c) / (K (1 + c^2))`` (``d = (1 + c) g / (1 + c^2)``);
     all-zero G gives ``w = 1/(K (1 + c^2))``; non-finite G gives zero
     weights. XLA-compiled on every backend.
+
+    Example:
+
+    >>> import numpy as np
+    >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+    >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+    >>> weights = cagrad_weights(gramian)
+    >>> np.round(np.asarray(weights), 4)
+    array([0.6034, 0.431 ], dtype=float32)
+    >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+    array([0.1724, 0.431 ])
     """
     gramian, ok = prepare_gramian(gramian)
     num = gramian.shape[0]
@@ -174,6 +185,13 @@ class CAGrad(GradientMethod):
 
     Liu et al., "Conflict-Averse Gradient Descent for Multi-task Learning",
     NeurIPS 2021; c = 0.4.
+
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        c: the size of the correction, c ≥ 0 (0 gives the mean gradient), default 0.4 (the paper's).
+        name: the method's name, default None (its registered id).
 
     Example:
 

@@ -24,6 +24,13 @@ def cr_mogm_weights(fresh, previous, steps, alpha=0.9):
 
     Returns:
         float32 (K,) smoothed weights.
+
+    Example:
+
+    >>> import numpy as np
+    >>> fresh, previous = np.array([0.2, 0.8]), np.array([0.6, 0.4])
+    >>> np.round(np.asarray(cr_mogm_weights(fresh, previous, steps=5, alpha=0.9)), 4)  # 0.9·previous + 0.1·fresh
+    array([0.56, 0.44], dtype=float32)
     """
     fresh = ops.cast(fresh, "float32")
     smoothed = alpha * ops.cast(previous, "float32") + (1.0 - alpha) * fresh
@@ -52,6 +59,15 @@ class CRMOGM(WrappingMethod, GradientMethod):
 
     Zhou, Zhang, Jiang, Zhong, Gu & Zhu, "On the Convergence of Stochastic
     Multi-Objective Gradient Manipulation and Beyond", NeurIPS 2022.
+
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        method: the wrapped gradient method whose weights are averaged, an id or a method instance, default
+            `"mgda"`.
+        alpha: α of the moving average, in [0, 1), default 0.9 (TorchJD's `CRMOGMWeighting`).
+        name: the method's name, default None (its registered id).
 
     Example:
 

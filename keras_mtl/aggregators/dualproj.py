@@ -26,6 +26,17 @@ def dualproj_weights(gramian):
     Degenerate inputs: identical gradients and all-zero G give ``w = 1/K``;
     opposing collinear gradients give ``d = 0``; non-finite G gives zero
     weights. XLA-compiled on every backend.
+
+    Example:
+
+    >>> import numpy as np
+    >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+    >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+    >>> weights = dualproj_weights(gramian)
+    >>> np.round(np.asarray(weights), 4)
+    array([0.5, 0.5], dtype=float32)
+    >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+    array([0. , 0.5])
     """
     gramian, ok = prepare_gramian(gramian)
     num = gramian.shape[0]
@@ -38,6 +49,12 @@ class DualProj(GradientMethod):
     """DualProj: the mean gradient projected onto the dual cone, `w = argmin_{v ≥ 1/K} vᵀGv`.
 
     Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024.
+
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        name: the method's name, default None (its registered id).
 
     Example:
 

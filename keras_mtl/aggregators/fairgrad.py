@@ -155,6 +155,17 @@ def fairgrad_weights(gramian, alpha=1.0, max_norm=None):
     resolution first (``_fairness_system``), so e.g. opposing collinear
     gradients get large weights with ``d ~ 0``; all-zero and non-finite G
     give zero weights. XLA-compiled on every backend.
+
+    Example:
+
+    >>> import numpy as np
+    >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+    >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+    >>> weights = fairgrad_weights(gramian)
+    >>> np.round(np.asarray(weights), 4)
+    array([1.8478, 1.3066], dtype=float32)
+    >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+    array([0.5412, 1.3066])
     """
     if not alpha >= 0:
         raise ValueError(f"FairGrad alpha must be >= 0, got {alpha}.")
@@ -177,6 +188,14 @@ class FairGrad(GradientMethod):
 
     Ban & Ji, "Fair Resource Allocation in Multi-Task Learning", ICML 2024
     (arXiv 2402.15638).
+
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        alpha: α > 0 of the α-fairness (1: proportional fairness), default 1.0.
+        max_norm: cap on `‖d‖`, as the authors' code clips, default None (no cap).
+        name: the method's name, default None (its registered id).
 
     Example:
 

@@ -64,6 +64,14 @@ class GradDrop(GradientMethod):
     Chen et al., "Just Pick a Sign: Optimizing Deep Multitask Models with
     Gradient Sign Dropout", NeurIPS 2020.
 
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        leak: the fraction of every task gradient let through unmasked, in [0, 1], default 0.0 (the paper's).
+        seed: seed of the masks' random stream (saved with the model), default None (drawn at random).
+        name: the method's name, default None (its registered id).
+
     Example:
 
     >>> keras_mtl.GradDrop({"a": "mse", "b": "mse"}, leak=0.0, seed=0)

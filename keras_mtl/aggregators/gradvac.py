@@ -95,6 +95,14 @@ class GradVac(GradientMethod):
     Wang et al., "Gradient Vaccine: Investigating and Improving Multi-task
     Optimization in Massively Multilingual Models", ICLR 2021; β = 0.01.
 
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        beta: the EMA rate of the target cosines, in [0, 1], default 0.01 (the paper's).
+        seed: seed of the random task orders, default None (drawn at random).
+        name: the method's name, default None (its registered id).
+
     Example:
 
     >>> keras_mtl.GradVac({"a": "mse", "b": "mse"}, beta=0.01, seed=0)

@@ -44,6 +44,17 @@ def imtl_g_weights(gramian):
     opposing collinear gradients of any sizes (1 is then in the null space
     of G_s; ``d = 0`` has equal zero projections), G = 0, and non-finite G.
     A plain graph on TensorFlow, XLA on JAX.
+
+    Example:
+
+    >>> import numpy as np
+    >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+    >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+    >>> weights = imtl_g_weights(gramian)
+    >>> np.round(np.asarray(weights), 4)
+    array([0.5858, 0.4142], dtype=float32)
+    >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+    array([0.1716, 0.4142])
     """
     gramian, ok = prepare_gramian(gramian)
     scaled, inverse_norms = jacobi_scale(gramian)
@@ -60,6 +71,12 @@ class IMTLG(GradientMethod):
     `g_k/‖g_k‖` (closed form, see `imtl_g_weights`).
 
     Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021.
+
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        name: the method's name, default None (its registered id).
 
     Example:
 

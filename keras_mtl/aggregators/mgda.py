@@ -49,6 +49,17 @@ def mgda_weights(gramian, losses=None, normalization="none"):
     "loss"/"loss+" (it would turn the task's weight negative: gradient
     ascent), give zero weights; `MGDA` declares ``needs_non_negative_losses``
     so that the engine refuses such losses first. XLA-compiled on every backend.
+
+    Example:
+
+    >>> import numpy as np
+    >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+    >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+    >>> weights = mgda_weights(gramian)
+    >>> np.round(np.asarray(weights), 4)
+    array([0.6, 0.4], dtype=float32)
+    >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+    array([0.2, 0.4])
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
@@ -81,6 +92,14 @@ class MGDA(GradientMethod):
 
     Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization",
     NeurIPS 2018.
+
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        normalization: how the gradients are normalised first, as LibMTL's `mgda_gn`: `"none"` (default, the
+            paper's), `"l2"`, `"loss"` or `"loss+"`.
+        name: the method's name, default None (its registered id).
 
     Example:
 

@@ -71,6 +71,16 @@ class MoDo(GradientMethod):
     Learning: Optimization, Generalization and Conflict-Avoidance",
     NeurIPS 2023 (JMLR 2024).
 
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        gamma: γ, the step size of λ, default 0.1 (the authors' configuration and TorchJD).
+        rho: ρ, the regularisation of λ, default 0.1 (the authors' and TorchJD).
+        batches: 3 (default: the update on a third batch, the authors' `three_grads` and LibMTL) or 2 (the
+            update on the mean of the two, the paper's Eq. 2.9b).
+        name: the method's name, default None (its registered id).
+
     Example:
 
     >>> method = keras_mtl.MoDo({"a": "mse", "b": "mse"}, gamma=0.1, rho=0.1)

@@ -82,6 +82,17 @@ def nash_mtl_weights(gramian, max_norm=1.0, normalize=False):
     gradients then get equal, large weights with ``d = 0``; identical
     gradients get ``a_k = 1 / (||g|| sqrt(K))``. All-zero and non-finite G
     give zero weights. XLA-compiled on every backend.
+
+    Example:
+
+    >>> import numpy as np
+    >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+    >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+    >>> weights = nash_mtl_weights(gramian)
+    >>> np.round(np.asarray(weights), 4)
+    array([1.3066, 0.9239], dtype=float32)
+    >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+    array([0.3827, 0.9239])
     """
     gramian, ok = prepare_gramian(gramian)
     system, inverse_norms = lifted_jacobi_system(gramian)
@@ -103,6 +114,15 @@ class NashMTL(GradientMethod):
     and reused in between (kept in the model's state).
 
     Navon et al., "Multi-Task Learning as a Bargaining Game", ICML 2022.
+
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        max_norm: cap on `‖d‖`, default 1.0 (the reference code's); None for no cap.
+        normalize: solve on `G/‖G‖_F` instead of the raw Gramian, default False (the reference code's).
+        update_weights_every: recompute the weights every this many steps, reusing them in between, default 1.
+        name: the method's name, default None (its registered id).
 
     Example:
 

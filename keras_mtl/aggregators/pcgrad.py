@@ -81,6 +81,13 @@ class PCGrad(GradientMethod):
 
     Yu et al., "Gradient Surgery for Multi-Task Learning", NeurIPS 2020.
 
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        seed: seed of the random task orders (saved with the model), default None (drawn at random).
+        name: the method's name, default None (its registered id).
+
     Example:
 
     >>> keras_mtl.PCGrad({"a": "mse", "b": "mse"}, seed=0)

@@ -128,6 +128,20 @@ class SDMGrad(GradientMethod):
     Xiao, Ban & Ji, "Direction-oriented Multi-objective Learning: Simple
     and Provable Stochastic Algorithms", NeurIPS 2023 (arXiv 2305.18409).
 
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        lambda_: λ ≥ 0, the pull towards the mean direction, default 0.3 (the authors' experiments, LibMTL,
+            TorchJD).
+        n_iter: inner SGD steps on the simplex per training step, default 20 (all sources).
+        lr: the inner learning rate, default 10.0 (the authors' code and TorchJD; LibMTL 5).
+        momentum: the inner momentum, default 0.5 (all sources).
+        scale_by_tasks: multiply the shared update by K as the authors' code does, default False (LibMTL,
+            TorchJD).
+        max_norm: cap on `‖d‖` (the authors' code: 1.0), default None (no cap).
+        name: the method's name, default None (its registered id).
+
     Example:
 
     >>> method = keras_mtl.SDMGrad({"a": "mse", "b": "mse"}, lambda_=0.3)

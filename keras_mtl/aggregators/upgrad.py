@@ -31,6 +31,17 @@ def upgrad_weights(gramian):
     when the minimiser is not unique (singular G) the update is;
     opposing collinear gradients give ``d = 0``; non-finite G gives zero
     weights. XLA-compiled on every backend.
+
+    Example:
+
+    >>> import numpy as np
+    >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+    >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+    >>> weights = upgrad_weights(gramian)
+    >>> np.round(np.asarray(weights), 4)
+    array([1.  , 0.75], dtype=float32)
+    >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+    array([0.25, 0.75])
     """
     gramian, ok = prepare_gramian(gramian)
     projections = solve_box_qp(gramian, ops.eye(gramian.shape[0], dtype="float64"))
@@ -45,6 +56,12 @@ class UPGrad(GradientMethod):
     task gradient (`Gw ≥ 0`).
 
     Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024.
+
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        name: the method's name, default None (its registered id).
 
     Example:
 

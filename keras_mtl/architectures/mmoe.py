@@ -26,6 +26,14 @@ class MMoE(keras.layers.Layer):
     Input: (batch, features). Output: a list of `num_tasks` tensors
     (batch, expert_units[-1]), in task order.
 
+    Args:
+        num_tasks: the number of tasks (gates and outputs).
+        num_experts: the number of experts, default 8.
+        expert_units: each expert's Dense widths, default `(16,)`.
+        expert_activation: their activation, default `"relu"`.
+        gate_use_bias: whether the gates have a bias, default False.
+        **kwargs: `keras.layers.Layer` arguments (`name`, ...).
+
     Example:
 
     ```python
@@ -86,9 +94,13 @@ def mmoe(
         inputs: a `keras.Input` of shape (features,).
         tasks: dict {task name: output units}; outputs are linear Dense layers
             named after the tasks.
-        num_experts, expert_units, expert_activation, gate_use_bias: see `MMoE`.
-        tower_units, tower_activation: each tower's hidden Dense layers
-            (`{task}_tower_i`; may be empty).
+        num_experts: the number of experts, default 8 (see `MMoE`).
+        expert_units: each expert's Dense widths, default `(16,)`.
+        expert_activation: their activation, default `"relu"`.
+        gate_use_bias: whether the gates have a bias, default `False`.
+        tower_units: the widths of each tower's hidden Dense layers (`{task}_tower_i`; may be
+            empty), default `(8,)`.
+        tower_activation: their activation, default `"relu"`.
         **model_kwargs: passed to `keras_mtl.MultiTaskModel`.
 
     Returns:

@@ -33,10 +33,13 @@ def shared_bottom(
         inputs: a `keras.Input` of shape (features,).
         tasks: dict {task name: output units}; outputs are linear (use
             `from_logits=True` losses for classification).
-        bottom_units: widths of the shared Dense layers (at least one).
-        bottom_activation, tower_units, tower_activation: the Dense layers'
-            activations and the towers' hidden widths (may be empty).
-        representation: whether the model balances gradients at `bottom_L`.
+        bottom_units: widths of the shared Dense layers (at least one), default `(32,)`.
+        bottom_activation: their activation, default `"relu"`.
+        tower_units: the widths of each tower's hidden Dense layers (`{task}_tower_i`; may be
+            empty), default `(8,)`.
+        tower_activation: their activation, default `"relu"`.
+        representation: whether the model balances gradients at `bottom_L`
+            (representation mode), default `False`.
         **model_kwargs: passed to `keras_mtl.MultiTaskModel` (e.g. `name`).
 
     Returns:

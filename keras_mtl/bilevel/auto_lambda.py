@@ -69,6 +69,7 @@ class AutoLambda(LossWeighting):
         meta_learning_rate: Adam's learning rate for λ (or ω), > 0.
         initial_weight: λ's initial value (ω's in the softmax variant).
         parametrization: `"direct"` (λ itself) or `"softmax"` (λ = softmax(ω)).
+        name: the method's name, default None (its registered id).
 
     Example:
 

@@ -68,6 +68,7 @@ class SLGrad(MultiTaskLoss):
         losses: the per-task losses.
         main_task: the name of the main task (required).
         parts: ≥ 2; one part in `parts` of each batch is held out (2: half).
+        name: the method's name, default None (its registered id).
 
     Example:
 

@@ -157,8 +157,9 @@ def load_qm9pack(paths=None, standardize=True, validation_fraction=0.1, test_fra
         paths: the CSV files to read; qm9pack's three by default.
         standardize: standardise each target by its train mean and standard
             deviation, recorded in the task specs.
-        validation_fraction, test_fraction: the share of molecules in the
-            validation and test splits, drawn at random with `seed`.
+        validation_fraction: the share of molecules in the validation split, drawn at random with `seed`,
+            default 0.1.
+        test_fraction: the share in the test split, default 0.1.
         seed: the seed of the split.
 
     Returns:

@@ -43,6 +43,7 @@ class SAM(WrappingMethod, MultiTaskLoss):
             scripts use ρ = 2 with `adaptive=True`).
         adaptive: ASAM's scale-invariant neighbourhood `T = |θ|`.
         variant: `"fmtl"` or `"naive"`, for gradient methods.
+        name: the method's name, default None (its registered id).
 
     Example:
 

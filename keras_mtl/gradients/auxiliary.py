@@ -60,6 +60,17 @@ class HydaLearn(_AuxiliaryMethod):
     `step_size` (None: the optimizer's learning rate, as in the paper's
     description) and `first_order`.
 
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        main_task: the name of the main task (required); the others are auxiliary.
+        step_size: η of the look-ahead step, default None (the optimizer's learning rate, as the paper
+            describes).
+        first_order: use the linearised gain `η⟨g_m, g_k⟩` from the Gramian instead of the look-ahead passes,
+            default False.
+        name: the method's name, default None (its registered id).
+
     Example:
 
     >>> keras_mtl.HydaLearn({"main": "mse", "aux": "mse"}, main_task="main")
@@ -101,6 +112,15 @@ class GradientCosineSimilarity(_AuxiliaryMethod):
     cosine 0. A cheap relative of HydaLearn.
 
     Du et al., "Adapting Auxiliary Losses Using Gradient Similarity", 2018.
+
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        main_task: the name of the main task (required); the others are auxiliary.
+        weighted: weigh an auxiliary by `max(cos_k, 0)` instead of 1 or 0, default False (the paper's hard
+            rule).
+        name: the method's name, default None (its registered id).
 
     Example:
 

@@ -12,6 +12,12 @@ class MeanGradient(GradientMethod):
     the reference that isolates what a gradient method's aggregation costs,
     and the plain aggregator of per-task SAM.
 
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        name: the method's name, default None (its registered id).
+
     Example:
 
     >>> keras_mtl.get("mean", {"a": "mse", "b": "mse"})

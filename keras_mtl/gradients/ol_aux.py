@@ -53,6 +53,7 @@ class OLAux(_AuxiliaryMethod):
         update_every: N ≥ 1, the steps between weight updates.
         weight_learning_rate: β > 0, the weights' learning rate.
         nonnegative: whether an update clips the auxiliary weights at 0.
+        name: the method's name, default None (its registered id).
 
     Example:
 

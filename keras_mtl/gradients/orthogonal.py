@@ -69,6 +69,7 @@ class OrthogonalGradients(MultiTaskLoss):
         penalty_weight: λ > 0, the penalty's weight.
         parameters: `"all"` (the gradients of all shared parameters) or
             `"last_layer"` (of the last shared layer's parameters alone).
+        name: the method's name, default None (its registered id).
 
     Example:
 

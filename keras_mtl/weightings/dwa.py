@@ -22,6 +22,13 @@ class DynamicWeightAverage(LossWeighting):
     Liu, Johns & Davison, "End-to-End Multi-Task Learning with Attention",
     CVPR 2019; T = 2.
 
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        temperature: T > 0 of the softmax, default 2.0 (the paper's).
+        name: the method's name, default None (its registered id).
+
     Example:
 
     >>> keras_mtl.DynamicWeightAverage({"a": "mse", "b": "mse"}, temperature=2.0)

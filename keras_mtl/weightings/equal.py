@@ -11,6 +11,12 @@ class EqualWeighting(LossWeighting):
     The baseline every method is compared with, and what stock Keras does with
     a dict of losses; here it also logs each task's loss.
 
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        name: the method's name, default None (its registered id).
+
     Example:
 
     >>> model.compile("adam", loss=keras_mtl.EqualWeighting({"a": "mse", "b": "mae"}))

@@ -18,6 +18,12 @@ class GeometricLossStrategy(LossWeighting):
     Chennupati et al., "MultiNet++: Multi-Stream Feature Aggregation and
     Geometric Loss Strategy for Multi-Task Learning", CVPR Workshops 2019.
 
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        name: the method's name, default None (its registered id).
+
     Example:
 
     >>> keras_mtl.GeometricLossStrategy({"a": "mse", "b": "mse"})

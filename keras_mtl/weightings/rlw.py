@@ -20,6 +20,7 @@ class RandomLossWeighting(LossWeighting):
     Args:
         losses: the per-task losses.
         seed: an int; a random one (kept in the config) when None.
+        name: the method's name, default None (its registered id).
 
     Example:
 

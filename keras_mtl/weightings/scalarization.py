@@ -22,6 +22,7 @@ class Scalarization(LossWeighting):
         weights: one finite, non-negative weight per task, not all zero: a
             dict `{task: w}` or a list in the model's output order. None
             means all 1.
+        name: the method's name, default None (its registered id).
 
     Example:
 
@@ -109,11 +110,14 @@ def grid_search(build_model, losses, x, y=None, validation_data=None, optimizer=
         build_model: a function returning a fresh, uncompiled multi-task model
             (a `MultiTaskModel` or a model with the mixin); called once per point.
         losses: the per-task losses, a dict keyed by task.
-        x, y, validation_data, **fit_kwargs: passed to `fit`.
+        x: the training inputs, passed to `fit`.
+        y: the training targets, passed to `fit` (None when `x` is a dataset).
+        validation_data: passed to `fit`; needed for a `val_` monitor.
         optimizer: an optimizer identifier, or a function returning a new
             optimizer (an optimizer instance cannot be shared between models).
         monitor: the `fit` log to compare, e.g. `"val_loss"` or `"val_left_accuracy"`.
         mode: `"min"` or `"max"`; a point's score is its best epoch.
+        **fit_kwargs: the other `fit` arguments (`epochs`, `batch_size`, ...).
 
     Returns:
         A `GridSearchResult`.

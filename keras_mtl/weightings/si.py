@@ -24,6 +24,7 @@ class ScaleInvariant(Scalarization):
         losses: the per-task losses.
         weights: the `c_k`, one non-negative number per task, a dict
             `{task: c}` or a list in the model's output order; None means all 1.
+        name: the method's name, default None (its registered id).
 
     Example:
 

@@ -65,6 +65,7 @@ class SoftAdapt(LossWeighting):
         window: n ≥ 2, the number of recorded loss values per slope.
         variant: `"loss_weighted"`, `"original"` or `"normalized"`.
         record: `"epoch"` or `"step"`.
+        name: the method's name, default None (its registered id).
 
     Example:
 

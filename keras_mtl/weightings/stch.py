@@ -51,6 +51,7 @@ class SmoothTchebycheff(LossWeighting):
         warmup_epochs: epochs of plain log losses before the nadir epoch (≥ 0).
         preference: λ, one positive number per task (a list in the model's
             output order); None means all 1, as in the authors' code.
+        name: the method's name, default None (its registered id).
 
     Example:
 

@@ -26,6 +26,7 @@ class UncertaintyWeighting(LossWeighting):
         form: `"regression"` or `"classification"`, for every task.
         initial_log_variance: the initial `s_k`, in [−30, 30] (task weights
             between 5e-14 and 5e12); −0.5 as in the UW-SO authors' code.
+        name: the method's name, default None (its registered id).
 
     The losses must be non-negative: with a negative loss the total falls
     without bound as `s_k → −∞`.
@@ -76,6 +77,12 @@ class AnalyticUncertaintyWeighting(LossWeighting):
     Kirchdorfer et al., "Analytical Uncertainty-Based Loss Weighting in
     Multi-Task Learning", 2024.
 
+    Args:
+        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
+            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
+            Default None.
+        name: the method's name, default None (its registered id).
+
     Example:
 
     >>> keras_mtl.AnalyticUncertaintyWeighting({"a": "mse", "b": "mae"})
@@ -109,6 +116,7 @@ class SoftmaxUncertaintyWeighting(LossWeighting):
         losses: the per-task losses.
         temperature: T > 0, default 1.
         epsilon: ε > 0 added to every loss, default 1e-8 (the paper's).
+        name: the method's name, default None (its registered id).
 
     Example:
 

@@ -28,6 +28,7 @@ class PositiveUncertaintyWeighting(LossWeighting):
     Args:
         losses: the per-task losses.
         initial_scale: the initial `c_k` > 0, default 1.
+        name: the method's name, default None (its registered id).
 
     Example:
 

@@ -1,0 +1,49 @@
+"""The examples in the pure gradient functions' docstrings run and print what they show (a Gramian in, the weights out)."""
+
+import doctest
+import inspect
+
+import numpy as np
+import pytest
+
+from keras_mtl import aggregators
+
+WITH_EXAMPLES = [
+    "aligned_mtl_weights",
+    "cagrad_weights",
+    "config_weights",
+    "cr_mogm_weights",
+    "dualproj_weights",
+    "fairgrad_weights",
+    "imtl_g_weights",
+    "krum_weights",
+    "mgda_weights",
+    "nash_mtl_weights",
+    "trimmed_mean_update",
+    "upgrad_weights",
+]
+
+
+@pytest.mark.parametrize("name", WITH_EXAMPLES)
+def test_docstring_example(name):
+    function = getattr(aggregators, name)
+    module = inspect.getmodule(inspect.unwrap(function)) or aggregators
+    tests = doctest.DocTestFinder(recurse=False).find(function, name, globs=dict(vars(module)))
+    examples = [test for test in tests if test.examples]
+    assert examples, f"{name}'s docstring has no example"
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    for test in examples:
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} example lines of {name} failed (printed above)"
+    assert result.attempted >= 3
+
+
+def test_the_examples_show_the_defining_property():
+    # Independent of the doctests' printed numbers: on the examples' Jacobian, UPGrad's update conflicts with no task
+    # (G w >= 0) and MGDA's weights are the min-norm point of the simplex, w = (0.6, 0.4) by hand (d/da of
+    # a² − 2a(1 − a) + 2(1 − a)² is 10a − 6).
+    jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])
+    gramian = jacobian @ jacobian.T
+    assert np.all(gramian @ np.asarray(aggregators.upgrad_weights(gramian), np.float64) >= -1e-6)
+    np.testing.assert_allclose(np.asarray(aggregators.mgda_weights(gramian)), [0.6, 0.4], rtol=1e-5)
