@@ -44,10 +44,9 @@ def get(identifier, losses=None):
             loss used for every task. Not allowed with an instance or a dict,
             which carry their own.
 
-    Example:
-
-    >>> method = keras_mtl.get("uw_so", {"digit": "sparse_categorical_crossentropy",
-    ...                                  "size": "mse"})
+    Examples:
+        >>> method = keras_mtl.get("uw_so", {"digit": "sparse_categorical_crossentropy",
+        ...                                  "size": "mse"})
     """
     from keras_mtl.methods import MultiTaskLoss
 

@@ -57,7 +57,10 @@ def documented_arguments(obj):
 
 @pytest.mark.parametrize(
     "obj",
-    [*(_METHODS[i] for i in sorted(_METHODS)), *(getattr(keras_mtl.architectures, n) for n in ("CrossStitch", "MMoE", "CGC", "DSelectK", "TaskAttention"))],
+    [
+        *(_METHODS[i] for i in sorted(_METHODS)),
+        *(getattr(keras_mtl.architectures, n) for n in ("CrossStitch", "MMoE", "CGC", "DSelectK", "TaskAttention")),
+    ],
     ids=lambda obj: obj.__name__,
 )
 def test_every_constructor_argument_is_documented(obj):

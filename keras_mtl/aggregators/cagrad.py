@@ -146,16 +146,15 @@ def cagrad_weights(gramian, c=0.4):
     all-zero G gives ``w = 1/(K (1 + c^2))``; non-finite G gives zero
     weights. XLA-compiled on every backend.
 
-    Example:
-
-    >>> import numpy as np
-    >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
-    >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
-    >>> weights = cagrad_weights(gramian)
-    >>> np.round(np.asarray(weights), 4)
-    array([0.6034, 0.431 ], dtype=float32)
-    >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
-    array([0.1724, 0.431 ])
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> weights = cagrad_weights(gramian)
+        >>> np.round(np.asarray(weights), 4)
+        array([0.6034, 0.431 ], dtype=float32)
+        >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+        array([0.1724, 0.431 ])
     """
     gramian, ok = prepare_gramian(gramian)
     num = gramian.shape[0]
@@ -193,9 +192,8 @@ class CAGrad(GradientMethod):
         c: the size of the correction, c ≥ 0 (0 gives the mean gradient), default 0.4 (the paper's).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.CAGrad({"a": "mse", "b": "mse"}, c=0.4)
+    Examples:
+        >>> keras_mtl.CAGrad({"a": "mse", "b": "mse"}, c=0.4)
     """
 
     def __init__(self, losses=None, c=0.4, name=None):

@@ -56,16 +56,15 @@ def config_weights(gramian, preferences=None):
     opposing collinear gradients, all-zero G) and for a non-finite G the
     weights are 0. A plain graph on TensorFlow, XLA on JAX.
 
-    Example:
-
-    >>> import numpy as np
-    >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
-    >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
-    >>> weights = config_weights(gramian)
-    >>> np.round(np.asarray(weights), 4)
-    array([1.2071, 0.8536], dtype=float32)
-    >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
-    array([0.3536, 0.8536])
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> weights = config_weights(gramian)
+        >>> np.round(np.asarray(weights), 4)
+        array([1.2071, 0.8536], dtype=float32)
+        >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+        array([0.3536, 0.8536])
     """
     gramian, ok = prepare_gramian(gramian)
     num = gramian.shape[0]
@@ -102,9 +101,8 @@ class ConFIG(GradientMethod):
             equal, the paper's Eq. 2).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.ConFIG({"a": "mse", "b": "mse"}, preferences={"a": 2.0, "b": 1.0})
+    Examples:
+        >>> keras_mtl.ConFIG({"a": "mse", "b": "mse"}, preferences={"a": 2.0, "b": 1.0})
     """
 
     def __init__(self, losses=None, preferences=None, name=None):

@@ -25,12 +25,11 @@ def cr_mogm_weights(fresh, previous, steps, alpha=0.9):
     Returns:
         float32 (K,) smoothed weights.
 
-    Example:
-
-    >>> import numpy as np
-    >>> fresh, previous = np.array([0.2, 0.8]), np.array([0.6, 0.4])
-    >>> np.round(np.asarray(cr_mogm_weights(fresh, previous, steps=5, alpha=0.9)), 4)  # 0.9·previous + 0.1·fresh
-    array([0.56, 0.44], dtype=float32)
+    Examples:
+        >>> import numpy as np
+        >>> fresh, previous = np.array([0.2, 0.8]), np.array([0.6, 0.4])
+        >>> np.round(np.asarray(cr_mogm_weights(fresh, previous, steps=5, alpha=0.9)), 4)  # 0.9·previous + 0.1·fresh
+        array([0.56, 0.44], dtype=float32)
     """
     fresh = ops.cast(fresh, "float32")
     smoothed = alpha * ops.cast(previous, "float32") + (1.0 - alpha) * fresh
@@ -69,9 +68,8 @@ class CRMOGM(WrappingMethod, GradientMethod):
         alpha: α of the moving average, in [0, 1), default 0.9 (TorchJD's `CRMOGMWeighting`).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.CRMOGM({"a": "mse", "b": "mse"}, method="mgda", alpha=0.9)
+    Examples:
+        >>> keras_mtl.CRMOGM({"a": "mse", "b": "mse"}, method="mgda", alpha=0.9)
     """
 
     def __init__(self, losses=None, method="mgda", alpha=0.9, name=None):

@@ -27,16 +27,15 @@ def dualproj_weights(gramian):
     opposing collinear gradients give ``d = 0``; non-finite G gives zero
     weights. XLA-compiled on every backend.
 
-    Example:
-
-    >>> import numpy as np
-    >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
-    >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
-    >>> weights = dualproj_weights(gramian)
-    >>> np.round(np.asarray(weights), 4)
-    array([0.5, 0.5], dtype=float32)
-    >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
-    array([0. , 0.5])
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> weights = dualproj_weights(gramian)
+        >>> np.round(np.asarray(weights), 4)
+        array([0.5, 0.5], dtype=float32)
+        >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+        array([0. , 0.5])
     """
     gramian, ok = prepare_gramian(gramian)
     num = gramian.shape[0]
@@ -56,9 +55,8 @@ class DualProj(GradientMethod):
             Default None.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.DualProj({"a": "mse", "b": "mse"})
+    Examples:
+        >>> keras_mtl.DualProj({"a": "mse", "b": "mse"})
     """
 
     def gradient_weights(self, gradients, state, training):

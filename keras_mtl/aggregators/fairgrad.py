@@ -156,16 +156,15 @@ def fairgrad_weights(gramian, alpha=1.0, max_norm=None):
     gradients get large weights with ``d ~ 0``; all-zero and non-finite G
     give zero weights. XLA-compiled on every backend.
 
-    Example:
-
-    >>> import numpy as np
-    >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
-    >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
-    >>> weights = fairgrad_weights(gramian)
-    >>> np.round(np.asarray(weights), 4)
-    array([1.8478, 1.3066], dtype=float32)
-    >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
-    array([0.5412, 1.3066])
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> weights = fairgrad_weights(gramian)
+        >>> np.round(np.asarray(weights), 4)
+        array([1.8478, 1.3066], dtype=float32)
+        >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+        array([0.5412, 1.3066])
     """
     if not alpha >= 0:
         raise ValueError(f"FairGrad alpha must be >= 0, got {alpha}.")
@@ -197,9 +196,8 @@ class FairGrad(GradientMethod):
         max_norm: cap on `‖d‖`, as the authors' code clips, default None (no cap).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.FairGrad({"a": "mse", "b": "mse"}, alpha=2.0)
+    Examples:
+        >>> keras_mtl.FairGrad({"a": "mse", "b": "mse"}, alpha=2.0)
     """
 
     def __init__(self, losses=None, alpha=1.0, max_norm=None, name=None):

@@ -72,9 +72,8 @@ class GradDrop(GradientMethod):
         seed: seed of the masks' random stream (saved with the model), default None (drawn at random).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.GradDrop({"a": "mse", "b": "mse"}, leak=0.0, seed=0)
+    Examples:
+        >>> keras_mtl.GradDrop({"a": "mse", "b": "mse"}, leak=0.0, seed=0)
     """
 
     def __init__(self, losses=None, leak=0.0, seed=None, name=None):

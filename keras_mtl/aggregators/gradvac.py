@@ -103,9 +103,8 @@ class GradVac(GradientMethod):
         seed: seed of the random task orders, default None (drawn at random).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.GradVac({"a": "mse", "b": "mse"}, beta=0.01, seed=0)
+    Examples:
+        >>> keras_mtl.GradVac({"a": "mse", "b": "mse"}, beta=0.01, seed=0)
     """
 
     def __init__(self, losses=None, beta=0.01, seed=None, name=None):

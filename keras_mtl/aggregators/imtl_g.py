@@ -45,16 +45,15 @@ def imtl_g_weights(gramian):
     of G_s; ``d = 0`` has equal zero projections), G = 0, and non-finite G.
     A plain graph on TensorFlow, XLA on JAX.
 
-    Example:
-
-    >>> import numpy as np
-    >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
-    >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
-    >>> weights = imtl_g_weights(gramian)
-    >>> np.round(np.asarray(weights), 4)
-    array([0.5858, 0.4142], dtype=float32)
-    >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
-    array([0.1716, 0.4142])
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> weights = imtl_g_weights(gramian)
+        >>> np.round(np.asarray(weights), 4)
+        array([0.5858, 0.4142], dtype=float32)
+        >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+        array([0.1716, 0.4142])
     """
     gramian, ok = prepare_gramian(gramian)
     scaled, inverse_norms = jacobi_scale(gramian)
@@ -78,9 +77,8 @@ class IMTLG(GradientMethod):
             Default None.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.IMTLG({"a": "mse", "b": "mse"})
+    Examples:
+        >>> keras_mtl.IMTLG({"a": "mse", "b": "mse"})
     """
 
     def gradient_weights(self, gradients, state, training):

@@ -56,12 +56,11 @@ def krum_weights(gramian, n_byzantine=0, n_selected=1, squared=False):
     like any others (distances only); a non-finite G gives zero weights.
     A plain graph on TensorFlow, XLA on JAX.
 
-    Example:
-
-    >>> import numpy as np
-    >>> gramian = np.array([[1.0, 0.0, 0.9], [0.0, 1.0, 0.1], [0.9, 0.1, 1.0]])  # tasks 0 and 2 agree
-    >>> np.round(np.asarray(krum_weights(gramian, n_byzantine=0, n_selected=1)), 4)
-    array([1., 0., 0.], dtype=float32)
+    Examples:
+        >>> import numpy as np
+        >>> gramian = np.array([[1.0, 0.0, 0.9], [0.0, 1.0, 0.1], [0.9, 0.1, 1.0]])  # tasks 0 and 2 agree
+        >>> np.round(np.asarray(krum_weights(gramian, n_byzantine=0, n_selected=1)), 4)
+        array([1., 0., 0.], dtype=float32)
     """
     num = gramian.shape[0]
     check_krum_tasks(num, n_byzantine, n_selected)
@@ -98,9 +97,8 @@ class Krum(GradientMethod):
         squared: score with squared distances (the paper's) instead of plain ones (TorchJD's), default False.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.Krum({"a": "mse", "b": "mse", "c": "mse", "d": "mse"}, n_byzantine=1)
+    Examples:
+        >>> keras_mtl.Krum({"a": "mse", "b": "mse", "c": "mse", "d": "mse"}, n_byzantine=1)
     """
 
     def __init__(self, losses=None, n_byzantine=0, n_selected=1, squared=False, name=None):

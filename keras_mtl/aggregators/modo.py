@@ -81,10 +81,9 @@ class MoDo(GradientMethod):
             update on the mean of the two, the paper's Eq. 2.9b).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> method = keras_mtl.MoDo({"a": "mse", "b": "mse"}, gamma=0.1, rho=0.1)
-    >>> # model.compile(optimizer, loss=method); model.fit(x, y, batch_size=96)  # three batches of 32 per step
+    Examples:
+        >>> method = keras_mtl.MoDo({"a": "mse", "b": "mse"}, gamma=0.1, rho=0.1)
+        >>> # model.compile(optimizer, loss=method); model.fit(x, y, batch_size=96)  # three batches of 32 per step
     """
 
     def __init__(self, losses=None, gamma=0.1, rho=0.1, batches=3, name=None):

@@ -83,16 +83,15 @@ def nash_mtl_weights(gramian, max_norm=1.0, normalize=False):
     gradients get ``a_k = 1 / (||g|| sqrt(K))``. All-zero and non-finite G
     give zero weights. XLA-compiled on every backend.
 
-    Example:
-
-    >>> import numpy as np
-    >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
-    >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
-    >>> weights = nash_mtl_weights(gramian)
-    >>> np.round(np.asarray(weights), 4)
-    array([1.3066, 0.9239], dtype=float32)
-    >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
-    array([0.3827, 0.9239])
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> weights = nash_mtl_weights(gramian)
+        >>> np.round(np.asarray(weights), 4)
+        array([1.3066, 0.9239], dtype=float32)
+        >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+        array([0.3827, 0.9239])
     """
     gramian, ok = prepare_gramian(gramian)
     system, inverse_norms = lifted_jacobi_system(gramian)
@@ -124,9 +123,8 @@ class NashMTL(GradientMethod):
         update_weights_every: recompute the weights every this many steps, reusing them in between, default 1.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.NashMTL({"a": "mse", "b": "mse"}, update_weights_every=1)
+    Examples:
+        >>> keras_mtl.NashMTL({"a": "mse", "b": "mse"}, update_weights_every=1)
     """
 
     def __init__(self, losses=None, max_norm=1.0, normalize=False, update_weights_every=1, name=None):

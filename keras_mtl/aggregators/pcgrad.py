@@ -88,9 +88,8 @@ class PCGrad(GradientMethod):
         seed: seed of the random task orders (saved with the model), default None (drawn at random).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.PCGrad({"a": "mse", "b": "mse"}, seed=0)
+    Examples:
+        >>> keras_mtl.PCGrad({"a": "mse", "b": "mse"}, seed=0)
     """
 
     def __init__(self, losses=None, seed=None, name=None):

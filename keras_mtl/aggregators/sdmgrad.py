@@ -142,10 +142,9 @@ class SDMGrad(GradientMethod):
         max_norm: cap on `‖d‖` (the authors' code: 1.0), default None (no cap).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> method = keras_mtl.SDMGrad({"a": "mse", "b": "mse"}, lambda_=0.3)
-    >>> # model.compile(optimizer, loss=method); model.fit(x, y, batch_size=96)  # three batches of 32 per step
+    Examples:
+        >>> method = keras_mtl.SDMGrad({"a": "mse", "b": "mse"}, lambda_=0.3)
+        >>> # model.compile(optimizer, loss=method); model.fit(x, y, batch_size=96)  # three batches of 32 per step
     """
 
     batch_parts = 3

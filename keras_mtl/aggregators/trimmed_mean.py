@@ -35,12 +35,11 @@ def trimmed_mean_update(jacobian, trim_number=1):
     Degenerate inputs: ties are harmless (equal values are interchangeable);
     a non-finite J gives a zero update. Plain float32 `keras.ops`, XLA-compatible.
 
-    Example:
-
-    >>> import numpy as np
-    >>> jacobian = np.array([[1.0, -2.0, 3.0], [2.0, 1.0, -1.0], [0.5, 0.0, 10.0]])
-    >>> np.round(np.asarray(trimmed_mean_update(jacobian, trim_number=1)), 4)  # the median of each column
-    array([1., 0., 3.], dtype=float32)
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, -2.0, 3.0], [2.0, 1.0, -1.0], [0.5, 0.0, 10.0]])
+        >>> np.round(np.asarray(trimmed_mean_update(jacobian, trim_number=1)), 4)  # the median of each column
+        array([1., 0., 3.], dtype=float32)
     """
     num = jacobian.shape[0]
     check_trim_tasks(num, trim_number)
@@ -73,9 +72,8 @@ class TrimmedMean(GradientMethod):
             (TorchJD's).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.TrimmedMean({"a": "mse", "b": "mse", "c": "mse"}, trim_number=1)
+    Examples:
+        >>> keras_mtl.TrimmedMean({"a": "mse", "b": "mse", "c": "mse"}, trim_number=1)
     """
 
     def __init__(self, losses=None, trim_number=1, name=None):

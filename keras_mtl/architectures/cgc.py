@@ -45,12 +45,11 @@ class CGC(keras.layers.Layer):
         shared_gate: add the shared experts' gate and output (needed below another PLE level), default False.
         **kwargs: `keras.layers.Layer` arguments (`name`, ...).
 
-    Example:
-
-    ```python
-    inputs = keras.Input((100,))
-    y1, y2 = keras_mtl.architectures.CGC(num_tasks=2, num_shared_experts=2, num_task_experts=2)(inputs)
-    ```
+    Examples:
+        ```python
+        inputs = keras.Input((100,))
+        y1, y2 = keras_mtl.architectures.CGC(num_tasks=2, num_shared_experts=2, num_task_experts=2)(inputs)
+        ```
     """
 
     def __init__(

@@ -33,12 +33,11 @@ class CrossStitch(keras.layers.Layer):
         per_channel: learn one K×K matrix per channel (last axis), default False (the paper's one per layer).
         **kwargs: `keras.layers.Layer` arguments (`name`, ...).
 
-    Example:
-
-    ```python
-    a, b = keras.layers.Dense(16)(inputs), keras.layers.Dense(16)(inputs)
-    a, b = keras_mtl.architectures.CrossStitch()([a, b])
-    ```
+    Examples:
+        ```python
+        a, b = keras.layers.Dense(16)(inputs), keras.layers.Dense(16)(inputs)
+        a, b = keras_mtl.architectures.CrossStitch()([a, b])
+        ```
     """
 
     def __init__(self, same_task_init=0.9, per_channel=False, **kwargs):

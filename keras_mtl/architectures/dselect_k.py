@@ -77,12 +77,11 @@ class DSelectK(keras.layers.Layer):
         expert_activation: their activation, default `"relu"`.
         **kwargs: `keras.layers.Layer` arguments (`name`, ...).
 
-    Example:
-
-    ```python
-    inputs = keras.Input((100,))
-    y1, y2 = keras_mtl.architectures.DSelectK(num_tasks=2, num_experts=8, num_selected=2)(inputs)
-    ```
+    Examples:
+        ```python
+        inputs = keras.Input((100,))
+        y1, y2 = keras_mtl.architectures.DSelectK(num_tasks=2, num_experts=8, num_selected=2)(inputs)
+        ```
     """
 
     def __init__(

@@ -34,13 +34,12 @@ class MMoE(keras.layers.Layer):
         gate_use_bias: whether the gates have a bias, default False.
         **kwargs: `keras.layers.Layer` arguments (`name`, ...).
 
-    Example:
-
-    ```python
-    inputs = keras.Input((100,))
-    y1, y2 = keras_mtl.architectures.MMoE(num_tasks=2)(inputs)
-    # or the whole model: keras_mtl.architectures.mmoe(inputs, {"y1": 1, "y2": 1})
-    ```
+    Examples:
+        ```python
+        inputs = keras.Input((100,))
+        y1, y2 = keras_mtl.architectures.MMoE(num_tasks=2)(inputs)
+        # or the whole model: keras_mtl.architectures.mmoe(inputs, {"y1": 1, "y2": 1})
+        ```
     """
 
     def __init__(self, num_tasks, num_experts=8, expert_units=(16,), expert_activation="relu", gate_use_bias=False, **kwargs):

@@ -115,12 +115,11 @@ def mtan(inputs, tasks, filters=(16, 32), tower_units=(), tower_activation="relu
     Returns:
         A `keras_mtl.MultiTaskModel` with one output per task.
 
-    Example:
-
-    ```python
-    inputs = keras.Input((28, 28, 1))
-    model = keras_mtl.architectures.mtan(inputs, {"left": 10, "right": 10}, filters=(16, 32))
-    ```
+    Examples:
+        ```python
+        inputs = keras.Input((28, 28, 1))
+        model = keras_mtl.architectures.mtan(inputs, {"left": 10, "right": 10}, filters=(16, 32))
+        ```
     """
     tasks = check_tasks(tasks, "mtan")
     filters = units_tuple(filters, "mtan: filters")

@@ -51,13 +51,12 @@ def ple(
     Returns:
         A `keras_mtl.MultiTaskModel` with one output per task.
 
-    Example:
-
-    ```python
-    inputs = keras.Input((100,))
-    model = keras_mtl.architectures.ple(inputs, {"ctr": 1, "cvr": 1}, num_levels=2, num_task_experts=2)
-    model.compile("adam", loss=keras_mtl.get("pcgrad", {"ctr": "mse", "cvr": "mse"}))
-    ```
+    Examples:
+        ```python
+        inputs = keras.Input((100,))
+        model = keras_mtl.architectures.ple(inputs, {"ctr": 1, "cvr": 1}, num_levels=2, num_task_experts=2)
+        model.compile("adam", loss=keras_mtl.get("pcgrad", {"ctr": "mse", "cvr": "mse"}))
+        ```
     """
     tasks = check_tasks(tasks, "ple")
     num_levels = positive_int(num_levels, "ple: num_levels")

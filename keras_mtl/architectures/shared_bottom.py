@@ -26,7 +26,7 @@ def shared_bottom(
     The bottom's output is the single tensor all tasks share, so gradient
     methods can work on it: `representation=True` names `bottom_L` as the
     model's `representation` (much cheaper than parameter mode; see the
-    README's Gradient methods). In parameter mode the bottom's variables are
+    guide Gradient methods). In parameter mode the bottom's variables are
     found shared and the towers task-specific.
 
     Args:
@@ -45,13 +45,12 @@ def shared_bottom(
     Returns:
         A `keras_mtl.MultiTaskModel` with one output per task.
 
-    Example:
-
-    ```python
-    inputs = keras.Input((100,))
-    model = keras_mtl.architectures.shared_bottom(inputs, {"y1": 1, "y2": 1}, bottom_units=(113,), representation=True)
-    model.compile("adam", loss=keras_mtl.get("mgda", {"y1": "mse", "y2": "mse"}))
-    ```
+    Examples:
+        ```python
+        inputs = keras.Input((100,))
+        model = keras_mtl.architectures.shared_bottom(inputs, {"y1": 1, "y2": 1}, bottom_units=(113,), representation=True)
+        model.compile("adam", loss=keras_mtl.get("mgda", {"y1": "mse", "y2": "mse"}))
+        ```
     """
     tasks = check_tasks(tasks, "shared_bottom")
     bottom_units = units_tuple(bottom_units, "shared_bottom: bottom_units")

@@ -71,9 +71,8 @@ class AutoLambda(LossWeighting):
         parametrization: `"direct"` (λ itself) or `"softmax"` (λ = softmax(ω)).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.AutoLambda({"depth": "mse", "normals": "mse"}, primary_tasks=["depth"], meta_learning_rate=1e-4)
+    Examples:
+        >>> keras_mtl.AutoLambda({"depth": "mse", "normals": "mse"}, primary_tasks=["depth"], meta_learning_rate=1e-4)
     """
 
     train_step_kind = "meta_weighted"

@@ -70,9 +70,8 @@ class SLGrad(MultiTaskLoss):
         parts: ≥ 2; one part in `parts` of each batch is held out (2: half).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.SLGrad({"main": "mse", "aux": "mse"}, main_task="main", parts=4)
+    Examples:
+        >>> keras_mtl.SLGrad({"main": "mse", "aux": "mse"}, main_task="main", parts=4)
     """
 
     train_step_kind = "sample_weighted"

@@ -45,9 +45,8 @@ class SAM(WrappingMethod, MultiTaskLoss):
         variant: `"fmtl"` or `"naive"`, for gradient methods.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.SAM({"a": "mse", "b": "mse"}, method="pcgrad", rho=0.05)
+    Examples:
+        >>> keras_mtl.SAM({"a": "mse", "b": "mse"}, method="pcgrad", rho=0.05)
     """
 
     def __init__(self, losses=None, method="ew", rho=0.05, adaptive=False, variant="fmtl", name=None):

@@ -71,9 +71,8 @@ class HydaLearn(_AuxiliaryMethod):
             default False.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.HydaLearn({"main": "mse", "aux": "mse"}, main_task="main")
+    Examples:
+        >>> keras_mtl.HydaLearn({"main": "mse", "aux": "mse"}, main_task="main")
     """
 
     def __init__(self, losses=None, main_task=None, step_size=None, first_order=False, name=None):
@@ -122,9 +121,8 @@ class GradientCosineSimilarity(_AuxiliaryMethod):
             rule).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.GradientCosineSimilarity({"main": "mse", "aux": "mse"}, main_task="main")
+    Examples:
+        >>> keras_mtl.GradientCosineSimilarity({"main": "mse", "aux": "mse"}, main_task="main")
     """
 
     def __init__(self, losses=None, main_task=None, weighted=False, name=None):

@@ -47,9 +47,8 @@ class DualBalancing(GradientMethod):
     `∇ log L_k`; here, as for every gradient method, the heads get `∇ L_k`.
     The losses must be non-negative.
 
-    Example:
-
-    >>> keras_mtl.DualBalancing({"depth": "mae", "seg": "sparse_categorical_crossentropy"}, beta=0.9)
+    Examples:
+        >>> keras_mtl.DualBalancing({"depth": "mae", "seg": "sparse_categorical_crossentropy"}, beta=0.9)
     """
 
     needs_non_negative_losses = True

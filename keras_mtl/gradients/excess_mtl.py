@@ -59,9 +59,8 @@ class ExcessMTL(GradientMethod):
     `MultiTaskState.parameter_variable`), `e⁰` (K), λ (K) and a step count.
     Cost: K backward passes and O(K·P) per step.
 
-    Example:
-
-    >>> keras_mtl.ExcessMTL({"depth": "mae", "seg": "sparse_categorical_crossentropy"}, robust_step_size=1e-2)
+    Examples:
+        >>> keras_mtl.ExcessMTL({"depth": "mae", "seg": "sparse_categorical_crossentropy"}, robust_step_size=1e-2)
     """
 
     parameter_mode_only = True

@@ -28,9 +28,8 @@ class GradNorm(GradientMethod):
         alpha: α, the strength of the pull towards equal training rates, default 1.5 (the paper's).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.GradNorm({"a": "mse", "b": "mse"}, alpha=1.5)
+    Examples:
+        >>> keras_mtl.GradNorm({"a": "mse", "b": "mse"}, alpha=1.5)
     """
 
     def __init__(self, losses=None, alpha=1.5, name=None):

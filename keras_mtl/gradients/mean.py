@@ -18,9 +18,8 @@ class MeanGradient(GradientMethod):
             Default None.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.get("mean", {"a": "mse", "b": "mse"})
+    Examples:
+        >>> keras_mtl.get("mean", {"a": "mse", "b": "mse"})
     """
 
     def gradient_weights(self, gradients, state, training):

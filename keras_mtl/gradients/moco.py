@@ -53,9 +53,8 @@ class MoCo(GradientMethod):
     λ, the weights on the tracked rows. Cost: K backward passes and O(K·P)
     per step.
 
-    Example:
-
-    >>> keras_mtl.MoCo({"depth": "mae", "seg": "sparse_categorical_crossentropy"}, beta=0.1, gamma=0.1, rho=0.1)
+    Examples:
+        >>> keras_mtl.MoCo({"depth": "mae", "seg": "sparse_categorical_crossentropy"}, beta=0.1, gamma=0.1, rho=0.1)
     """
 
     parameter_mode_only = True

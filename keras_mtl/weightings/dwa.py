@@ -29,9 +29,8 @@ class DynamicWeightAverage(LossWeighting):
         temperature: T > 0 of the softmax, default 2.0 (the paper's).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.DynamicWeightAverage({"a": "mse", "b": "mse"}, temperature=2.0)
+    Examples:
+        >>> keras_mtl.DynamicWeightAverage({"a": "mse", "b": "mse"}, temperature=2.0)
     """
 
     needs_non_negative_losses = True

@@ -17,9 +17,8 @@ class EqualWeighting(LossWeighting):
             Default None.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> model.compile("adam", loss=keras_mtl.EqualWeighting({"a": "mse", "b": "mae"}))
+    Examples:
+        >>> model.compile("adam", loss=keras_mtl.EqualWeighting({"a": "mse", "b": "mae"}))
     """
 
     min_tasks = 1

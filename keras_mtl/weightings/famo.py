@@ -45,9 +45,8 @@ class FAMO(LossWeighting):
         epsilon: ε added to `L_k − m_k`, default 1e-8 (the paper's).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.FAMO({"a": "mse", "b": "mse"})
+    Examples:
+        >>> keras_mtl.FAMO({"a": "mse", "b": "mse"})
     """
 
     needs_non_negative_losses = True

@@ -24,9 +24,8 @@ class GeometricLossStrategy(LossWeighting):
             Default None.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.GeometricLossStrategy({"a": "mse", "b": "mse"})
+    Examples:
+        >>> keras_mtl.GeometricLossStrategy({"a": "mse", "b": "mse"})
     """
 
     needs_non_negative_losses = True

@@ -21,9 +21,8 @@ class IMTLL(LossWeighting):
             Default None.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.IMTLL({"a": "mse", "b": "mse"})
+    Examples:
+        >>> keras_mtl.IMTLL({"a": "mse", "b": "mse"})
     """
 
     needs_non_negative_losses = True

@@ -22,9 +22,8 @@ class RandomLossWeighting(LossWeighting):
         seed: an int; a random one (kept in the config) when None.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.RandomLossWeighting({"a": "mse", "b": "mse"}, seed=0)
+    Examples:
+        >>> keras_mtl.RandomLossWeighting({"a": "mse", "b": "mse"}, seed=0)
     """
 
     def __init__(self, losses=None, seed=None, name=None):

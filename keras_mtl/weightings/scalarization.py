@@ -24,9 +24,8 @@ class Scalarization(LossWeighting):
             means all 1.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.Scalarization({"a": "mse", "b": "mse"}, weights={"a": 0.7, "b": 0.3})
+    Examples:
+        >>> keras_mtl.Scalarization({"a": "mse", "b": "mse"}, weights={"a": 0.7, "b": 0.3})
     """
 
     min_tasks = 1

@@ -26,9 +26,8 @@ class ScaleInvariant(Scalarization):
             `{task: c}` or a list in the model's output order; None means all 1.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.ScaleInvariant({"depth": "mae", "seg": "sparse_categorical_crossentropy"})
+    Examples:
+        >>> keras_mtl.ScaleInvariant({"depth": "mae", "seg": "sparse_categorical_crossentropy"})
     """
 
     min_tasks = 2

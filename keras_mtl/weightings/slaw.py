@@ -36,9 +36,8 @@ class SLAW(LossWeighting):
         warmup_steps: steps of plain averaging before the EMA, default 100.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.SLAW({"a": "mse", "b": "mse"})
+    Examples:
+        >>> keras_mtl.SLAW({"a": "mse", "b": "mse"})
     """
 
     def __init__(self, losses=None, beta=0.99, warmup_steps=100, name=None):

@@ -53,9 +53,8 @@ class SmoothTchebycheff(LossWeighting):
             output order); None means all 1, as in the authors' code.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.SmoothTchebycheff({"a": "mse", "b": "mse"}, mu=0.5, warmup_epochs=2)
+    Examples:
+        >>> keras_mtl.SmoothTchebycheff({"a": "mse", "b": "mse"}, mu=0.5, warmup_epochs=2)
     """
 
     needs_non_negative_losses = True

@@ -31,9 +31,8 @@ class UncertaintyWeighting(LossWeighting):
     The losses must be non-negative: with a negative loss the total falls
     without bound as `s_k → −∞`.
 
-    Example:
-
-    >>> keras_mtl.UncertaintyWeighting({"depth": "mse", "seg": "sparse_categorical_crossentropy"})
+    Examples:
+        >>> keras_mtl.UncertaintyWeighting({"depth": "mse", "seg": "sparse_categorical_crossentropy"})
     """
 
     needs_non_negative_losses = True
@@ -83,9 +82,8 @@ class AnalyticUncertaintyWeighting(LossWeighting):
             Default None.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.AnalyticUncertaintyWeighting({"a": "mse", "b": "mae"})
+    Examples:
+        >>> keras_mtl.AnalyticUncertaintyWeighting({"a": "mse", "b": "mae"})
     """
 
     needs_non_negative_losses = True
@@ -118,9 +116,8 @@ class SoftmaxUncertaintyWeighting(LossWeighting):
         epsilon: ε > 0 added to every loss, default 1e-8 (the paper's).
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.SoftmaxUncertaintyWeighting({"left": "mse", "right": "mse"}, temperature=5.0)
+    Examples:
+        >>> keras_mtl.SoftmaxUncertaintyWeighting({"left": "mse", "right": "mse"}, temperature=5.0)
     """
 
     needs_non_negative_losses = True

@@ -30,9 +30,8 @@ class PositiveUncertaintyWeighting(LossWeighting):
         initial_scale: the initial `c_k` > 0, default 1.
         name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.PositiveUncertaintyWeighting({"depth": "mse", "seg": "sparse_categorical_crossentropy"})
+    Examples:
+        >>> keras_mtl.PositiveUncertaintyWeighting({"depth": "mse", "seg": "sparse_categorical_crossentropy"})
     """
 
     needs_non_negative_losses = True
