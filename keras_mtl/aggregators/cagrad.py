@@ -186,9 +186,7 @@ class CAGrad(GradientMethod):
     NeurIPS 2021; c = 0.4.
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         c: the size of the correction, c ≥ 0 (0 gives the mean gradient), default 0.4 (the paper's).
         name: the method's name, default None (its registered id).
 

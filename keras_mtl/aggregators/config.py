@@ -94,9 +94,7 @@ class ConFIG(GradientMethod):
     Informed Neural Networks", ICLR 2025 (arXiv 2408.11104), Eq. 2.
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         preferences: the positive proportions `p` of the cosines, a dict `{task: p_k}`, default None (all
             equal, the paper's Eq. 2).
         name: the method's name, default None (its registered id).

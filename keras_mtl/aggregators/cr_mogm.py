@@ -60,9 +60,7 @@ class CRMOGM(WrappingMethod, GradientMethod):
     Multi-Objective Gradient Manipulation and Beyond", NeurIPS 2022.
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         method: the wrapped gradient method whose weights are averaged, an id or a method instance, default
             `"mgda"`.
         alpha: α of the moving average, in [0, 1), default 0.9 (TorchJD's `CRMOGMWeighting`).

@@ -189,9 +189,7 @@ class FairGrad(GradientMethod):
     (arXiv 2402.15638).
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         alpha: α > 0 of the α-fairness (1: proportional fairness), default 1.0.
         max_norm: cap on `‖d‖`, as the authors' code clips, default None (no cap).
         name: the method's name, default None (its registered id).

@@ -35,6 +35,13 @@ def graddrop_update(jacobian, uniform, leak=0.0):
     Degenerate inputs: a coordinate where all g_k are 0 gives 0; identical
     gradients are kept whole (P is 0 or 1); a non-finite J gives a zero
     update. Plain float32 `keras.ops`, XLA-compatible.
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, -1.0, 2.0], [-3.0, 1.0, 2.0]])
+        >>> uniform = np.array([0.5, 0.5, 0.5])  # purity P = (0.25, 0.5, 1)
+        >>> np.round(np.asarray(graddrop_update(jacobian, uniform)), 4)  # P < U: the negative part; P = U: none; P = 1: all
+        array([-3.,  0.,  4.], dtype=float32)
     """
     jacobian = ops.cast(jacobian, "float32")
     ok = ops.all(ops.isfinite(jacobian))
@@ -65,9 +72,7 @@ class GradDrop(GradientMethod):
     Gradient Sign Dropout", NeurIPS 2020.
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         leak: the fraction of every task gradient let through unmasked, in [0, 1], default 0.0 (the paper's).
         seed: seed of the masks' random stream (saved with the model), default None (drawn at random).
         name: the method's name, default None (its registered id).

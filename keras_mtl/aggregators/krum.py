@@ -89,9 +89,7 @@ class Krum(GradientMethod):
     rule of TorchJD's `Krum` (plain, not squared, distances by default).
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         n_byzantine: f, the number of outlying task gradients tolerated, ≥ 0, default 0 (TorchJD's).
         n_selected: m, the number of gradients averaged, default 1 (Krum; m > 1 is Multi-Krum).
         squared: score with squared distances (the paper's) instead of plain ones (TorchJD's), default False.

@@ -97,9 +97,7 @@ class MGDA(GradientMethod):
     NeurIPS 2018.
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         normalization: how the gradients are normalised first, as LibMTL's `mgda_gn`: `"none"` (default, the
             paper's), `"l2"`, `"loss"` or `"loss+"`.
         name: the method's name, default None (its registered id).

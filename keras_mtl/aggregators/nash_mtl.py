@@ -115,9 +115,7 @@ class NashMTL(GradientMethod):
     Navon et al., "Multi-Task Learning as a Bargaining Game", ICML 2022.
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         max_norm: cap on `‖d‖`, default 1.0 (the reference code's); None for no cap.
         normalize: solve on `G/‖G‖_F` instead of the raw Gramian, default False (the reference code's).
         update_weights_every: recompute the weights every this many steps, reusing them in between, default 1.

@@ -63,6 +63,14 @@ def pcgrad_weights(gramian, keys):
     never projected on (and its own v is 0), so all-zero G gives ``w = 1``; opposing collinear gradients
     project each other to 0 (K = 2: ``w = (2, 2)``, ``d = 0``); non-finite G
     gives zero weights. Deterministic given the keys (K - 1 unrolled steps).
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> keys = np.array([[0.0, 0.5], [0.5, 0.0]])  # with two tasks, one order
+        >>> np.round(np.asarray(pcgrad_weights(gramian, keys)), 4)  # v_1 = g_1 + g_2/2, v_2 = g_2 + g_1
+        array([2. , 1.5], dtype=float32)
     """
     gramian, ok = prepare_gramian(gramian)
     orders = random_orders(keys)
@@ -82,9 +90,7 @@ class PCGrad(GradientMethod):
     Yu et al., "Gradient Surgery for Multi-Task Learning", NeurIPS 2020.
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         seed: seed of the random task orders (saved with the model), default None (drawn at random).
         name: the method's name, default None (its registered id).
 

@@ -58,6 +58,16 @@ def sdmgrad_weights(cross, update_gramian, weights, lambda_=0.3, n_iter=20, lr=1
     Returns:
         float32 ``(u, new w)``. In float64, XLA-compiled on every backend.
         A non-finite A or Gramian gives zero update weights and leaves w.
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> update, w = sdmgrad_weights(gramian, gramian, np.array([0.5, 0.5]), lambda_=0.3)
+        >>> np.round(np.asarray(update), 4)  # (w + 0.3/2) / 1.3
+        array([0.1154, 0.8846], dtype=float32)
+        >>> np.round(np.asarray(w), 4)
+        array([0., 1.], dtype=float32)
     """
     cross, ok = prepare_cross(cross)
     update_gramian, gramian_ok = prepare_gramian(update_gramian)
@@ -129,9 +139,7 @@ class SDMGrad(GradientMethod):
     and Provable Stochastic Algorithms", NeurIPS 2023 (arXiv 2305.18409).
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         lambda_: λ ≥ 0, the pull towards the mean direction, default 0.3 (the authors' experiments, LibMTL,
             TorchJD).
         n_iter: inner SGD steps on the simplex per training step, default 20 (all sources).

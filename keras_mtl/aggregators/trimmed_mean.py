@@ -65,9 +65,7 @@ class TrimmedMean(GradientMethod):
     TorchJD's `TrimmedMean`.
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         trim_number: t, the largest and smallest values dropped per coordinate, ≥ 1 with K ≥ 2t + 1, default 1
             (TorchJD's).
         name: the method's name, default None (its registered id).

@@ -61,9 +61,7 @@ class HydaLearn(_AuxiliaryMethod):
     description) and `first_order`.
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         main_task: the name of the main task (required); the others are auxiliary.
         step_size: η of the look-ahead step, default None (the optimizer's learning rate, as the paper
             describes).
@@ -113,9 +111,7 @@ class GradientCosineSimilarity(_AuxiliaryMethod):
     Du et al., "Adapting Auxiliary Losses Using Gradient Similarity", 2018.
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         main_task: the name of the main task (required); the others are auxiliary.
         weighted: weigh an auxiliary by `max(cos_k, 0)` instead of 1 or 0, default False (the paper's hard
             rule).

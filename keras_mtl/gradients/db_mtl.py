@@ -37,9 +37,7 @@ class DualBalancing(GradientMethod):
             shared parameters are known at compile (see
             `MultiTaskState.parameter_variable`).
         beta_sigma: σ ≥ 0, the decay of β_t (0: constant).
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         name: the method's name, default None (its registered id).
 
     A task whose gradients are 0 adds nothing to `d` (its scale is large, on

@@ -40,9 +40,7 @@ class ExcessMTL(GradientMethod):
         simplex: weights that start at 1/K and sum to 1 (TorchJD), instead
             of starting at 1 and summing to K (authors). Only the update's
             scale differs, by K.
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         name: the method's name, default None (its registered id).
 
     Differences from the sources: the authors' total loss `Σ λ_k L_k` also

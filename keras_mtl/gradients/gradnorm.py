@@ -22,9 +22,7 @@ class GradNorm(GradientMethod):
     in Deep Multitask Networks", ICML 2018; α = 1.5.
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         alpha: α, the strength of the pull towards equal training rates, default 1.5 (the paper's).
         name: the method's name, default None (its registered id).
 

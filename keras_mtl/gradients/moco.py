@@ -35,9 +35,7 @@ class MoCo(GradientMethod):
             the update (the authors' options): "none"; "l2", to unit norm;
             "loss", divided by L_k; "loss+", divided by L_k‖Y_k‖. A row
             whose divisor is 0 stays as it is (the authors' code gives NaN).
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         name: the method's name, default None (its registered id).
 
     LibMTL's `MoCo` ("based on the author's sharing code") is another

@@ -23,9 +23,7 @@ class DynamicWeightAverage(LossWeighting):
     CVPR 2019; T = 2.
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         temperature: T > 0 of the softmax, default 2.0 (the paper's).
         name: the method's name, default None (its registered id).
 

@@ -35,9 +35,7 @@ class FAMO(LossWeighting):
     learning rate 0.025, weight decay 1e-3.
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         min_losses: the lower bounds `m_k` of the losses, one per task in the model's output order, default
             None (all 0, the paper's).
         logits_learning_rate: the Adam learning rate of the logits `ξ`, default 0.025 (the paper's).

@@ -16,9 +16,7 @@ class IMTLL(LossWeighting):
     Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021.
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         name: the method's name, default None (its registered id).
 
     Examples:

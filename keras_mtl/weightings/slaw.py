@@ -29,9 +29,7 @@ class SLAW(LossWeighting):
     Multi-Task Learning", 2021.
 
     Args:
-        losses: the per-task losses, a dict `{task: loss}` keyed by the model's output names or one loss for
-            every task (anything `keras.losses.get` accepts); may be given later through `keras_mtl.get`.
-            Default None.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         beta: the EMA rate of the moments after the warm-up, in [0, 1), default 0.99 (the paper's).
         warmup_steps: steps of plain averaging before the EMA, default 100.
         name: the method's name, default None (its registered id).
