@@ -127,6 +127,9 @@ def qm9pack_files():
 def read_qm9pack_csv(path):
     """Reads one qm9pack CSV file.
 
+    Args:
+        path: the CSV file (any path `etils.epath` opens).
+
     Returns:
         `(charges (n, 29) int32, positions (n, 29, 3) float32, {task: (n,) float64})`;
         float64 because the energies (about -400 hartree) carry 6 decimals.

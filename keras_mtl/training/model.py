@@ -9,6 +9,15 @@ from keras_mtl.training.mixin import MultiTaskMixin
 class MultiTaskModel(MultiTaskMixin, keras.Model):
     """A functional `keras.Model` whose named outputs are the tasks.
 
+    Args:
+        *args: `keras.Model`'s: the inputs, and the outputs as a dict `{task: tensor}`.
+        representation: the layer whose output the heads share (representation mode), default None;
+            see `MultiTaskMixin`.
+        shared_layers: the layers whose variables are shared, default None (found from the model);
+            see `MultiTaskMixin`.
+        task_gradients: `"sequential"` (default) or `"batched"`; see `MultiTaskMixin`.
+        **kwargs: `keras.Model`'s (`name`, ...).
+
     Examples:
         ```python
         inputs = keras.Input((28, 28, 1))

@@ -79,6 +79,18 @@ def scalarization_grid(num_tasks, step=0.1, minimum=0.1):
 
     On the default 0.1 grid with every weight at least 0.1 there are 9 points
     for 2 tasks and 36 for 3 (Kirchdorfer et al. 2024's brute-force reference).
+
+    Args:
+        num_tasks: K, at least 1.
+        step: the grid's spacing, which must divide 1 and `minimum`; default 0.1.
+        minimum: the least weight, default 0.1.
+
+    Returns:
+        A list of K-tuples that sum to 1.
+
+    Examples:
+        >>> scalarization_grid(2, step=0.25, minimum=0.25)
+        [(0.25, 0.75), (0.5, 0.5), (0.75, 0.25)]
     """
     if num_tasks < 1:
         raise ValueError(f"num_tasks must be at least 1, got {num_tasks}.")
@@ -116,6 +128,8 @@ def grid_search(build_model, losses, x, y=None, validation_data=None, optimizer=
             optimizer (an optimizer instance cannot be shared between models).
         monitor: the `fit` log to compare, e.g. `"val_loss"` or `"val_left_accuracy"`.
         mode: `"min"` or `"max"`; a point's score is its best epoch.
+        step: the grid's spacing (see `scalarization_grid`), default 0.1.
+        minimum: the least weight, default 0.1.
         **fit_kwargs: the other `fit` arguments (`epochs`, `batch_size`, ...).
 
     Returns:
