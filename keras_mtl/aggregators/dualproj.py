@@ -45,7 +45,11 @@ def dualproj_weights(gramian):
 
 @register("dualproj")
 class DualProj(GradientMethod):
-    """DualProj: the mean gradient projected onto the dual cone, `w = argmin_{v ≥ 1/K} vᵀGv`.
+    r"""DualProj: the mean gradient projected onto the dual cone, `w = argmin_{v ≥ 1/K} vᵀGv`.
+
+    $$
+    w = \operatorname*{arg\,min}_{v \ge \mathbf{1}/K} v^\top G v, \qquad d = J^\top w
+    $$
 
     Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024.
 

@@ -177,7 +177,11 @@ def fairgrad_weights(gramian, alpha=1.0, max_norm=None):
 
 @register("fairgrad")
 class FairGrad(GradientMethod):
-    """FairGrad: the alpha-fair update, `w > 0` with `(Gw)_k = w_k^(−1/α)`, `d = Jᵀw`.
+    r"""FairGrad: the alpha-fair update, `w > 0` with `(Gw)_k = w_k^(−1/α)`, `d = Jᵀw`.
+
+    $$
+    (G w)_k = w_k^{-1/\alpha}, \quad w > 0, \qquad d = J^\top w
+    $$
 
     `α` sets the fairness between the tasks' improvements `g_k·d`: 0 sums
     the gradients, 1 is proportional fairness (Nash-MTL's equation), large

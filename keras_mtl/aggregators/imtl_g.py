@@ -64,7 +64,11 @@ def imtl_g_weights(gramian):
 
 @register("imtl_g")
 class IMTLG(GradientMethod):
-    """IMTL-G: the update with equal projections on every unit task gradient.
+    r"""IMTL-G: the update with equal projections on every unit task gradient.
+
+    $$
+    d = J^\top \alpha, \quad \sum_k \alpha_k = 1, \qquad d^\top \frac{g_k}{\lVert g_k \rVert} \text{ equal for every } k
+    $$
 
     Weights α with `Σα = 1` such that `d = Jᵀα` projects equally on every
     `g_k/‖g_k‖` (closed form, see `imtl_g_weights`).

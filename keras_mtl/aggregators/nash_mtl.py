@@ -103,7 +103,11 @@ def nash_mtl_weights(gramian, max_norm=1.0, normalize=False):
 
 @register("nash_mtl")
 class NashMTL(GradientMethod):
-    """Nash-MTL: the bargaining solution `α > 0` with `Gα = 1/α`, `d = Jᵀα`.
+    r"""Nash-MTL: the bargaining solution `α > 0` with `Gα = 1/α`, `d = Jᵀα`.
+
+    $$
+    G \alpha = 1 / \alpha, \quad \alpha > 0, \qquad d = J^\top \alpha
+    $$
 
     Solved by a damped Newton method on the strictly convex
     `½αᵀGα − Σ log α` in float64, in the training step (see `nash_mtl_weights`);

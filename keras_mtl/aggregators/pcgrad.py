@@ -79,7 +79,11 @@ def pcgrad_weights(gramian, keys):
 
 @register("pcgrad")
 class PCGrad(GradientMethod):
-    """PCGrad: project each task gradient off the others it conflicts with.
+    r"""PCGrad: project each task gradient off the others it conflicts with.
+
+    $$
+    v_i \leftarrow v_i - \frac{\min(v_i^\top g_j, 0)}{\lVert g_j \rVert^2} g_j \ \text{for each } j \ne i, \qquad d = \sum_i v_i
+    $$
 
     For each task i, `v = g_i`; for every other task j in a fresh random
     order, if `v·g_j < 0`, `v ← v − (v·g_j/‖g_j‖²) g_j`; the update is

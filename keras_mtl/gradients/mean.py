@@ -6,7 +6,11 @@ from keras_mtl.registry import register
 
 @register("mean")
 class MeanGradient(GradientMethod):
-    """The mean of the task gradients, `d = (1/K) Σ_k g_k`.
+    r"""The mean of the task gradients, `d = (1/K) Σ_k g_k`.
+
+    $$
+    d = \frac{1}{K} \sum_{k=1}^{K} g_k
+    $$
 
     Equal weighting (divided by K) computed through the per-task gradients:
     the reference that isolates what a gradient method's aggregation costs,

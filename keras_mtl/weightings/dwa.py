@@ -6,7 +6,11 @@ from keras_mtl.registry import register
 
 @register("dwa")
 class DynamicWeightAverage(LossWeighting):
-    """DWA: weights from how fast each task's loss fell over the last epochs.
+    r"""DWA: weights from how fast each task's loss fell over the last epochs.
+
+    $$
+    w_k = K\,\operatorname{softmax}\!\left(\frac{r}{T}\right)_k, \qquad r_k = \frac{\bar L_k(e-1)}{\bar L_k(e-2)}
+    $$
 
     `w_k = K·softmax(r / T)_k` with `r_k = L̄_k(e−1) / L̄_k(e−2)`, the ratio of
     the task's mean training loss in the two previous epochs; `w = 1` in the

@@ -12,7 +12,11 @@ MAX_INITIAL_LOG_VARIANCE = 30.0
 
 @register("uw")
 class UncertaintyWeighting(LossWeighting):
-    """Uncertainty weighting with learned log-variances `s_k = log σ_k²`.
+    r"""Uncertainty weighting with learned log-variances `s_k = log σ_k²`.
+
+    $$
+    \mathcal{L} = \sum_k \tfrac{1}{2} e^{-s_k} L_k + \tfrac{1}{2} s_k \ \text{(regression)}, \qquad \mathcal{L} = \sum_k e^{-s_k} L_k + \tfrac{1}{2} s_k \ \text{(classification)}
+    $$
 
     Regression form: `total = Σ_k ½·exp(−s_k)·L_k + ½·s_k`;
     classification form: `total = Σ_k exp(−s_k)·L_k + ½·s_k`.
@@ -92,7 +96,11 @@ class AnalyticUncertaintyWeighting(LossWeighting):
 
 @register("uw_so")
 class SoftmaxUncertaintyWeighting(LossWeighting):
-    """UW-SO: `w = softmax((1 / (sg[L] + ε)) / T)` over the tasks, every batch.
+    r"""UW-SO: `w = softmax((1 / (sg[L] + ε)) / T)` over the tasks, every batch.
+
+    $$
+    w = \operatorname{softmax}\!\left( \frac{1}{T \, (\operatorname{sg}[L] + \varepsilon)} \right)
+    $$
 
     The weights sum to 1; a large temperature `T` makes them uniform, a small
     one gives all the weight to the task with the smallest loss. The losses
