@@ -1,6 +1,7 @@
 """The docs site builds in strict mode, and every registered method has its reference page and documents its arguments."""
 
 import inspect
+import os
 import re
 import subprocess
 import sys
@@ -22,7 +23,7 @@ def test_site_builds_with_no_warning(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"},
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},  # no end-of-life banner
     )
     assert result.returncode == 0, result.stderr[-5000:]
     assert "WARNING" not in result.stderr, result.stderr[-5000:]
