@@ -43,6 +43,10 @@ def test_every_registered_id_has_a_reference_page(method_id):
     assert f"api/methods/{method_id}.md" in nav, f"{method_id!r} is not in mkdocs.yml's nav"
     index = (METHOD_PAGES / "index.md").read_text()
     assert f"[`{method_id}`]({method_id}.md)" in index, f"{method_id!r} is not in the methods' index"
+    readme = (ROOT / "README.md").read_text()
+    assert f"[`{method_id}`](docs/api/methods/{method_id}.md)" in readme, (
+        f"{method_id!r} has no row in the README's table"
+    )
 
 
 def test_no_page_for_an_unregistered_id():
