@@ -11,28 +11,8 @@ import pytest
 import keras_mtl
 from keras_mtl import aggregators
 
-WITH_EXAMPLES = [
-    "aligned_mtl_weights",
-    "cagrad_weights",
-    "config_weights",
-    "cr_mogm_weights",
-    "dualproj_weights",
-    "fairgrad_weights",
-    "graddrop_update",
-    "gradvac_weights",
-    "imtl_g_weights",
-    "krum_weights",
-    "mgda_weights",
-    "modo_weights",
-    "nash_mtl_weights",
-    "pcgrad_weights",
-    "sdmgrad_weights",
-    "trimmed_mean_update",
-    "upgrad_weights",
-    # Beside the aggregators: the registry and the scalarisation grid.
-    "get",
-    "scalarization_grid",
-]
+# Every pure function of the aggregators (the lower-case names they export), the registry's `get` and the grid.
+WITH_EXAMPLES = [name for name in aggregators.__all__ if name.islower()] + ["get", "scalarization_grid"]
 
 
 @pytest.mark.parametrize("name", WITH_EXAMPLES)
