@@ -183,7 +183,8 @@ class CAGrad(GradientMethod):
     w^* = \operatorname*{arg\,min}_{w \in \Delta_K} g_w^\top \bar g + c \lVert \bar g \rVert \lVert g_w \rVert, \qquad d = \frac{1}{1 + c^2} \left( \bar g + \frac{c \lVert \bar g \rVert}{\lVert g_{w^*} \rVert} g_{w^*} \right)
     $$
 
-    with `ḡ` the mean gradient and `g_w = Jᵀw` (see `cagrad_weights`); c = 0 gives the mean.
+    that is `w* = argmin_{w∈Δ} g_wᵀḡ + c‖ḡ‖‖g_w‖`, `d = (ḡ + c‖ḡ‖/‖g_w*‖ · g_w*) / (1 + c²)`, with `ḡ`
+    the mean gradient and `g_w = Jᵀw` (see `cagrad_weights`); c = 0 gives the mean.
 
     Liu et al., "Conflict-Averse Gradient Descent for Multi-task Learning",
     NeurIPS 2021; c = 0.4.
