@@ -152,10 +152,10 @@ def test_uw_so_claim_chooses_temperature_and_grid_point_on_validation():
 
 
 def test_tiny_study_with_a_fake_trainer_writes_the_report_and_resumes(tmp_path, monkeypatch, capsys):
-    def fake_train_run(config, data, callbacks=()):
+    def fake_train_run(config, data, model_builder=None, callbacks=()):
         # Deterministic metrics that differ by method and seed, so every interval has a spread.
         offset = (sum(map(ord, json.dumps(config, sort_keys=True))) % 97) / 1000
-        tasks = compare.run_tasks(config, data)
+        tasks = compare.run_data(config, data).tasks
         metrics = {t: 0.8 + offset for t in tasks}
         return {"config": config, "test": metrics, "validation": metrics, "diverged": None, "seconds_per_step": 0.0, "history": {}}
 

@@ -15,6 +15,8 @@ the paired t interval over the seeds (`report.paired_interval`).
 """
 
 import dataclasses
+import functools
+import json
 import math
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import keras_mtl
-from keras_mtl.benchmark import cache, compare, report
+from keras_mtl.benchmark import cache, compare, report, runner
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive at this budget"
 # Claim 1's "comparable to the best scalarization": UW-SO's Δm% is at most this
@@ -553,22 +555,28 @@ def write_report(findings, study, output, command, seconds, trained, total):
 # ---------------------------------------------------------------- the command
 
 
-def _train_missing(configs, folder, data):
-    """Trains the configs without a usable cached result; returns `(every result, runs trained now)`.
+# In the cache folder, beside the runs: `{data set: {task: higher is better}}`, so that a report rebuilds from the folder alone.
+TASKS_FILE = "tasks.json"
 
-    Args:
-        data: `{(dataset, max_examples): MultiTaskData}` of every config's data.
-    """
-    results, to_train = compare.cached_results(configs, folder)
-    print(f"study: {len(configs)} runs, {len(results)} already done in {folder}, {len(to_train)} to train.")
-    with compare.RunProgress(len(to_train), max(c["epochs"] for c in configs)) as progress:
-        for config in to_train:
-            path = cache.run_path(folder, config)
-            progress.start_run(compare.run_name(config))
-            results[path] = compare.train_run(config, data[config["dataset"], config["max_examples"]], callbacks=[progress])
-            cache.save(path, results[path])
-            progress.end_run()
-    return list(results.values()), len(to_train)
+
+def data_tasks(folder, trainer):
+    """`{data set: {task: higher is better}}` of the trainer's data sets: read from `folder/tasks.json`, else from the data (then written there)."""
+    path = Path(folder) / TASKS_FILE
+    known = json.loads(path.read_text()) if path.exists() else {}
+    missing = [name for name in trainer.sources if name not in known]
+    if missing:
+        known.update({name: {t: spec.higher_is_better for t, spec in trainer.data(name).tasks.items()} for name in missing})
+        path.write_text(json.dumps(known, indent=1))
+    return known
+
+
+def slim(result):
+    """What the study keeps of a run: all but its per-step history, which no claim reads (a file of about 1 kB)."""
+    return {key: value for key, value in result.items() if key != "history"}
+
+
+def _ray_options(args):
+    return runner.RayOptions(args.ray_address, args.cpus_per_run, args.gpus_per_run) if args.ray or args.ray_address else None
 
 
 def run(args):
@@ -581,22 +589,25 @@ def run(args):
     study = TINY if args.tiny else FULL
     if args.seeds:
         study = dataclasses.replace(study, seeds=args.seeds)
-    # Both loaded up front: the runs to make depend on the tasks, and a wrong main task should fail before any training.
-    data = {key: compare.load_data(*key) for key in ((study.dataset, study.max_examples), (study.auxiliary_dataset, study.auxiliary_max_examples))}
-    main_data, auxiliary_data = data[study.dataset, study.max_examples], data[study.auxiliary_dataset, study.auxiliary_max_examples]
-    if study.main_task not in auxiliary_data.tasks:
-        raise SystemExit(f"keras-mtl study: error: the main task {study.main_task!r} is not a task of {study.auxiliary_dataset} ({list(auxiliary_data.tasks)}).")
-    runs = claim_runs(study, list(main_data.tasks))
-    # Seed by seed: a study stopped early has every run of its first seeds, enough for a report with `--seeds` that many.
-    unique = sorted({_key(c): c for claim in runs.values() for c in claim}.values(), key=lambda c: c["seed"])
     output = Path(args.output)
     folder = Path(args.cache) if args.cache else output / "runs"
     for path in (output, folder):
         path.mkdir(parents=True, exist_ok=True)
-    finished, trained = _train_missing(unique, folder, data)
-    higher = {t: spec.higher_is_better for loaded in data.values() for t, spec in loaded.tasks.items()}
+    # Functions, not data: Ray workers load the data themselves, and a rebuild from the cache loads none.
+    sources = {study.dataset: functools.partial(compare.load_data, study.dataset, study.max_examples)}
+    sources.setdefault(study.auxiliary_dataset, functools.partial(compare.load_data, study.auxiliary_dataset, study.auxiliary_max_examples))
+    trainer = compare.Trainer(compare.build_model, sources)
+    tasks = data_tasks(folder, trainer)
+    if study.main_task not in tasks[study.auxiliary_dataset]:
+        raise SystemExit(f"keras-mtl study: error: the main task {study.main_task!r} is not a task of {study.auxiliary_dataset} ({list(tasks[study.auxiliary_dataset])}).")
+    runs = claim_runs(study, list(tasks[study.dataset]))
+    # Seed by seed: a study stopped early has every run of its first seeds, enough for a report with `--seeds` that many.
+    unique = sorted({_key(c): c for claim in runs.values() for c in claim}.values(), key=lambda c: c["seed"])
+    print("study: ", end="")
+    finished, trained = runner.execute(unique, folder, trainer, ray=_ray_options(args), keep=slim, resume="command")
+    higher = {t: higher for by_task in tasks.values() for t, higher in by_task.items()}
     results = Results(study, finished, higher)
-    findings = [analysis(results, list(main_data.tasks)) for analysis in ANALYSES]
+    findings = [analysis(results, list(tasks[study.dataset])) for analysis in ANALYSES]
     options = {"--seeds": args.seeds, "--output": args.output, "--cache": args.cache}
     command = " ".join(["keras-mtl study", *(["--tiny"] if args.tiny else []), *(f"{name} {value}" for name, value in options.items() if value)])
     write_report(findings, study, output, command, time.perf_counter() - started, trained, len(unique))
