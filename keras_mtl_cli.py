@@ -57,7 +57,7 @@ Your own model and data: `--model my_package.models:build` names a function
 per task it is given (single-task baselines get one task, so they share the
 architecture), `--data my_package.data:load` a function returning a
 `keras_mtl.datasets.MultiTaskData`; both are imported (the current folder
-too). The same from Python: `keras_mtl.benchmark.compare(build, load, ...)`.
+too). The same from Python: `keras_mtl.benchmark.compare_methods(build, load, ...)`.
 
 `--ray` trains the runs in parallel as Ray tasks (pip install
 'keras_mtl[ray]') on this machine, `--ray-address ADDRESS` on a running Ray

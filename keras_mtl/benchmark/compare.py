@@ -1,9 +1,9 @@
-"""`keras-mtl benchmark` and `keras_mtl.benchmark.compare`: which multi-task method, at which learning rate, for a model and its data.
+"""`keras-mtl benchmark` and `keras_mtl.benchmark.compare_methods`: which multi-task method, at which learning rate, for a model and its data.
 
 What it does and prints is in `keras_mtl_cli.BENCHMARK_HELP` (`keras-mtl
 benchmark --help`), kept beside the arguments so that help answers without
 importing TensorFlow. Here: the default model, one run's training and
-evaluation (`train_run`), the runs of a benchmark and its table (`compare`,
+evaluation (`train_run`), the runs of a benchmark and its table (`compare_methods`,
 which the command line calls too). Runs are trained by
 `keras_mtl.benchmark.runner`, in this process or on Ray, and cached by
 `keras_mtl.benchmark.cache`.
@@ -347,7 +347,7 @@ def _data_source(data, max_examples):
     raise TypeError(f"compare: data must be a keras_mtl.datasets.MultiTaskData, a function returning one, or a built-in data set's name; got {type(data).__name__}.")
 
 
-def compare(
+def compare_methods(
     build_model=build_model,
     data="multi_mnist_5k_sum",
     *,
@@ -381,7 +381,7 @@ def compare(
     cached under OUTPUT/runs, so calling again with the same arguments
     resumes where an interrupted call stopped.
 
-    >>> table = keras_mtl.benchmark.compare(build, data, methods=["ew", "uw", "pcgrad"], seeds=3, epochs=10)
+    >>> table = keras_mtl.benchmark.compare_methods(build, data, methods=["ew", "uw", "pcgrad"], seeds=3, epochs=10)
 
     Args:
         build_model: `build_model(data, tasks)` returns an uncompiled keras_mtl

@@ -18,9 +18,11 @@ an estimate of the time left.
 
 import math
 import os
+import sys
 import time
 import traceback
 import uuid
+from pathlib import Path
 
 import keras
 from rich.console import Console
@@ -227,12 +229,22 @@ def _train_in_worker(token, trainer, config):
         return failed_result(config, trainer.tasks(config), _error_text(error) + f" (on Ray worker {os.getpid()}:\n{traceback.format_exc()})")
 
 
+def _send_local_code(ray, trainer):
+    """Lets the workers have the user's code from the current folder (`--model my_models:build`), which they may not be able to import: it is pickled by value."""
+    for function in (trainer.model_builder, *trainer.sources.values()):
+        module = sys.modules.get(getattr(function, "__module__", None) or "")
+        path = Path(getattr(module, "__file__", None) or "/").resolve()
+        if module and not module.__name__.startswith("keras_mtl") and path.is_relative_to(Path.cwd().resolve()):
+            ray.cloudpickle.register_pickle_by_value(module)
+
+
 def _execute_on_ray(configs, trainer, options, record, display):
     import ray
 
     if not ray.is_initialized():
         # Local by default; the workers keep TensorFlow's C++ log lines to themselves.
         ray.init(address=options.address, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}})
+    _send_local_code(ray, trainer)
     remote = ray.remote(_train_in_worker).options(num_cpus=options.cpus_per_run, num_gpus=options.gpus_per_run, max_retries=MAX_RETRIES, retry_exceptions=False)
     token, shared = uuid.uuid4().hex, ray.put(trainer)
     pending = {remote.remote(token, shared, config): (config, time.perf_counter()) for config in configs}
@@ -244,8 +256,8 @@ def _execute_on_ray(configs, trainer, options, record, display):
                 config, started = pending.pop(ref)
                 try:
                     result = ray.get(ref)
-                except ray.exceptions.RayError as error:  # the worker died MAX_RETRIES + 1 times
-                    result = failed_result(config, trainer.tasks(config), _error_text(error))
+                except ray.exceptions.RayError as error:  # the worker died MAX_RETRIES + 1 times, or the task could not start
+                    result = failed_result(config, trainer.tasks(config), f"{type(error).__name__}: {error}")
                 record(config, result)
                 display.finish(config, result, time.perf_counter() - started, running=len(pending))
     finally:
