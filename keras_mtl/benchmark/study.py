@@ -27,7 +27,7 @@ import keras_mtl
 from keras_mtl.benchmark import cache, compare, report, runner
 
 # The commit that fixed the study's rules (docs/study/rules.md) before its runs; the report cites it.
-RULES_COMMIT = None
+RULES_COMMIT = "e45feeaff030"
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive at this budget"
 # Claim 1's "comparable to the best scalarization": UW-SO's Δm% is at most this
 # many points above the grid's best, with 95% confidence (Δm% of these runs
