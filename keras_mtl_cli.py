@@ -32,7 +32,7 @@ Compare multi-task methods against single-task training and equal weighting.
 
 Trains every method x seed (x learning rate x UW-SO temperature) on one data
 set, plus the single-task baselines Δm% needs, and prints per-task test
-metrics (mean ± std over seeds), Δm% against single-task training (negative:
+metrics (mean ± sample std over seeds), Δm% against single-task training (negative:
 better), each method's difference in Δm% from equal weighting with its 95%
 paired t interval over the seeds and a verdict, the mean rank over tasks
 (a diverged run ranks last), and the time per step relative to equal weighting.
@@ -102,10 +102,14 @@ inconclusive at this budget) and a plot per claim (claim1.png ... claim6.png):
   6. multi-task vs single-task training (Gong et al. 2019).
 The verdict rules are in the report and in keras_mtl/benchmark/study.py.
 
-Runs are cached under OUTPUT/runs (or --cache) like the benchmark's, so an
-interrupted study resumes. The full study takes about an hour on a 2-core
-CPU; --tiny runs a minimal configuration (seconds) that only checks the
-machinery: its verdicts mean nothing.
+Runs are cached under OUTPUT/runs (or --cache) like the benchmark's, as small
+JSON files beside tasks.json, so an interrupted study resumes, and with every
+run there the report rebuilds from the folder alone in seconds (no training,
+no data loaded): `keras-mtl study --output docs/study` rebuilds the
+repository's report from docs/study/runs. The full study is 376 runs
+(docs/study/rules.md, the rules fixed before its runs); --ray trains them as
+Ray tasks like the benchmark's. --tiny runs a minimal configuration (seconds)
+that only checks the machinery: its verdicts mean nothing.
 """
 
 COMMANDS = {
