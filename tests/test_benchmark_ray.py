@@ -78,3 +78,23 @@ def test_a_killed_worker_loses_nothing_and_a_failing_run_is_reported_once(local_
     assert not cache.run_path(folder, configs[2]).exists()
     # A driver that starts again reads the finished runs and tries only the failed one.
     assert runner.execute(configs, folder, _FaultyTrainer(tmp_path), ray=runner.RayOptions(), progress=False)[1] == 1
+
+
+def test_the_users_code_from_the_current_folder_reaches_the_workers(local_ray, tmp_path, monkeypatch):
+    # A module the workers cannot import (it lives in a temporary folder, the driver's current one): sent by value.
+    (tmp_path / "ray_user_code.py").write_text(
+        "import keras, numpy as np, keras_mtl\n"
+        "from keras_mtl.datasets import MultiTaskData, regression\n"
+        "def build(data, tasks):\n"
+        "    inputs = keras.Input(data.input_shape)\n"
+        "    hidden = keras.layers.Dense(3)(inputs)\n"
+        "    return keras_mtl.MultiTaskModel(inputs, {t: s.head(t)(hidden) for t, s in tasks.items()})\n"
+        "def load():\n"
+        "    x = np.linspace(-1, 1, 60, dtype='float32').reshape(30, 2)\n"
+        "    split = lambda a, b: (x[a:b], {'p': x[a:b, :1], 'q': x[a:b, 1:] ** 2})\n"
+        "    return MultiTaskData.from_arrays({'p': regression(), 'q': regression()}, split(0, 20), split(20, 25), split(25, 30))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    build, load = compare.load_reference("ray_user_code:build", "--model"), compare.load_reference("ray_user_code:load", "--data")
+    table = compare_methods(build, load, methods=["ew"], seeds=1, epochs=1, batch_size=8, output=tmp_path / "out", ray=True, progress=False)
+    assert list(table["method"]) == ["single_task", "ew"] and table["delta_m"].notna().all()

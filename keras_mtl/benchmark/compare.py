@@ -518,11 +518,18 @@ def _report(options, data, results, output):
             print(f"note: {runner.run_name(run['config'])} failed (not cached: the next invocation tries it again): {run['error']}")
     report.write_csv(rows, output / "results.csv")
     report.write_json(rows, results, output / "results.json")
-    chosen = _first_seed_runs(rows, runs)
-    report.plot_weights([r for r in chosen if r["config"]["method_id"] != "scalarization"], output / "weights.png")
-    report.plot_validation(chosen, data.tasks, output / "validation.png")
+    # The curves of the runs that trained (a failed run has none).
+    chosen = [r for r in _first_seed_runs(rows, runs) if not r.get("error")]
+    plots = ["metrics.png"]
     report.plot_metrics(rows, list(data.tasks), higher, output / "metrics.png")
-    print(f"Wrote {output}/results.csv, results.json, weights.png, validation.png, metrics.png.")
+    weighted = [r for r in chosen if r["config"]["method_id"] != "scalarization"]
+    if weighted:
+        report.plot_weights(weighted, output / "weights.png")
+        plots.insert(0, "weights.png")
+    if chosen:
+        report.plot_validation(chosen, data.tasks, output / "validation.png")
+        plots.insert(-1, "validation.png")
+    print(f"Wrote {output}/results.csv, results.json, {', '.join(plots)}.")
     return rows
 
 

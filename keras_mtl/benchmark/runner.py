@@ -18,6 +18,7 @@ an estimate of the time left.
 
 import math
 import os
+import re
 import sys
 import time
 import traceback
@@ -41,13 +42,16 @@ def run_name(config):
 
 
 def failed_result(config, tasks, error):
-    """The result of a run that raised: NaN metrics (it ranks last) and its error, one line."""
+    """The result of a run that raised: NaN metrics (it ranks last), its error in one line and its traceback."""
     nan = {task: math.nan for task in tasks}
-    return {"config": config, "test": nan, "validation": dict(nan), "diverged": None, "error": error, "seconds_per_step": math.nan, "history": {}}
+    details = "".join(traceback.format_exception(error))
+    return {"config": config, "test": nan, "validation": dict(nan), "diverged": None, "error": _error_text(error), "traceback": details, "seconds_per_step": math.nan, "history": {}}
 
 
 def _error_text(error):
-    return f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}".rstrip(": ")
+    """`Type: the message's last line` (Ray's errors end with the original one), without terminal colours."""
+    lines = [line for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1].strip()}" if lines else type(error).__name__
 
 
 def cached_results(configs, folder):
@@ -192,8 +196,7 @@ def execute(configs, folder, trainer, *, ray=None, progress=True, callbacks=None
                     try:
                         result = trainer(config, callbacks=[display, *(callbacks(config) if callbacks else [])])
                     except Exception as error:  # a run's own failure is a result; Ctrl-C (not an Exception) stops the job
-                        traceback.print_exc()
-                        result = failed_result(config, trainer.tasks(config), _error_text(error))
+                        result = failed_result(config, trainer.tasks(config), error)
                     record(config, result)
                     display.finish(config, result, time.perf_counter() - started)
         except KeyboardInterrupt:
@@ -226,7 +229,7 @@ def _train_in_worker(token, trainer, config):
     try:
         return trainer(config)
     except Exception as error:
-        return failed_result(config, trainer.tasks(config), _error_text(error) + f" (on Ray worker {os.getpid()}:\n{traceback.format_exc()})")
+        return failed_result(config, trainer.tasks(config), error)
 
 
 def _send_local_code(ray, trainer):
@@ -257,7 +260,7 @@ def _execute_on_ray(configs, trainer, options, record, display):
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayError as error:  # the worker died MAX_RETRIES + 1 times, or the task could not start
-                    result = failed_result(config, trainer.tasks(config), f"{type(error).__name__}: {error}")
+                    result = failed_result(config, trainer.tasks(config), error)
                 record(config, result)
                 display.finish(config, result, time.perf_counter() - started, running=len(pending))
     finally:
