@@ -24,11 +24,6 @@ from keras_mtl.benchmark import cache, compare, compare_methods, report, runner
 EXAMPLE = Path(__file__).parents[1] / "examples" / "benchmark_your_model.py"
 
 
-def _rows_without_times(rows):
-    timing = ("seconds_per_step", "time_vs_ew")
-    return [{k: v for k, v in row.items() if k not in timing} for row in rows]
-
-
 def test_the_example_benchmarks_its_own_model_and_data(tmp_path):
     example = runpy.run_path(str(EXAMPLE))
     table = example["main"](num_examples=200, epochs=1, seeds=2, methods=["ew", "pcgrad"], output=str(tmp_path))
@@ -165,7 +160,7 @@ def test_first_ctrl_c_stops_keeping_the_finished_runs_and_says_how_to_resume(tmp
     while not list((tmp_path / "runs").glob("*.json")) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=60)
     kept = sorted((tmp_path / "runs").glob("*.json"))
     assert process.returncode == 130, err[-2000:]
     assert 1 <= len(kept) < 16
