@@ -267,6 +267,8 @@ def parse(argv=None):
     if unknown:
         hints = "".join(suggestion(method, method_ids()) for method in unknown)
         subparsers[args.command].error(f"unknown method ids {unknown}{hints}; known: {' '.join(method_ids())}")
+    if (getattr(args, "ray", False) or getattr(args, "ray_address", None)) and importlib.util.find_spec("ray") is None:
+        subparsers[args.command].error("--ray needs the ray package: pip install 'keras_mtl[ray]'")
     if getattr(args, "tensorboard", None) and importlib.util.find_spec("tensorboard") is None:
         subparsers[args.command].error("--tensorboard needs the tensorboard package: pip install 'keras_mtl[tensorboard]'")
     return args

@@ -249,7 +249,10 @@ def _send_local_code(ray, trainer):
 
 
 def _execute_on_ray(configs, trainer, options, record, display):
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("Training on Ray needs the ray package: pip install 'keras_mtl[ray]'") from None
 
     if not ray.is_initialized():
         # Local by default; the workers keep TensorFlow's C++ log lines to themselves.
