@@ -10,8 +10,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from keras_mtl import datasets
-from keras_mtl.benchmark import cache, compare, compare_methods, runner
+from keras_mtl import datasets  # noqa: E402
+from keras_mtl.benchmark import cache, compare, compare_methods, runner  # noqa: E402
 
 # Importable by the workers: a function of keras_mtl, not of this test module.
 TINY = functools.partial(datasets.gradnorm_toy, num_train=48, num_validation=16, num_test=16, input_dim=4, output_dim=2)

@@ -132,7 +132,7 @@ class _WeightRecorder(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         sums = [(float(t.total.numpy()), float(t.count.numpy())) for t in self.model.multi_task_state.weight_trackers]
-        for (task, weights), (total, count), (last_total, last_count) in zip(self.weights.items(), sums, self._sums):
+        for weights, (total, count), (last_total, last_count) in zip(self.weights.values(), sums, self._sums):
             weights.append((total - last_total) / (count - last_count))
         self._sums = sums
 
