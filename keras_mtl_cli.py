@@ -8,9 +8,11 @@ answer at once; TensorFlow is imported only to run a command.
 """
 
 import argparse
+import difflib
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -30,7 +32,7 @@ Compare multi-task methods against single-task training and equal weighting.
 
 Trains every method x seed (x learning rate x UW-SO temperature) on one data
 set, plus the single-task baselines Δm% needs, and prints per-task test
-metrics (mean ± std over seeds), Δm% against single-task training (negative:
+metrics (mean ± sample std over seeds), Δm% against single-task training (negative:
 better), each method's difference in Δm% from equal weighting with its 95%
 paired t interval over the seeds and a verdict, the mean rank over tasks
 (a diverged run ranks last), and the time per step relative to equal weighting.
@@ -49,6 +51,22 @@ plots to weights.png (each method's task weights at every step), validation.png
 (validation curves) and metrics.png (per-task test metrics, against the
 scalarization front with `--scalarization-grid on`). `--tensorboard DIR`
 writes the logs of every run trained now to DIR/RUN.
+
+Your own model and data: `--model my_package.models:build` names a function
+`build(data, tasks)` returning an uncompiled keras_mtl model with one output
+per task it is given (single-task baselines get one task, so they share the
+architecture), `--data my_package.data:load` a function returning a
+`keras_mtl.datasets.MultiTaskData`; both are imported (the current folder
+too). The same from Python: `keras_mtl.benchmark.compare_methods(build, load, ...)`.
+
+`--ray` trains the runs in parallel as Ray tasks (pip install
+'keras_mtl[ray]') on this machine, `--ray-address ADDRESS` on a running Ray
+cluster; each run reserves `--cpus-per-run` CPUs and `--gpus-per-run` GPUs.
+This process keeps the cache and the table: a worker that dies has its run
+retried, a run that raises is shown with its error.
+
+Ctrl-C stops at once, keeping every finished run: run the same command again
+to resume.
 """
 
 SPEED_HELP = """\
@@ -84,10 +102,14 @@ inconclusive at this budget) and a plot per claim (claim1.png ... claim6.png):
   6. multi-task vs single-task training (Gong et al. 2019).
 The verdict rules are in the report and in keras_mtl/benchmark/study.py.
 
-Runs are cached under OUTPUT/runs (or --cache) like the benchmark's, so an
-interrupted study resumes. The full study takes about an hour on a 2-core
-CPU; --tiny runs a minimal configuration (seconds) that only checks the
-machinery: its verdicts mean nothing.
+Runs are cached under OUTPUT/runs (or --cache) like the benchmark's, as small
+JSON files beside tasks.json, so an interrupted study resumes, and with every
+run there the report rebuilds from the folder alone in seconds (no training,
+no data loaded): `keras-mtl study --output docs/study` rebuilds the
+repository's report from docs/study/runs. The full study is 376 runs
+(docs/study/rules.md, the rules fixed before its runs); --ray trains them as
+Ray tasks like the benchmark's. --tiny runs a minimal configuration (seconds)
+that only checks the machinery: its verdicts mean nothing.
 """
 
 COMMANDS = {
@@ -112,6 +134,13 @@ def _positive_int(text):
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -140,6 +169,22 @@ def _add_benchmark_arguments(parser):
     parser.add_argument("--max-examples", type=_positive_int, default=None, help="cut every split to this many examples (quick trials)")
     parser.add_argument("--output", default="benchmark_results", help="folder of the results and the cached runs")
     parser.add_argument("--tensorboard", metavar="DIR", default=None, help="write each trained run's TensorBoard logs to DIR/RUN")
+    parser.add_argument("--model", metavar="MODULE:FUNCTION", default=None, type=_reference, help="your model: build(data, tasks) -> uncompiled keras_mtl model with one output per task (default: a small CNN/MLP)")
+    parser.add_argument("--data", metavar="MODULE:FUNCTION", default=None, type=_reference, help="your data: load() -> keras_mtl.datasets.MultiTaskData (replaces --dataset)")
+    _add_ray_arguments(parser)
+
+
+def _add_ray_arguments(parser):
+    parser.add_argument("--ray", action="store_true", help="train the runs in parallel as Ray tasks on a local Ray instance (pip install 'keras_mtl[ray]')")
+    parser.add_argument("--ray-address", metavar="ADDRESS", default=None, help="train on the running Ray cluster at ADDRESS (implies --ray)")
+    parser.add_argument("--cpus-per-run", type=_positive_float, default=1.0, help="CPUs each Ray task reserves (default: 1)")
+    parser.add_argument("--gpus-per-run", type=_non_negative_float, default=0.0, help="GPUs each Ray task reserves (default: 0)")
+
+
+def _reference(text):
+    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", text):
+        raise argparse.ArgumentTypeError(f"must be module:function, e.g. my_package.models:build, got {text!r}")
+    return text
 
 
 def _add_speed_arguments(parser):
@@ -157,6 +202,7 @@ def _add_study_arguments(parser):
     parser.add_argument("--seeds", type=_positive_int, default=None, help="paired seeds per run (default: 4; --tiny: 2)")
     parser.add_argument("--output", default="study_results", help="folder of report.md and the plots")
     parser.add_argument("--cache", default=None, help="folder of the cached runs (default: OUTPUT/runs)")
+    _add_ray_arguments(parser)
 
 
 def _version():
@@ -199,20 +245,48 @@ def _unknown_methods(command, methods):
     return unknown
 
 
+def suggestion(word, choices):
+    """`; did you mean X?` for the choice nearest to a mistyped `word` (difflib), or ""."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _options(parser):
+    return [option for action in parser._actions for option in action.option_strings]
+
+
 def parse(argv=None):
-    """The parsed arguments of `keras-mtl COMMAND ...`; exits with a usage error for unknown method ids, or `--tensorboard` without tensorboard."""
+    """The parsed arguments of `keras-mtl COMMAND ...`; exits with a usage error for unknown options (naming the nearest), unknown method ids (the nearest too), or `--tensorboard` without tensorboard."""
     parser, subparsers = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = subparsers[args.command]
+        hints = "".join(suggestion(word.split("=")[0], _options(command)) for word in extra if word.startswith("-"))
+        command.error(f"unrecognized arguments: {' '.join(extra)}{hints}")
     unknown = _unknown_methods(args.command, getattr(args, "methods", None) or [])
     if unknown:
-        subparsers[args.command].error(f"unknown method ids {unknown}; known: {' '.join(method_ids())}")
+        hints = "".join(suggestion(method, method_ids()) for method in unknown)
+        subparsers[args.command].error(f"unknown method ids {unknown}{hints}; known: {' '.join(method_ids())}")
+    if (getattr(args, "ray", False) or getattr(args, "ray_address", None)) and importlib.util.find_spec("ray") is None:
+        subparsers[args.command].error("--ray needs the ray package: pip install 'keras_mtl[ray]'")
     if getattr(args, "tensorboard", None) and importlib.util.find_spec("tensorboard") is None:
         subparsers[args.command].error("--tensorboard needs the tensorboard package: pip install 'keras_mtl[tensorboard]'")
     return args
 
 
 def main(argv=None):
-    """Runs `keras-mtl COMMAND ...`; returns the exit status."""
+    """Runs `keras-mtl COMMAND ...`; returns the exit status (130 after Ctrl-C, having said what is kept)."""
     args = parse(sys.argv[1:] if argv is None else argv)
-    importlib.import_module(COMMANDS[args.command][0]).run(args)
+    # TensorFlow's C++ log lines (e.g. "Skipping loop optimization", "Filling up shuffle buffer") stay off the progress display.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        command = importlib.import_module(COMMANDS[args.command][0])
+        # TensorFlow's Python warnings go through absl's logger: errors only.
+        importlib.import_module("absl.logging").set_verbosity("error")
+        command.run(args)
+    except KeyboardInterrupt as interrupt:
+        print(f"\n{interrupt or 'Stopped.'}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # At once: threads of TensorFlow's input pipeline can otherwise keep the process alive.
+        os._exit(130)
     return 0

@@ -183,7 +183,7 @@ def test_training_batches_depend_only_on_the_seed():
         # As in `train_run`: the seed is set, the model built (drawing its initial weights), then the pipeline made.
         keras.utils.set_random_seed(seed)
         compare.build_model(data, data.tasks)
-        batches = compare.training_batches(data, data.tasks, _config("ew", seed))
+        batches = compare.training_batches(data, _config("ew", seed))
         # Two epochs: the reshuffle of the second must be the same too.
         return [np.concatenate([x[:, 0] for x, _ in batches]) for _ in range(2)]
 

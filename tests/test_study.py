@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -152,10 +153,10 @@ def test_uw_so_claim_chooses_temperature_and_grid_point_on_validation():
 
 
 def test_tiny_study_with_a_fake_trainer_writes_the_report_and_resumes(tmp_path, monkeypatch, capsys):
-    def fake_train_run(config, data, callbacks=()):
+    def fake_train_run(config, data, model_builder=None, callbacks=()):
         # Deterministic metrics that differ by method and seed, so every interval has a spread.
         offset = (sum(map(ord, json.dumps(config, sort_keys=True))) % 97) / 1000
-        tasks = compare.run_tasks(config, data)
+        tasks = compare.run_data(config, data).tasks
         metrics = {t: 0.8 + offset for t in tasks}
         return {"config": config, "test": metrics, "validation": metrics, "diverged": None, "seconds_per_step": 0.0, "history": {}}
 
@@ -185,3 +186,65 @@ def test_tiny_study_trains_end_to_end(tmp_path):
     result = study.run(keras_mtl_cli.parse(["study", "--tiny", "--output", str(tmp_path)]))
     assert result["trained"] > 0 and (tmp_path / "report.md").exists()
     assert all(np.isfinite(f["plot"][next(iter(f["plot"]))][label]["mean"]) for f in result["findings"] for label in f["plot"][next(iter(f["plot"]))])
+
+
+def test_holm_adjusts_step_down_and_leaves_untested_comparisons_out():
+    # Sorted 0.01, 0.03, 0.04 (m = 3): 3·0.01 = 0.03; max(0.03, 2·0.03) = 0.06; max(0.06, 1·0.04) = 0.06.
+    np.testing.assert_allclose(report.holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    # A NaN (no test: one seed, or no spread) stays NaN and does not count: m = 2.
+    np.testing.assert_allclose(report.holm([0.02, math.nan, 0.04]), [0.04, math.nan, 0.04])
+    # 2·0.8 = 1.6 is capped at 1, and the larger p-value cannot fall below it.
+    assert list(report.holm([0.9, 0.8])) == [1.0, 1.0]
+
+
+def test_holm_verdicts_decide_a_family_by_adjusted_paired_t_tests():
+    from scipy import stats
+
+    ours = np.array([1.0, 2.0, 3.0, 4.0])
+    theirs = {"clear": ours + [2.1, 1.9, 2.0, 2.05], "marginal": ours + [0.5, -0.1, 0.9, 0.4], "worse": ours - [1.0, 1.2, 0.9, 1.1]}
+    differences = {name: ours - other for name, other in theirs.items()}
+    p = {name: stats.ttest_rel(ours, other).pvalue for name, other in theirs.items()}
+    assert p["marginal"] < 0.05 * 3 and p["marginal"] > 0.05 / 1  # decided alone at 5% or not: Holm must not decide it
+    verdicts = study.holm_verdicts(differences, "below")
+    assert verdicts == {"clear": study.REPRODUCED, "marginal": study.INCONCLUSIVE, "worse": study.NOT_REPRODUCED}
+
+
+def test_a_study_rebuilds_from_its_runs_folder_without_loading_any_data(tmp_path, monkeypatch):
+    def fake_train_run(config, data, model_builder=None, callbacks=()):
+        offset = (sum(map(ord, json.dumps(config, sort_keys=True))) % 97) / 1000
+        metrics = {t: 0.8 + offset for t in compare.run_data(config, data).tasks}
+        return {"config": config, "test": metrics, "validation": metrics, "diverged": None, "seconds_per_step": 0.0, "history": {"weights": [1.0] * 100}}
+
+    monkeypatch.setattr(compare, "train_run", fake_train_run)
+    first = study.run(keras_mtl_cli.parse(["study", "--tiny", "--output", str(tmp_path)]))
+    stored = [json.loads(path.read_text()) for path in (tmp_path / "runs").glob("*.json") if path.name != study.TASKS_FILE]
+    assert stored and all("history" not in result for result in stored)  # the folder keeps small results only
+    report_text = (tmp_path / "report.md").read_text()
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("a rebuild must not load data")
+
+    monkeypatch.setattr(compare, "load_data", no_data)
+    (tmp_path / "report.md").unlink()
+    second = study.run(keras_mtl_cli.parse(["study", "--tiny", "--output", str(tmp_path)]))
+    assert second["trained"] == 0 and [f["numbers"] for f in second["findings"]] == [f["numbers"] for f in first["findings"]]
+    # The same report, but for the line saying how long this invocation took.
+    assert [line for line in (tmp_path / "report.md").read_text().splitlines() if "This invocation" not in line] == [
+        line for line in report_text.splitlines() if "This invocation" not in line
+    ]
+
+
+def test_fmtl_keeps_each_variants_radius_chosen_on_validation():
+    configuration = dataclasses.replace(SMALL, sam_rhos=(0.05, 0.2))
+    results = _baselines(configuration)
+    for s in range(3):
+        results.append(_result(study._run(configuration, "pcgrad", "pcgrad", {}, s), 2.0 + 0.1 * s))
+        # F-MTL: ρ = 0.2 best on validation (worse on test); naive: ρ = 0.05.
+        results.append(_result(study._sam(configuration, "pcgrad", "fmtl", 0.05, s), -5.0, validation_delta=1.0))
+        results.append(_result(study._sam(configuration, "pcgrad", "fmtl", 0.2, s), 1.0 + 0.2 * s, validation_delta=0.0))
+        results.append(_result(study._sam(configuration, "pcgrad", "naive", 0.05, s), 3.0 - 0.1 * s, validation_delta=0.0))
+        results.append(_result(study._sam(configuration, "pcgrad", "naive", 0.2, s), -9.0, validation_delta=2.0))
+    finding = study.analyse_fmtl(study.Results(configuration, results, HIGHER), TASKS)
+    assert "F-MTL ρ = 0.2, naive ρ = 0.05" in finding["experiment"]
+    # F-MTL − PCGrad per seed: (1 − 2), (1.2 − 2.1), (1.4 − 2.2) = −1, −0.9, −0.8.
+    assert finding["numbers"][0].startswith("F-MTL(pcgrad) − pcgrad: -0.90 [")

@@ -1,33 +1,43 @@
-"""`keras-mtl benchmark`: compare multi-task methods against single-task training and equal weighting.
+"""`keras-mtl benchmark` and `keras_mtl.benchmark.compare_methods`: which multi-task method, at which learning rate, for a model and its data.
 
 What it does and prints is in `keras_mtl_cli.BENCHMARK_HELP` (`keras-mtl
 benchmark --help`), kept beside the arguments so that help answers without
-importing TensorFlow. Here: the model, one run's training and evaluation,
-and the loop over runs with the cache (`keras_mtl.benchmark.cache`).
+importing TensorFlow. Here: the default model, one run's training and
+evaluation (`train_run`), the runs of a benchmark and its table (`compare_methods`,
+which the command line calls too). Runs are trained by
+`keras_mtl.benchmark.runner`, in this process or on Ray, and cached by
+`keras_mtl.benchmark.cache`.
+
+Backends: nothing here imports TensorFlow itself; the benchmark runs on
+every backend keras_mtl has an engine for (TensorFlow and JAX). The data is
+`tf.data` (`keras_mtl.datasets.MultiTaskData`, from arrays, tf.data or
+tfds alike), which Keras reads on JAX too, so TensorFlow (the CPU package is
+enough) must be installed for the data whatever the backend.
 """
 
+import functools
+import importlib
 import math
+import os
+import sys
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import keras_mtl
 import keras_mtl_cli
 from keras_mtl import datasets
-from keras_mtl.benchmark import cache, report
+from keras_mtl.benchmark import cache, report, runner
 
 DATASETS = {
     "multi_mnist_5k": datasets.multi_mnist_5k,
-    "multi_mnist_5k_sum": lambda: datasets.multi_mnist_5k(sum_task=True),
+    "multi_mnist_5k_sum": functools.partial(datasets.multi_mnist_5k, sum_task=True),
     "gradnorm_toy": datasets.gradnorm_toy,
     "qm9pack": datasets.load_qm9pack,
-    "multi_mnist": lambda: datasets.load_multi_mnist("multi_mnist"),
-    "multi_fashion": lambda: datasets.load_multi_mnist("multi_fashion"),
+    "multi_mnist": functools.partial(datasets.load_multi_mnist, "multi_mnist"),
+    "multi_fashion": functools.partial(datasets.load_multi_mnist, "multi_fashion"),
     "celeb_a": datasets.load_celeb_a,
 }
 # Steps of the first epoch left out of the step time: they include tracing.
@@ -71,18 +81,7 @@ def make_method(config, losses):
     return type(method)(losses, **config["method_kwargs"]) if config["method_kwargs"] else method
 
 
-def run_tasks(config, data):
-    """`{task: spec}` a run trains: every task, or a single-task baseline's one."""
-    if config["method_id"] == report.SINGLE_TASK:
-        return {config["method_kwargs"]["task"]: data.tasks[config["method_kwargs"]["task"]]}
-    return dict(data.tasks)
-
-
-def _select(tasks):
-    return lambda x, y: (x, {name: y[name] for name in tasks})
-
-
-def training_batches(data, tasks, config):
+def training_batches(data, config):
     """The training pipeline of a run, shuffled with the run's seed.
 
     tf.data draws the order (each epoch's reshuffle included) from the global
@@ -91,7 +90,7 @@ def training_batches(data, tasks, config):
     on what ran before in the process: the runs of one seed are paired, every
     method sees the same batches in the same order.
     """
-    return data.train.map(_select(tasks)).shuffle(SHUFFLE_BUFFER, seed=config["seed"]).batch(config["batch_size"]).prefetch(2)
+    return data.train.shuffle(SHUFFLE_BUFFER, seed=config["seed"]).batch(config["batch_size"]).prefetch(2)
 
 
 class _StepTimer(keras.callbacks.Callback):
@@ -133,51 +132,9 @@ class _WeightRecorder(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         sums = [(float(t.total.numpy()), float(t.count.numpy())) for t in self.model.multi_task_state.weight_trackers]
-        for (task, weights), (total, count), (last_total, last_count) in zip(self.weights.items(), sums, self._sums):
+        for weights, (total, count), (last_total, last_count) in zip(self.weights.values(), sums, self._sums):
             weights.append((total - last_total) / (count - last_count))
         self._sums = sums
-
-
-class RunProgress(keras.callbacks.Callback):
-    """A `rich` progress bar over all the runs to train (advanced every step; on a terminal), and a line per finished run."""
-
-    def __init__(self, num_runs, epochs):
-        super().__init__()
-        self.num_runs, self.epochs, self.runs_done = num_runs, epochs, 0
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TimeElapsedColumn(),
-            TextColumn("spent,"),
-            TimeRemainingColumn(),
-            TextColumn("left"),
-            console=Console(stderr=True),
-            transient=True,  # the lines of the finished runs stay; the bar goes
-        )
-        self.task = self.bar.add_task("", total=num_runs * epochs)
-
-    def __enter__(self):
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.bar.stop()
-
-    def start_run(self, label):
-        self.label, self.started = f"run {self.runs_done + 1}/{self.num_runs} {label}", time.perf_counter()
-        self.bar.update(self.task, description=self.label)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        fraction = (batch + 1) / self.params["steps"] if self.params.get("steps") else 0.0
-        self.bar.update(self.task, completed=self.runs_done * self.epochs + self.epoch + fraction)
-
-    def end_run(self):
-        self.runs_done += 1
-        self.bar.update(self.task, completed=self.runs_done * self.epochs)
-        self.bar.console.print(f"{self.label}: {time.perf_counter() - self.started:.1f}s")
 
 
 def _metric_name(task, tasks):
@@ -185,34 +142,43 @@ def _metric_name(task, tasks):
     return f"{task}_{tasks[task].metric}" if len(tasks) > 1 else tasks[task].metric
 
 
-def train_run(config, data, callbacks=()):
+def run_data(config, data):
+    """The data a run trains on: all of it, or a single-task baseline's one task."""
+    if config["method_id"] == report.SINGLE_TASK:
+        return data.select_tasks([config["method_kwargs"]["task"]])
+    return data
+
+
+def train_run(config, data, model_builder=build_model, callbacks=()):
     """Trains one run and returns its result dict (see `keras_mtl.benchmark.report`).
 
     The seed fixes the initial weights (set before the model is built) and
     the data order (`training_batches`): runs of one seed are paired. An
-    optional `width` (`build_model`) and `weight_decay` (Adam's decoupled
-    decay, AdamW) in `config` change the model and the optimizer.
-    Test metrics come from `model.evaluate`; the validation metrics, which
-    choose the learning rate and the method's settings, are the last epoch's.
+    optional `width` (passed to the model builder) and `weight_decay`
+    (Adam's decoupled decay, AdamW) in `config` change the model and the
+    optimizer. Test metrics come from `model.evaluate`; the validation
+    metrics, which choose the learning rate and the method's settings, are
+    the last epoch's.
     """
     keras.utils.set_random_seed(config["seed"])
-    tasks = run_tasks(config, data)
+    data = run_data(config, data)
+    tasks = data.tasks
     # `width` and `weight_decay` are set by `keras-mtl study` only; the benchmark's configs
     # leave them out, so that its cached runs keep their names.
-    model = build_model(data, tasks, config.get("width", 1.0))
+    model = model_builder(data, tasks, **({"width": config["width"]} if "width" in config else {}))
     model.compile(
         keras.optimizers.Adam(config["learning_rate"], weight_decay=config.get("weight_decay")),
-        loss=make_method(config, {n: s.loss for n, s in tasks.items()}),
-        metrics={name: [spec.metric] for name, spec in tasks.items()},
+        loss=make_method(config, data.losses()),
+        metrics=data.metrics(),
     )
     timer, recorder = _StepTimer(), _WeightRecorder()
-    diverged = _fit(model, data, tasks, config, [timer, recorder, *callbacks])
+    diverged = _fit(model, data, config, [timer, recorder, *callbacks])
     history = model.history.history  # the epochs that finished, also when one diverged
     validation_curves = {name: history.get(f"val_{_metric_name(name, tasks)}", []) for name in tasks}
     if diverged:
         test = validation = {name: math.nan for name in tasks}
     else:
-        logs = model.evaluate(data.test.map(_select(tasks)).batch(EVALUATION_BATCH_SIZE), verbose=0, return_dict=True)
+        logs = model.evaluate(data.test.batch(EVALUATION_BATCH_SIZE), verbose=0, return_dict=True)
         test = {name: float(logs[_metric_name(name, tasks)]) for name in tasks}
         validation = {name: float(curve[-1]) for name, curve in validation_curves.items()}
     return {
@@ -229,28 +195,66 @@ def train_run(config, data, callbacks=()):
     }
 
 
-def _fit(model, data, tasks, config, callbacks):
+def _fit(model, data, config, callbacks):
     """Trains the run's model; returns None, or keras_mtl's message when training stopped on a non-finite value.
 
     A run that diverges (a non-finite loss, weight or gradient, which
-    keras_mtl refuses to apply) is a result, with NaN metrics that rank it
-    last, not a reason to stop the whole benchmark.
+    keras_mtl refuses to apply: on TensorFlow an `InvalidArgumentError`, on
+    JAX keras_mtl's `StepFault`, each with a "keras_mtl: ... not finite"
+    line) is a result, with NaN metrics that rank it last, not a reason to
+    stop the whole benchmark.
     """
     try:
         model.fit(
-            training_batches(data, tasks, config),
-            validation_data=data.validation.map(_select(tasks)).batch(EVALUATION_BATCH_SIZE),
+            training_batches(data, config),
+            validation_data=data.validation.batch(EVALUATION_BATCH_SIZE),
             epochs=config["epochs"],
             verbose=0,
             shuffle=False,  # the pipeline shuffles, with the run's seed
             callbacks=callbacks,
         )
-    except tf.errors.InvalidArgumentError as error:
+    except Exception as error:
         message = next((line.strip() for line in str(error).splitlines() if "keras_mtl:" in line and "not finite" in line), None)
         if message is None:
             raise
         return message
     return None
+
+
+class Trainer:
+    """Trains runs of one model builder on its data sets, each loaded once per process; what Ray sends to its workers.
+
+    Args:
+        model_builder: `model_builder(data, tasks)`, see `build_model`.
+        sources: `{config["dataset"]: MultiTaskData or a function returning one}`.
+            To go to Ray workers both must pickle: functions do (cloudpickle),
+            a `MultiTaskData` does when made from arrays.
+    """
+
+    def __init__(self, model_builder, sources):
+        self.model_builder, self.sources, self._loaded = model_builder, dict(sources), {}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_loaded": {}}
+
+    def data(self, name):
+        """The data set `name`, loaded on first use."""
+        if name not in self._loaded:
+            source = self.sources[name]
+            loaded = source if isinstance(source, datasets.MultiTaskData) else source()
+            if not isinstance(loaded, datasets.MultiTaskData):
+                raise TypeError(f"The data function of {name!r} returned a {type(loaded).__name__}, not a keras_mtl.datasets.MultiTaskData.")
+            self._loaded[name] = loaded
+        return self._loaded[name]
+
+    def tasks(self, config):
+        """The task names of a run (those of a failed run's NaN metrics)."""
+        if config["method_id"] == report.SINGLE_TASK:
+            return [config["method_kwargs"]["task"]]
+        return list(self.data(config["dataset"]).tasks)
+
+    def __call__(self, config, callbacks=()):
+        return train_run(config, self.data(config["dataset"]), self.model_builder, callbacks)
 
 
 def method_specs(methods, temperatures, scalarization_grid, task_names):
@@ -278,12 +282,12 @@ def method_specs(methods, temperatures, scalarization_grid, task_names):
     return specs
 
 
-def usable_specs(specs, data):
+def usable_specs(specs, data, model_builder=build_model):
     """The specs whose method compiles on the data's model; prints a note for each method left out."""
     kept, skipped = [], set()
     for spec in specs:
         try:
-            build_model(data, data.tasks).compile("adam", loss=make_method({"method_id": spec[1], "method_kwargs": spec[2]}, data.losses()))
+            model_builder(data, data.tasks).compile("adam", loss=make_method({"method_id": spec[1], "method_kwargs": spec[2]}, data.losses()))
             kept.append(spec)
         except (TypeError, ValueError) as error:
             if spec[0] not in skipped:
@@ -292,103 +296,240 @@ def usable_specs(specs, data):
     return kept
 
 
-def load_data(name, max_examples):
-    """The data set `name`, each split cut to its first `max_examples` examples when given."""
+def load_data(name, max_examples=None):
+    """The built-in data set `name` (`DATASETS`), each split cut to its first `max_examples` examples when given."""
     data = DATASETS[name]()
-    if max_examples is None:
-        return data
-    cut = {split: getattr(data, split).take(max_examples) for split in ("train", "validation", "test")}
-    return datasets.MultiTaskData(**cut, tasks=data.tasks, metadata=data.metadata)
+    return data if max_examples is None else data.take(max_examples)
 
 
-def _tensorboard(args, path):
-    """The TensorBoard callback of a run, logging to `--tensorboard`/RUN (none without the option)."""
-    return [keras.callbacks.TensorBoard(log_dir=str(Path(args.tensorboard) / path.stem))] if args.tensorboard else []
+def load_reference(reference, option):
+    """The function a `module:function` reference names (`my_package.models:build`), the current folder importable.
+
+    Raises:
+        SystemExit: naming the problem, when the module or function is missing.
+    """
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise SystemExit(f"keras-mtl benchmark: error: {option} {reference!r} must be module:function, e.g. my_package.models:build")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        found = importlib.import_module(module_name)
+    except ImportError as error:
+        raise SystemExit(f"keras-mtl benchmark: error: {option} {reference!r}: cannot import {module_name}: {error}") from None
+    for part in attribute.split("."):
+        if not hasattr(found, part):
+            raise SystemExit(f"keras-mtl benchmark: error: {option} {reference!r}: {module_name} has no attribute {attribute!r}")
+        found = getattr(found, part)
+    if not callable(found):
+        raise SystemExit(f"keras-mtl benchmark: error: {option} {reference!r} is not a function")
+    return found
 
 
-def cached_results(configs, folder):
-    """`(results, to_train)`: the usable cached result of each config, and the configs to train (a note for each unusable file)."""
-    results, to_train = {}, []
-    for config in configs:
-        path = cache.run_path(folder, config)
-        result, problem = cache.read(path, config)
-        if problem:
-            print(f"note: training {path} again: {problem}")
-        if result is None:
-            to_train.append(config)
-        else:
-            results[path] = result
-    return results, to_train
+def _reference_name(function):
+    return f"{getattr(function, '__module__', '?')}:{getattr(function, '__qualname__', type(function).__name__)}"
+
+
+def _take(load, max_examples):
+    return load().take(max_examples)
+
+
+def _data_source(data, max_examples):
+    """`(name, source)` of the `data` argument of `compare`: a built-in data set's name, a `MultiTaskData` or a function returning one."""
+    if isinstance(data, str):
+        if data not in DATASETS:
+            raise ValueError(f"compare: unknown data set {data!r}{keras_mtl_cli.suggestion(data, DATASETS)}; built in: {', '.join(DATASETS)}; or pass a MultiTaskData or a function returning one.")
+        return data, functools.partial(load_data, data, max_examples)
+    if isinstance(data, datasets.MultiTaskData):
+        return "data", data if max_examples is None else data.take(max_examples)
+    if callable(data):
+        return _reference_name(data), data if max_examples is None else functools.partial(_take, data, max_examples)
+    raise TypeError(f"compare: data must be a keras_mtl.datasets.MultiTaskData, a function returning one, or a built-in data set's name; got {type(data).__name__}.")
+
+
+def compare_methods(
+    build_model=build_model,
+    data="multi_mnist_5k_sum",
+    *,
+    methods=None,
+    seeds=2,
+    learning_rates=(1e-3,),
+    temperatures=keras_mtl_cli.TEMPERATURES,
+    epochs=5,
+    batch_size=64,
+    scalarization_grid=False,
+    max_examples=None,
+    output="benchmark_results",
+    name=None,
+    ray=False,
+    ray_address=None,
+    cpus_per_run=1,
+    gpus_per_run=0,
+    tensorboard=None,
+    progress=True,
+):
+    """Benchmarks multi-task methods on a model and its data; returns the table as a `pandas.DataFrame`.
+
+    Trains every method × seed × learning rate (× UW-SO temperature), and one
+    single-task baseline per task with the same architecture
+    (`build_model(data, {task: spec})`), then compares them as `keras-mtl
+    benchmark` does: runs paired by seed, the learning rate and temperature
+    chosen on validation Δm%, test metrics, Δm% against single-task
+    training, the difference from equal weighting with its paired t interval
+    and a verdict, the mean rank, the time per step. Writes
+    OUTPUT/results.csv, results.json and the plots; every finished run is
+    cached under OUTPUT/runs, so calling again with the same arguments
+    resumes where an interrupted call stopped.
+
+    >>> table = keras_mtl.benchmark.compare_methods(build, data, methods=["ew", "uw", "pcgrad"], seeds=3, epochs=10)
+
+    Args:
+        build_model: `build_model(data, tasks)` returns an uncompiled keras_mtl
+            model (e.g. `keras_mtl.MultiTaskModel`) with one output per task
+            of `tasks` (`{name: TaskSpec}`), named after it (`spec.head(name)`
+            builds a suitable output layer). Default: a small CNN/MLP
+            (`keras_mtl.benchmark.compare.build_model`).
+        data: a `keras_mtl.datasets.MultiTaskData` (from arrays, tf.data or
+            tfds, each task with its loss, metric and direction), a function
+            returning one, or a built-in data set's name (`DATASETS`). Ray
+            workers get the function (a `MultiTaskData` only when made from
+            arrays: tf.data pipelines do not pickle).
+        methods: method ids (`keras_mtl.available()`); default
+            `keras_mtl_cli.DEFAULT_METHODS`.
+        seeds: paired seeds per setting, 0 .. seeds-1 (intervals need 2).
+        learning_rates, temperatures: grids, each method keeping its best
+            setting by validation Δm% (temperatures: UW-SO's).
+        epochs, batch_size: every run's training.
+        scalarization_grid: also train the scalarization grid's points.
+        max_examples: cut every split to this many examples.
+        output: folder of the results, the plots and the cached runs.
+        name: the data's name in the run configurations (so in the cache):
+            default the built-in name, the function's `module:name`, or "data"
+            for a `MultiTaskData` (name it when you benchmark several).
+        ray: train the runs in parallel as Ray tasks (`pip install
+            'keras_mtl[ray]'`) on a local Ray instance, or on the cluster at
+            `ray_address`, each run reserving `cpus_per_run` CPUs and
+            `gpus_per_run` GPUs; an instance `ray.init` already started is
+            used as it is.
+        tensorboard: a folder for each run's TensorBoard logs (runs trained in
+            this process).
+        progress: show the `rich` progress display.
+
+    Returns:
+        A `pandas.DataFrame`, one row per method after the single-task row;
+        the columns of results.csv.
+
+    Raises:
+        keras_mtl.benchmark.runner.Interrupted: on Ctrl-C (a
+            `KeyboardInterrupt`), after saying which runs are kept; calling
+            again resumes.
+    """
+    import pandas
+
+    options = dict(locals())
+    return pandas.DataFrame(_benchmark(options.pop("build_model"), options.pop("data"), options, resume="call")["rows"])
+
+
+def _benchmark(model_builder, data, options, resume="command"):
+    """`compare` without the DataFrame; returns `{"rows", "trained", "output"}`."""
+    default_name, source = _data_source(data, options["max_examples"])
+    name = options["name"] or default_name
+    trainer = Trainer(model_builder, {name: source})
+    loaded = trainer.data(name)
+    methods = list(options["methods"] or [m for m in keras_mtl_cli.DEFAULT_METHODS if m in keras_mtl.available()])
+    unknown = [m for m in methods if m not in keras_mtl.available()]
+    if unknown:
+        raise ValueError(f"compare: unknown method id {unknown[0]!r}{keras_mtl_cli.suggestion(unknown[0], keras_mtl.available())}; known: {' '.join(keras_mtl.available())}")
+    tasks = list(loaded.tasks)
+    base = {"dataset": name, "max_examples": options["max_examples"], "epochs": options["epochs"], "batch_size": options["batch_size"]}
+    if model_builder is not build_model:
+        base["model"] = _reference_name(model_builder)
+    baseline_specs = [(f"{report.SINGLE_TASK}:{t}", report.SINGLE_TASK, {"task": t}) for t in tasks]
+    specs = usable_specs(method_specs(methods, options["temperatures"], options["scalarization_grid"], tasks), loaded, model_builder)
+    if not specs:
+        raise SystemExit(f"keras-mtl benchmark: error: none of the methods {methods} builds on {name}.")
+    configs = [
+        {**base, "label": label, "method_id": method_id, "method_kwargs": kwargs, "seed": seed, "learning_rate": lr}
+        for label, method_id, kwargs in baseline_specs + specs
+        for lr in options["learning_rates"]
+        for seed in range(options["seeds"])
+    ]
+    output = Path(options["output"])
+    folder = output / "runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    ray = runner.RayOptions(options["ray_address"], options["cpus_per_run"], options["gpus_per_run"]) if options["ray"] or options["ray_address"] else None
+    tensorboard = options["tensorboard"]
+    callbacks = (lambda config: [keras.callbacks.TensorBoard(log_dir=str(Path(tensorboard) / cache.run_path(folder, config).stem))]) if tensorboard else None
+    print(f"{name}: ", end="")
+    results, trained = runner.execute(configs, folder, trainer, ray=ray, progress=options["progress"], callbacks=callbacks, resume=resume)
+    return {"rows": _report(options, loaded, results, output), "trained": trained, "output": output}
 
 
 def run(args):
-    """Runs the benchmark of parsed `keras-mtl benchmark` arguments (`keras_mtl_cli.parse`).
+    """Runs the benchmark of parsed `keras-mtl benchmark` arguments (`keras_mtl_cli.parse`) through `compare`'s code.
 
     Returns:
         `{"rows": table rows, "trained": runs trained now, "output": folder}`.
     """
-    methods = args.methods or [m for m in keras_mtl_cli.DEFAULT_METHODS if m in keras_mtl.available()]
-    data = load_data(args.dataset, args.max_examples)
-    tasks = list(data.tasks)
-    base = {"dataset": args.dataset, "max_examples": args.max_examples, "epochs": args.epochs, "batch_size": args.batch_size}
-    baseline_specs = [(f"{report.SINGLE_TASK}:{t}", report.SINGLE_TASK, {"task": t}) for t in tasks]
-    specs = usable_specs(method_specs(methods, args.temperatures, args.scalarization_grid == "on", tasks), data)
-    if not specs:
-        raise SystemExit(f"keras-mtl benchmark: error: none of the methods {methods} builds on {args.dataset}.")
-    configs = [
-        {**base, "label": label, "method_id": method_id, "method_kwargs": kwargs, "seed": seed, "learning_rate": lr}
-        for label, method_id, kwargs in baseline_specs + specs
-        for lr in args.learning_rates
-        for seed in range(args.seeds)
-    ]
-    folder = Path(args.output) / "runs"
-    folder.mkdir(parents=True, exist_ok=True)
-    results, to_train = cached_results(configs, folder)
-    print(f"{args.dataset}: {len(configs)} runs, {len(results)} already done in {folder}, {len(to_train)} to train.")
-    with RunProgress(len(to_train), args.epochs) as progress:
-        for config in to_train:
-            path = cache.run_path(folder, config)
-            progress.start_run(run_name(config))
-            results[path] = train_run(config, data, callbacks=[progress, *_tensorboard(args, path)])
-            cache.save(path, results[path])
-            progress.end_run()
-    rows = _report(args, data, [results[cache.run_path(folder, c)] for c in configs])
-    return {"rows": rows, "trained": len(to_train), "output": Path(args.output)}
+    model_builder = load_reference(args.model, "--model") if args.model else build_model
+    data = load_reference(args.data, "--data") if args.data else args.dataset
+    options = {
+        "methods": args.methods,
+        "seeds": args.seeds,
+        "learning_rates": args.learning_rates,
+        "temperatures": args.temperatures,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "scalarization_grid": args.scalarization_grid == "on",
+        "max_examples": args.max_examples,
+        "output": args.output,
+        "name": None,
+        "ray": args.ray,
+        "ray_address": args.ray_address,
+        "cpus_per_run": args.cpus_per_run,
+        "gpus_per_run": args.gpus_per_run,
+        "tensorboard": args.tensorboard,
+        "progress": True,
+    }
+    return _benchmark(model_builder, data, options)
 
 
-def run_name(config):
-    """A run for people: its row label, method arguments, seed and learning rate."""
-    arguments = "" if config["method_id"] == report.SINGLE_TASK else "".join(f"{name}={value} " for name, value in config["method_kwargs"].items())
-    return f"{config['label']} {arguments}seed {config['seed']} lr {config['learning_rate']:g}"
-
-
-def _report(args, data, results):
+def _report(options, data, results, output):
     """Prints the table and writes the CSV, the JSON and the plots; returns the table rows."""
+    learning_rates, temperatures = options["learning_rates"], options["temperatures"]
     baselines = [r for r in results if r["config"]["method_id"] == report.SINGLE_TASK]
     runs = [r for r in results if r["config"]["method_id"] != report.SINGLE_TASK]
     higher = {name: spec.higher_is_better for name, spec in data.tasks.items()}
     rows = report.summarize(runs, baselines, higher)
     metrics = ", ".join(f"{t}: {s.metric}" for t, s in data.tasks.items())
-    grids = [f"learning rate from {' '.join(f'{lr:g}' for lr in args.learning_rates)}"]
+    grids = [f"learning rate from {' '.join(f'{lr:g}' for lr in learning_rates)}"]
     if any(r["config"]["method_id"] == "uw_so" for r in runs):
-        grids.append(f"UW-SO temperature from {' '.join(f'{t:g}' for t in args.temperatures)}")
+        grids.append(f"UW-SO temperature from {' '.join(f'{t:g}' for t in temperatures)}")
     print(
-        f"\nTest metrics ({metrics}), mean ± std over {args.seeds} seeds; Δm% against single-task training (negative: better);"
+        f"\nTest metrics ({metrics}), mean ± sample std (ddof 1) over {options['seeds']} seeds; Δm% against single-task training (negative: better);"
         f"\nvs EW: the difference in Δm% from equal weighting, paired by seed, with its {report.CONFIDENCE:.0%} t interval;"
         f"\nchosen on validation Δm%: {'; '.join(grids)}."
     )
     report.print_table(report.benchmark_table(rows, list(data.tasks)))
     for run in results:
         if run.get("diverged"):
-            print(f"note: {run_name(run['config'])} diverged: {run['diverged']}")
-    output = Path(args.output)
+            print(f"note: {runner.run_name(run['config'])} diverged: {run['diverged']}")
+        if run.get("error"):
+            print(f"note: {runner.run_name(run['config'])} failed (not cached: the next invocation tries it again): {run['error']}")
     report.write_csv(rows, output / "results.csv")
     report.write_json(rows, results, output / "results.json")
-    chosen = _first_seed_runs(rows, runs)
-    report.plot_weights([r for r in chosen if r["config"]["method_id"] != "scalarization"], output / "weights.png")
-    report.plot_validation(chosen, data.tasks, output / "validation.png")
+    # The curves of the runs that trained (a failed run has none).
+    chosen = [r for r in _first_seed_runs(rows, runs) if not r.get("error")]
+    plots = ["metrics.png"]
     report.plot_metrics(rows, list(data.tasks), higher, output / "metrics.png")
-    print(f"Wrote {output}/results.csv, results.json, weights.png, validation.png, metrics.png.")
+    weighted = [r for r in chosen if r["config"]["method_id"] != "scalarization"]
+    if weighted:
+        report.plot_weights(weighted, output / "weights.png")
+        plots.insert(0, "weights.png")
+    if chosen:
+        report.plot_validation(chosen, data.tasks, output / "validation.png")
+        plots.insert(-1, "validation.png")
+    print(f"Wrote {output}/results.csv, results.json, {', '.join(plots)}.")
     return rows
 
 

@@ -30,21 +30,22 @@ def delta_m(metrics, baseline, higher_is_better):
 
     `Δm% = (100/M) Σ_m (−1)^{s_m} (M_m − B_m) / B_m`, with `s_m = 1` where a
     higher metric is better (Maninis et al. 2019). A task missing from
-    `metrics` counts as NaN, so the result is NaN.
+    `metrics`, or whose baseline is 0, counts as NaN, so the result is NaN.
 
     Args:
         metrics, baseline: `{task: value}`.
         higher_is_better: `{task: bool}`.
     """
-    terms = [(-1.0 if higher_is_better[t] else 1.0) * (metrics.get(t, math.nan) - baseline[t]) / baseline[t] for t in baseline]
+    # A baseline of 0 (e.g. an accuracy of 0 on a tiny test set) leaves the relative change undefined: NaN.
+    terms = [(-1.0 if higher_is_better[t] else 1.0) * (metrics.get(t, math.nan) - baseline[t]) / baseline[t] if baseline[t] else math.nan for t in baseline]
     return 100.0 * float(np.mean(terms))
 
 
 def mean_ranks(scores, higher_is_better):
-    """Each row's rank per task (1 = best, ties share their mean rank), averaged over the tasks.
+    """Each row's rank per task (1 = best, ties share their mean rank: `scipy.stats.rankdata`), averaged over the tasks.
 
     A missing or NaN metric ranks last (tied with the other missing ones):
-    a run that diverged is worse than any that finished.
+    a run that diverged or failed is worse than any that finished.
 
     Args:
         scores: `{row: {task: value}}`.
@@ -53,38 +54,70 @@ def mean_ranks(scores, higher_is_better):
     Returns:
         `{row: mean rank}`.
     """
+    from scipy import stats
+
     rows = list(scores)
     ranks = np.zeros(len(rows))
     for task, higher in higher_is_better.items():
         values = np.array([scores[row].get(task, math.nan) for row in rows], dtype=float) * (-1.0 if higher else 1.0)
         values[np.isnan(values)] = math.inf
-        # A value's rank is 1 + the number of better values + half the number of ties.
-        ranks += [1 + np.sum(values < v) + (np.sum(values == v) - 1) / 2 for v in values]
+        ranks += stats.rankdata(values, method="average")
     return {row: float(rank) / len(higher_is_better) for row, rank in zip(rows, ranks)}
 
 
 def paired_interval(differences, confidence=CONFIDENCE):
-    """The paired t interval of the mean of per-seed differences.
+    """The paired t interval of the mean of per-seed differences `a − b`.
 
     `d̄ ± t_{(1+c)/2, n−1} · s_d / √n`, with `s_d` the sample standard
     deviation (ddof 1) of the n differences: the interval of a paired t test,
-    valid when the differences are roughly normal. Identical differences give
-    a zero-width interval at their value.
+    `scipy.stats.ttest_rel(a, b).confidence_interval()`, which equals the
+    one-sample test of the differences used here. Valid when the differences
+    are roughly normal. Identical differences give a zero-width interval at
+    their value.
 
     Returns:
         `(mean, low, high)`; `(mean, None, None)` for fewer than 2 differences,
         which leave the spread unknown.
     """
+    from scipy import stats
+
     differences = np.asarray(differences, dtype=float)
     mean = float(np.mean(differences))
     if len(differences) < 2:
         return mean, None, None
+    # Differences equal but for rounding are identical: a spread of 1e-16 is no spread (scipy would give NaN).
+    if np.allclose(differences, mean, rtol=1e-9, atol=1e-12) or not np.isfinite(mean):
+        return mean, mean, mean
+    interval = stats.ttest_1samp(differences, 0.0).confidence_interval(confidence)
+    return mean, float(interval.low), float(interval.high)
+
+
+def p_value(differences):
+    """The two-sided p-value of a paired t test that the mean difference is 0 (NaN below 2 seeds or without spread)."""
     from scipy import stats
 
-    # Differences equal but for rounding are identical: a spread of 1e-16 is no spread.
-    spread = 0.0 if np.allclose(differences, mean, rtol=1e-9, atol=1e-12) else np.std(differences, ddof=1)
-    half_width = stats.t.ppf((1 + confidence) / 2, len(differences) - 1) * spread / math.sqrt(len(differences))
-    return mean, float(mean - half_width), float(mean + half_width)
+    differences = np.asarray(differences, dtype=float)
+    if len(differences) < 2 or np.allclose(differences, np.mean(differences), rtol=1e-9, atol=1e-12):
+        return math.nan
+    return float(stats.ttest_1samp(differences, 0.0).pvalue)
+
+
+def holm(p_values):
+    """Holm's step-down adjustment of p-values, in their order: `p̃_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j))`, sorted ascending.
+
+    Rejecting where `p̃ < α` keeps the family-wise error rate at α across the
+    m comparisons (Holm 1979). A NaN p-value (no test) stays NaN and does not
+    count in m.
+    """
+    p_values = np.asarray(p_values, dtype=float)
+    adjusted = np.full(len(p_values), math.nan)
+    tested = np.flatnonzero(~np.isnan(p_values))
+    order = tested[np.argsort(p_values[tested], kind="stable")]
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
 
 
 def verdict(mean, low, high):
@@ -107,7 +140,8 @@ def _mean(values):
 
 
 def _std(values):
-    return float(np.std(values))
+    """The sample standard deviation (ddof 1), the one spread convention of the tables and the intervals; NaN for one value."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
 
 
 def _setting(run):
@@ -175,10 +209,10 @@ def summarize(runs, baseline_runs, higher_is_better):
 
     Each row: `method`, `learning_rate` and `tuned` (the chosen setting),
     `seeds`, per task `{task}` and `{task}_std` (test metric over seeds),
-    `delta_m` and `delta_m_std`, `vs_ew` (the mean over seeds of the
+    `delta_m` and `delta_m_std` (std: the sample standard deviation, ddof 1), `vs_ew` (the mean over seeds of the
     difference in Δm% from equal weighting trained with the same seed),
     `vs_ew_low` / `vs_ew_high` (its paired t interval, `CONFIDENCE`; None
-    with one seed), `verdict`, `rank` (mean rank among the methods),
+    with one seed), `verdict` (or the error of a run that failed), `rank` (mean rank among the methods),
     `time_vs_ew` (seconds per step over equal weighting's). The `vs_ew…`
     and `time_vs_ew` fields are None without an `ew` row.
     """
@@ -198,6 +232,9 @@ def summarize(runs, baseline_runs, higher_is_better):
             row[t], row[f"{t}_std"] = _mean(values), _std(values)
         row.update(delta_m=_mean(list(deltas.values())), delta_m_std=_std(list(deltas.values())))
         row.update(_against_reference(label, deltas, reference))
+        errors = [r["error"] for r in group if r.get("error")]
+        if errors:
+            row["verdict"] = f"failed: {errors[0]}" if len(errors) == len(group) else f"{len(errors)} of {len(group)} runs failed: {errors[0]}"
         row["seconds_per_step"] = _mean([r["seconds_per_step"] for r in group])
         rows.append(row)
     methods = rows[1:]

@@ -15,6 +15,8 @@ the paired t interval over the seeds (`report.paired_interval`).
 """
 
 import dataclasses
+import functools
+import json
 import math
 import time
 from pathlib import Path
@@ -22,8 +24,10 @@ from pathlib import Path
 import numpy as np
 
 import keras_mtl
-from keras_mtl.benchmark import cache, compare, report
+from keras_mtl.benchmark import cache, compare, report, runner
 
+# The commit that fixed the study's rules (docs/study/rules.md) before its runs; the report cites it.
+RULES_COMMIT = "e45feeaff030"
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive at this budget"
 # Claim 1's "comparable to the best scalarization": UW-SO's Δm% is at most this
 # many points above the grid's best, with 95% confidence (Δm% of these runs
@@ -47,6 +51,10 @@ class StudyConfig:
             and `learning_rate` are the defaults the other grid holds fixed.
         grid_methods: the methods of claim 3.
         sam_methods: the gradient methods F-MTL wraps (claim 4).
+        sam_rhos: SAM's radius grid (claim 4); F-MTL and the naive combination
+            each keep their best ρ by validation Δm%.
+        uw_so_on_auxiliary: also judge claim 1's comparison with the rivals on
+            the auxiliary data set (every task a task, trained like claim 5).
         auxiliary_dataset, auxiliary_max_examples, main_task, auxiliary_epochs,
         auxiliary_batch_size: claim 5's data and training (a main task, the
             others auxiliary).
@@ -67,14 +75,16 @@ class StudyConfig:
     weight_decays: tuple
     grid_methods: tuple
     sam_methods: tuple
+    sam_rhos: tuple
     auxiliary_dataset: str
     auxiliary_max_examples: int | None
     main_task: str
     auxiliary_epochs: int
     auxiliary_batch_size: int
+    uw_so_on_auxiliary: bool
 
 
-# About an hour on a 2-core CPU (the measured time: docs/benchmarks/study.md).
+# The rules fixed before the rerun (docs/study/rules.md). Not timed as a whole: see docs/study/rules.md for the run counts.
 FULL = StudyConfig(
     dataset="multi_mnist_5k_sum",
     max_examples=None,
@@ -85,8 +95,8 @@ FULL = StudyConfig(
     temperatures=(1.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0),
     grid_step=0.2,
     rivals=("ew", "uw", "dwa", "rlw", "imtl_l", "gls"),
-    # Narrower rather than wider than the default model: a width ×2 run costs about 3 of width ×1.
-    widths=(0.25, 0.5, 1.0),
+    # Width ×2 added (claim 2 stopped at ×1 before): a width ×2 run costs about 3 of width ×1.
+    widths=(0.25, 0.5, 1.0, 2.0),
     width_methods=("ew", "uw", "dwa", "rlw", "imtl_l", "gls"),
     learning_rates=(3e-4, 1e-3, 3e-3),
     weight_decays=(0.0, 0.01, 0.1),
@@ -97,6 +107,10 @@ FULL = StudyConfig(
     main_task="homo",
     auxiliary_epochs=10,
     auxiliary_batch_size=128,
+    # A small grid around Phan et al.'s 0.05, chosen on validation for F-MTL and the naive combination alike.
+    sam_rhos=(0.01, 0.05, 0.2),
+    # Claim 1's rivals also on QM9 (11 tasks, so no scalarization grid there).
+    uw_so_on_auxiliary=True,
 )
 
 # End to end in well under a minute: the tests run it.
@@ -121,6 +135,8 @@ TINY = StudyConfig(
     main_task="left",
     auxiliary_epochs=1,
     auxiliary_batch_size=32,
+    sam_rhos=(0.05, 0.2),
+    uw_so_on_auxiliary=True,
 )
 
 
@@ -154,11 +170,17 @@ def grid_points(study, num_tasks):
     return [(f"scalarization({','.join(f'{w:g}' for w in p)})", list(p)) for p in points]
 
 
-def claim_runs(study, tasks):
+def _sam(study, g, variant, rho, seed):
+    label = f"sam+{g}" if variant == "fmtl" else f"sam+{g}:naive"
+    return _run(study, label, "sam", {"method": g, "variant": variant, "rho": rho}, seed)
+
+
+def claim_runs(study, tasks, auxiliary_tasks=()):
     """`{claim: [run configs]}`: what each claim's analysis reads (runs shared between claims appear in each).
 
     Args:
         tasks: the task names of `study.dataset`.
+        auxiliary_tasks: those of `study.auxiliary_dataset` (claim 1's second data set).
     """
     seeds = range(study.seeds)
     runs = {claim: [] for claim in range(1, 7)}
@@ -167,6 +189,9 @@ def claim_runs(study, tasks):
         runs[1] += baselines + [_run(study, m, m, {}, s) for m in study.rivals]
         runs[1] += [_run(study, "uw_so", "uw_so", {"temperature": t}, s) for t in study.temperatures]
         runs[1] += [_run(study, label, "scalarization", {"weights": w}, s) for label, w in grid_points(study, len(tasks))]
+        if study.uw_so_on_auxiliary:
+            runs[1] += _single_task(study, auxiliary_tasks, s, auxiliary=True) + [_run(study, m, m, {}, s, auxiliary=True) for m in study.rivals]
+            runs[1] += [_run(study, "uw_so", "uw_so", {"temperature": t}, s, auxiliary=True) for t in study.temperatures]
         for width in study.widths:
             runs[2] += _single_task(study, tasks, s, width=width) + [_run(study, m, m, {}, s, width=width) for m in study.width_methods]
         runs[3] += baselines
@@ -175,11 +200,7 @@ def claim_runs(study, tasks):
             runs[3] += [_run(study, m, m, {}, s, weight_decay=wd) for wd in study.weight_decays]
         runs[4] += baselines
         for g in study.sam_methods:
-            runs[4] += [
-                _run(study, g, g, {}, s),
-                _run(study, f"sam+{g}", "sam", {"method": g, "variant": "fmtl"}, s),
-                _run(study, f"sam+{g}:naive", "sam", {"method": g, "variant": "naive"}, s),
-            ]
+            runs[4] += [_run(study, g, g, {}, s)] + [_sam(study, g, variant, rho, s) for variant in ("fmtl", "naive") for rho in study.sam_rhos]
         runs[5] += [_run(study, "ew", "ew", {}, s, auxiliary=True)]
         runs[5] += [_run(study, m, m, {"main_task": study.main_task}, s, auxiliary=True) for m in ("hydalearn", "gcossim")]
         runs[6] += baselines + [_run(study, m, m, {}, s) for m in study.rivals]
@@ -197,10 +218,11 @@ def _key(config):
 class Results:
     """The finished runs of a study, looked up by configuration, with the study's settings and the tasks' directions."""
 
-    def __init__(self, study, results, higher_is_better):
+    def __init__(self, study, results, higher_is_better, auxiliary_tasks=()):
         self.study = study
         self.by_key = {_key(r["config"]): r for r in results}
         self.higher = higher_is_better
+        self.auxiliary_tasks = list(auxiliary_tasks)
 
     def get(self, config):
         return self.by_key[_key(config)]
@@ -238,6 +260,30 @@ def _verdict(interval, expected, bound=0.0):
 def _side(interval, bound=0.0):
     """Where an interval lies, for the report: "lies below 0", "lies above 0" or "includes 0"."""
     return f"lies below {bound:g}" if _is_below(interval, bound) else f"lies above {bound:g}" if _is_above(interval, bound) else f"includes {bound:g}"
+
+
+def holm_verdicts(differences, expected, alpha=1 - report.CONFIDENCE):
+    """Per comparison, its verdict under Holm's correction for the family of `differences` (`{name: per-seed differences}`).
+
+    A comparison is decided when its paired t test's Holm-adjusted p-value
+    (`report.holm`) is below `alpha`: reproduced when its mean lies on the
+    `expected` side of 0 ("below" or "above"), not reproduced on the other;
+    else inconclusive. So the chance that any comparison of the family is
+    decided wrongly stays at most `alpha`, however many comparisons it has.
+
+    Returns:
+        `{name: verdict}`.
+    """
+    names = list(differences)
+    adjusted = report.holm([report.p_value(differences[name]) for name in names])
+    verdicts = {}
+    for name, p in zip(names, adjusted):
+        mean = float(np.mean(differences[name]))
+        if not p < alpha:
+            verdicts[name] = INCONCLUSIVE
+        else:
+            verdicts[name] = REPRODUCED if (mean < 0) == (expected == "below") else NOT_REPRODUCED
+    return verdicts
 
 
 def combine(verdicts):
@@ -288,45 +334,70 @@ def _best_by_validation(results, candidates, baseline_validation):
 # ---------------------------------------------------------------- one analysis per claim
 
 
+def _versus_rivals(results, tasks, auxiliary=False):
+    """UW-SO (its temperature chosen on validation Δm%) against each rival on one data set: per-seed test Δm% differences and the Holm verdicts."""
+    study, seeds = results.study, range(results.study.seeds)
+    baseline = _baseline(results, tasks, seeds, auxiliary=auxiliary)
+    baseline_validation = _baseline(results, tasks, seeds, "validation", auxiliary=auxiliary)
+    per_t = [[_run(study, "uw_so", "uw_so", {"temperature": t}, s, auxiliary=auxiliary) for s in seeds] for t in study.temperatures]
+    uw_so = _best_by_validation(results, per_t, baseline_validation)
+    ours = _deltas(results, uw_so, baseline)
+    rivals = {m: _deltas(results, [_run(study, m, m, {}, s, auxiliary=auxiliary) for s in seeds], baseline) for m in study.rivals}
+    differences = {m: np.subtract(ours, theirs) for m, theirs in rivals.items()}
+    verdicts = holm_verdicts(differences, "below")
+    better = [m for m, v in verdicts.items() if v == REPRODUCED]
+    worse = [m for m, v in verdicts.items() if v == NOT_REPRODUCED]
+    part = NOT_REPRODUCED if worse else REPRODUCED if 2 * len(better) >= len(differences) else INCONCLUSIVE
+    return {"uw_so": uw_so, "ours": ours, "rivals": rivals, "differences": differences, "better": better, "worse": worse, "verdict": part, "baseline": baseline, "baseline_validation": baseline_validation}
+
+
 def analyse_uw_so(results, tasks):
     """Claim 1 (Kirchdorfer et al. 2024): UW-SO comparable to the best scalarization, better than common weightings.
 
     UW-SO's temperature and the grid's best point are chosen on validation
     Δm% (mean over seeds); then per seed the test Δm% difference
-    `UW-SO − other` (negative: UW-SO better). Verdict, two parts combined by
+    `UW-SO − other` (negative: UW-SO better). Verdict, parts combined by
     `combine`: (a) comparable to the grid: reproduced when the interval's upper
     end is below `COMPARABLE_MARGIN` (1 point of Δm%), not reproduced when its
-    lower end is above it; (b) better than the rivals: reproduced when UW-SO is
-    better (interval below 0) than at least half of them and worse than none,
-    not reproduced when it is worse (interval above 0) than any.
+    lower end is above it; (b) better than the rivals: each of the rivals is a
+    comparison of one family, decided by a paired t test with Holm's
+    correction over the family (`holm_verdicts`, family-wise error 5%);
+    reproduced when UW-SO is detectably better than at least half of them and
+    detectably worse than none, not reproduced when detectably worse than any.
+    With `uw_so_on_auxiliary`, part (b) is judged on the auxiliary data set
+    too, as a part of its own (its many tasks leave the scalarization grid
+    without points, so part (a) is the main data set's only).
     """
     study, seeds = results.study, range(results.study.seeds)
-    baseline, baseline_validation = _baseline(results, tasks, seeds), _baseline(results, tasks, seeds, "validation")
-    per_t = [[_run(study, "uw_so", "uw_so", {"temperature": t}, s) for s in seeds] for t in study.temperatures]
-    uw_so = _best_by_validation(results, per_t, baseline_validation)
+    main = _versus_rivals(results, tasks)
     grid = [[_run(study, label, "scalarization", {"weights": w}, s) for s in seeds] for label, w in grid_points(study, len(tasks))]
-    best_grid = _best_by_validation(results, grid, baseline_validation)
-    ours = _deltas(results, uw_so, baseline)
-    rows = {"UW-SO": _interval(ours), "best scalarization": _interval(_deltas(results, best_grid, baseline))}
-    others = {"best scalarization": best_grid, **{m: [_run(study, m, m, {}, s) for s in seeds] for m in study.rivals}}
-    differences = {name: _interval(np.subtract(ours, _deltas(results, configs, baseline))) for name, configs in others.items()}
-    for m in study.rivals:
-        rows[m] = _interval(_deltas(results, others[m], baseline))
-    versus_grid = differences.pop("best scalarization")
+    best_grid = _best_by_validation(results, grid, main["baseline_validation"])
+    versus_grid = _interval(np.subtract(main["ours"], _deltas(results, best_grid, main["baseline"])))
     part_a = _verdict(versus_grid, "below", COMPARABLE_MARGIN)
-    better = [m for m, d in differences.items() if _is_below(d)]
-    worse = [m for m, d in differences.items() if _is_above(d)]
-    part_b = NOT_REPRODUCED if worse else REPRODUCED if 2 * len(better) >= len(differences) else INCONCLUSIVE
-    temperature = uw_so[0]["method_kwargs"]["temperature"]
+    rows = {"UW-SO": _interval(main["ours"]), "best scalarization": _interval(_deltas(results, best_grid, main["baseline"]))}
+    rows.update({m: _interval(theirs) for m, theirs in main["rivals"].items()})
+    temperature = main["uw_so"][0]["method_kwargs"]["temperature"]
     numbers = [f"UW-SO (T = {temperature:g}) − best scalarization ({best_grid[0]['label'][len('scalarization') :]}): {_text(versus_grid)}"]
-    numbers += [f"UW-SO − {m.upper()}: {_text(d)}" for m, d in differences.items()]
+    numbers += [f"UW-SO − {m.upper()}: {_text(_interval(d))}" for m, d in main["differences"].items()]
+    parts = [part_a, main["verdict"]]
+    described = [f"(a) comparable to the grid (upper end < {COMPARABLE_MARGIN:g}): {part_a}", f"(b) better than {len(main['better'])} of {len(main['differences'])} rivals, worse than {len(main['worse'])} (Holm): {main['verdict']}"]
+    panels = {f"Δm% (test), {study.dataset}": rows}
+    experiment = f"{study.dataset}, UW-SO over T ∈ {{{', '.join(f'{t:g}' for t in study.temperatures)}}} and {len(grid)} grid points (step {study.grid_step:g}), chosen on validation Δm%; test Δm% differences per seed"
+    if study.uw_so_on_auxiliary:
+        other = _versus_rivals(results, results.auxiliary_tasks, auxiliary=True)
+        parts.append(other["verdict"])
+        described.append(f"(b′) on {study.auxiliary_dataset}: better than {len(other['better'])} of {len(other['differences'])} rivals, worse than {len(other['worse'])} (Holm): {other['verdict']}")
+        temperature = other["uw_so"][0]["method_kwargs"]["temperature"]
+        numbers += [f"{study.auxiliary_dataset}, UW-SO (T = {temperature:g}) − {m.upper()}: {_text(_interval(d))}" for m, d in other["differences"].items()]
+        panels[f"Δm% (test), {study.auxiliary_dataset}"] = {"UW-SO": _interval(other["ours"]), **{m: _interval(theirs) for m, theirs in other["rivals"].items()}}
+        experiment += f"; the rivals also on {study.auxiliary_dataset} (all {len(results.auxiliary_tasks)} tasks, {study.auxiliary_epochs} epochs)"
     return {
         "claim": "UW-SO (T tuned on its grid) is comparable to the best scalarization-grid point and better than EW, UW, DWA, RLW, IMTL-L and GLS",
-        "experiment": f"{study.dataset}, UW-SO over T ∈ {{{', '.join(f'{t:g}' for t in study.temperatures)}}} and {len(grid)} grid points (step {study.grid_step:g}), chosen on validation Δm%; test Δm% differences per seed",
+        "experiment": experiment,
         "numbers": numbers,
-        "verdict": combine([part_a, part_b]),
-        "parts": f"(a) comparable to the grid (upper end < {COMPARABLE_MARGIN:g}): {part_a}; (b) better than {len(better)} of {len(differences)} rivals, worse than {len(worse)}: {part_b}",
-        "plot": {"Δm% (test)": rows},
+        "verdict": combine(parts),
+        "parts": "; ".join(described),
+        "plot": panels,
     }
 
 
@@ -412,28 +483,33 @@ def analyse_learning_rate(results, tasks):
 def analyse_fmtl(results, tasks):
     """Claim 4 (Phan et al. 2022): F-MTL (per-task SAM inside a gradient method) improves the method, and beats the naive combination.
 
-    Per inner method and seed, the test Δm% differences `F-MTL − method` and
-    `F-MTL − naive`. Verdict per difference: reproduced when its interval is
-    below 0, not reproduced when above 0, inconclusive otherwise; the parts
-    combined by `combine`.
+    F-MTL and the naive combination each keep their ρ of `sam_rhos` with the
+    best validation Δm% (mean over seeds). Per inner method and seed, the test
+    Δm% differences `F-MTL − method` and `F-MTL − naive`: all of them one
+    family, each decided by a paired t test with Holm's correction
+    (`holm_verdicts`): reproduced when detectably below 0, not reproduced
+    when detectably above; the parts combined by `combine`.
     """
     study, seeds = results.study, range(results.study.seeds)
     baseline = _baseline(results, tasks, seeds)
-    numbers, parts, rows = [], [], {}
+    baseline_validation = _baseline(results, tasks, seeds, "validation")
+    differences, chosen = {}, {}
     for g in study.sam_methods:
         plain = _deltas(results, [_run(study, g, g, {}, s) for s in seeds], baseline)
-        fmtl = _deltas(results, [_run(study, f"sam+{g}", "sam", {"method": g, "variant": "fmtl"}, s) for s in seeds], baseline)
-        naive = _deltas(results, [_run(study, f"sam+{g}:naive", "sam", {"method": g, "variant": "naive"}, s) for s in seeds], baseline)
-        for name, other in ((g, plain), (f"naive SAM+{g}", naive)):
-            difference = _interval(np.subtract(fmtl, other))
-            rows[f"F-MTL({g}) − {name}"] = difference
-            numbers.append(f"F-MTL({g}) − {name}: {_text(difference)}")
-            parts.append(_verdict(difference, "below"))
+        tuned = {}
+        for variant in ("fmtl", "naive"):
+            best = _best_by_validation(results, [[_sam(study, g, variant, rho, s) for s in seeds] for rho in study.sam_rhos], baseline_validation)
+            tuned[variant], chosen[g, variant] = _deltas(results, best, baseline), best[0]["method_kwargs"]["rho"]
+        differences[f"F-MTL({g}) − {g}"] = np.subtract(tuned["fmtl"], plain)
+        differences[f"F-MTL({g}) − naive SAM+{g}"] = np.subtract(tuned["fmtl"], tuned["naive"])
+    verdicts = holm_verdicts(differences, "below")
+    rows = {name: _interval(d) for name, d in differences.items()}
+    rhos = "; ".join(f"{g}: F-MTL ρ = {chosen[g, 'fmtl']:g}, naive ρ = {chosen[g, 'naive']:g}" for g in study.sam_methods)
     return _combined_row(
         "F-MTL (SAM per task inside a gradient method) beats the same method without SAM and the naive SAM combination",
-        f"{study.dataset}, {', '.join(study.sam_methods)} with and without `SAM(variant='fmtl')` and with `variant='naive'` (ρ = 0.05); test Δm% differences per seed",
-        numbers,
-        dict(zip(rows, parts)),
+        f"{study.dataset}, {', '.join(study.sam_methods)} with and without `SAM(variant='fmtl')` and with `variant='naive'`, ρ ∈ {{{', '.join(f'{r:g}' for r in study.sam_rhos)}}} chosen on validation Δm% ({rhos}); test Δm% differences per seed",
+        [f"{name}: {_text(interval)}" for name, interval in rows.items()],
+        {f"{name} (Holm)": verdict for name, verdict in verdicts.items()},
         {"Δm% difference (test)": rows},
     )
 
@@ -443,25 +519,24 @@ def analyse_auxiliary(results, tasks):
 
     Per seed, the main task's test metric relative to equal weighting's, in
     percent and signed so that negative is better (`Δm%` on the main task
-    alone, with EW as the reference). Verdict per method: reproduced when
-    the interval is below 0, not reproduced when above 0, inconclusive
-    otherwise; the two combined by `combine`.
+    alone, with EW as the reference). The two methods are one family, each
+    decided by a paired t test with Holm's correction (`holm_verdicts`):
+    reproduced when detectably below 0, not reproduced when detectably above,
+    inconclusive otherwise; the two combined by `combine`.
     """
     study, seeds, main = results.study, range(results.study.seeds), results.study.main_task
     ew = [results.get(_run(study, "ew", "ew", {}, s, auxiliary=True)) for s in seeds]
     higher = {main: results.higher[main]}
-    rows, numbers, parts = {}, [], []
+    relative = {}
     for m in ("hydalearn", "gcossim"):
         runs = [results.get(_run(study, m, m, {"main_task": main}, s, auxiliary=True)) for s in seeds]
-        relative = _interval([report.delta_m(r["test"], {main: e["test"][main]}, higher) for r, e in zip(runs, ew)])
-        rows[m] = relative
-        numbers.append(f"{m} vs EW, relative change of {main}'s test error: {_text(relative, '%')}")
-        parts.append(_verdict(relative, "below"))
+        relative[m] = [report.delta_m(r["test"], {main: e["test"][main]}, higher) for r, e in zip(runs, ew)]
+    rows = {m: _interval(values) for m, values in relative.items()}
     return _combined_row(
         "HydaLearn (and GCosSim) weights help a main task with auxiliary tasks, against equal weighting",
         f"{study.auxiliary_dataset} (first {study.auxiliary_max_examples} examples per split), main task {main}, the other tasks auxiliary, {study.auxiliary_epochs} epochs; relative change of the main task's test metric vs EW per seed",
-        numbers,
-        dict(zip(("hydalearn", "gcossim"), parts)),
+        [f"{m} vs EW, relative change of {main}'s test error: {_text(interval, '%')}" for m, interval in rows.items()],
+        {f"{m} (Holm)": verdict for m, verdict in holm_verdicts(relative, "below").items()},
         {f"{main}: % vs EW (test)": rows},
     )
 
@@ -539,7 +614,10 @@ def write_report(findings, study, output, command, seconds, trained, total):
         "## Verdict rules and details",
         "",
         "A claim with several parts is reproduced when every part is, not reproduced when any part is not, and "
-        "inconclusive otherwise (`combine`). The rules were fixed before the runs.",
+        "inconclusive otherwise (`combine`). Where a part combines several comparisons, each is a paired t test with "
+        "Holm's correction over them (family-wise error 5%); the intervals shown are the unadjusted 95% ones. "
+        "Spreads are sample standard deviations (ddof 1). "
+        f"The rules: keras_mtl/benchmark/study.py and docs/study/rules.md{f', fixed in commit {RULES_COMMIT} before the runs' if RULES_COMMIT else ''}.",
         "",
     ]
     for number, (finding, analysis) in enumerate(zip(findings, ANALYSES), 1):
@@ -553,22 +631,28 @@ def write_report(findings, study, output, command, seconds, trained, total):
 # ---------------------------------------------------------------- the command
 
 
-def _train_missing(configs, folder, data):
-    """Trains the configs without a usable cached result; returns `(every result, runs trained now)`.
+# In the cache folder, beside the runs: `{data set: {task: higher is better}}`, so that a report rebuilds from the folder alone.
+TASKS_FILE = "tasks.json"
 
-    Args:
-        data: `{(dataset, max_examples): MultiTaskData}` of every config's data.
-    """
-    results, to_train = compare.cached_results(configs, folder)
-    print(f"study: {len(configs)} runs, {len(results)} already done in {folder}, {len(to_train)} to train.")
-    with compare.RunProgress(len(to_train), max(c["epochs"] for c in configs)) as progress:
-        for config in to_train:
-            path = cache.run_path(folder, config)
-            progress.start_run(compare.run_name(config))
-            results[path] = compare.train_run(config, data[config["dataset"], config["max_examples"]], callbacks=[progress])
-            cache.save(path, results[path])
-            progress.end_run()
-    return list(results.values()), len(to_train)
+
+def data_tasks(folder, trainer):
+    """`{data set: {task: higher is better}}` of the trainer's data sets: read from `folder/tasks.json`, else from the data (then written there)."""
+    path = Path(folder) / TASKS_FILE
+    known = json.loads(path.read_text()) if path.exists() else {}
+    missing = [name for name in trainer.sources if name not in known]
+    if missing:
+        known.update({name: {t: spec.higher_is_better for t, spec in trainer.data(name).tasks.items()} for name in missing})
+        path.write_text(json.dumps(known, indent=1))
+    return known
+
+
+def slim(result):
+    """What the study keeps of a run: all but its per-step history, which no claim reads (a file of about 1 kB)."""
+    return {key: value for key, value in result.items() if key != "history"}
+
+
+def _ray_options(args):
+    return runner.RayOptions(args.ray_address, args.cpus_per_run, args.gpus_per_run) if args.ray or args.ray_address else None
 
 
 def run(args):
@@ -581,22 +665,25 @@ def run(args):
     study = TINY if args.tiny else FULL
     if args.seeds:
         study = dataclasses.replace(study, seeds=args.seeds)
-    # Both loaded up front: the runs to make depend on the tasks, and a wrong main task should fail before any training.
-    data = {key: compare.load_data(*key) for key in ((study.dataset, study.max_examples), (study.auxiliary_dataset, study.auxiliary_max_examples))}
-    main_data, auxiliary_data = data[study.dataset, study.max_examples], data[study.auxiliary_dataset, study.auxiliary_max_examples]
-    if study.main_task not in auxiliary_data.tasks:
-        raise SystemExit(f"keras-mtl study: error: the main task {study.main_task!r} is not a task of {study.auxiliary_dataset} ({list(auxiliary_data.tasks)}).")
-    runs = claim_runs(study, list(main_data.tasks))
-    # Seed by seed: a study stopped early has every run of its first seeds, enough for a report with `--seeds` that many.
-    unique = sorted({_key(c): c for claim in runs.values() for c in claim}.values(), key=lambda c: c["seed"])
     output = Path(args.output)
     folder = Path(args.cache) if args.cache else output / "runs"
     for path in (output, folder):
         path.mkdir(parents=True, exist_ok=True)
-    finished, trained = _train_missing(unique, folder, data)
-    higher = {t: spec.higher_is_better for loaded in data.values() for t, spec in loaded.tasks.items()}
-    results = Results(study, finished, higher)
-    findings = [analysis(results, list(main_data.tasks)) for analysis in ANALYSES]
+    # Functions, not data: Ray workers load the data themselves, and a rebuild from the cache loads none.
+    sources = {study.dataset: functools.partial(compare.load_data, study.dataset, study.max_examples)}
+    sources.setdefault(study.auxiliary_dataset, functools.partial(compare.load_data, study.auxiliary_dataset, study.auxiliary_max_examples))
+    trainer = compare.Trainer(compare.build_model, sources)
+    tasks = data_tasks(folder, trainer)
+    if study.main_task not in tasks[study.auxiliary_dataset]:
+        raise SystemExit(f"keras-mtl study: error: the main task {study.main_task!r} is not a task of {study.auxiliary_dataset} ({list(tasks[study.auxiliary_dataset])}).")
+    runs = claim_runs(study, list(tasks[study.dataset]), list(tasks[study.auxiliary_dataset]))
+    # Seed by seed: a study stopped early has every run of its first seeds, enough for a report with `--seeds` that many.
+    unique = sorted({_key(c): c for claim in runs.values() for c in claim}.values(), key=lambda c: c["seed"])
+    print("study: ", end="")
+    finished, trained = runner.execute(unique, folder, trainer, ray=_ray_options(args), keep=slim, resume="command")
+    higher = {t: higher for by_task in tasks.values() for t, higher in by_task.items()}
+    results = Results(study, finished, higher, tasks[study.auxiliary_dataset])
+    findings = [analysis(results, list(tasks[study.dataset])) for analysis in ANALYSES]
     options = {"--seeds": args.seeds, "--output": args.output, "--cache": args.cache}
     command = " ".join(["keras-mtl study", *(["--tiny"] if args.tiny else []), *(f"{name} {value}" for name, value in options.items() if value)])
     write_report(findings, study, output, command, time.perf_counter() - started, trained, len(unique))

