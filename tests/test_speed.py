@@ -309,3 +309,12 @@ def test_batched_column_and_the_peer_run_in_the_interleaved_rounds(monkeypatch):
     ]  # fmt: skip
     # Each timer prepared once, before its first sample.
     assert [name for call, name in log if call == "prepare"] == samples[:15]
+
+
+def test_fit_is_timed_with_steps_per_execution_1_only_on_torch(monkeypatch):
+    args = keras_mtl_cli.parse(["speed", "--steps-per-execution", "1", "8", "8"])
+    assert speed.fit_executions(args) == [1, 8]
+    assert speed.fit_executions(keras_mtl_cli.parse(["speed", "--fit-steps", "0"])) == []
+    # Keras's torch trainer refuses steps_per_execution > 1.
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    assert speed.fit_executions(args) == [1]

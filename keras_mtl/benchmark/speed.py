@@ -509,9 +509,20 @@ class PeerTimer:
         return {"step": self.peer.ask({"sample": self.cell, "steps": self.steps})["step"]}
 
 
-def timers_for(cells, args, peer=None):
+def fit_executions(args, console=None):
+    """The `steps_per_execution` values to time `fit` with: none without `--fit-steps`, only 1 where the backend allows no other."""
+    if not args.fit_steps:
+        return []
+    if keras.backend.backend() == "torch" and any(execution != 1 for execution in args.steps_per_execution):
+        # Keras 3.15's torch trainer raises "`steps_per_execution` must be 1 with the PyTorch backend".
+        if console is not None:
+            console.print("note: fit is timed with steps_per_execution=1 only: Keras's PyTorch backend allows no other value")
+        return [1]
+    return list(dict.fromkeys(args.steps_per_execution))
+
+
+def timers_for(cells, args, executions, peer=None):
     """`(entries for schedule, {(cell, library): timer})` of the cells, for the libraries the arguments ask for."""
-    executions = args.steps_per_execution if args.fit_steps else []
     entries, timers = [], {}
     for cell in cells:
         if cell[1] == "stock":
@@ -548,7 +559,7 @@ def run(args, load=read_load):
     peer_name = args.peer if args.peer and not missing else None
     default = list(TORCHJD_METHODS) if peer_name else [m for m in keras_mtl.available() if m != "sam"] + list(keras_mtl_cli.DEFAULT_SAM_ROWS)
     threshold = args.busy_load if args.busy_load is not None else busy_threshold()
-    executions = args.steps_per_execution if args.fit_steps else []
+    executions = fit_executions(args, console)
     cells = grid(args.models, args.tasks, args.representation_tasks, args.methods or default)
     peer = None
     if peer_name:
@@ -558,7 +569,7 @@ def run(args, load=read_load):
             torch.set_num_threads(PEER_THREADS)
         peer = _Peer(peer_name, PeerProcess([c for c in cells if c[3] in TORCHJD_METHODS], PEER_THREADS))
     try:
-        entries, timers = timers_for(cells, args, peer)
+        entries, timers = timers_for(cells, args, executions, peer)
         with console.status("timing") as status:
             results = measure(timers, schedule(entries, args.repeats), threshold, args.require_quiet, load=load, status=status)
     except MachineBusy as busy:
