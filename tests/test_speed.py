@@ -75,6 +75,14 @@ def test_schedule_interleaves_libraries_within_a_cell_and_cells_within_a_round()
     ]  # fmt: skip
 
 
+def test_groups_gather_each_model_and_task_count_in_order_of_first_appearance():
+    cells = speed.grid(["mlp"], [2, 3], [2], ["ew", "mean"])
+    assert [[cell[1:] for cell in group] for group in speed.groups(cells)] == [
+        [("stock", 2, "keras"), ("loss", 2, "ew"), ("parameters", 2, "mean"), ("representation", 2, "mean")],
+        [("stock", 3, "keras"), ("loss", 3, "ew"), ("parameters", 3, "mean")],
+    ]
+
+
 class FakeTimer:
     """A timer that logs its calls and answers fixed seconds."""
 

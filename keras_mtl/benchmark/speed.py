@@ -12,6 +12,9 @@ Keras's for the same network without keras_mtl (mode `stock`: the floor of
 cell and library by library within each of `--repeats` rounds
 (`schedule`), so that the machine's drift hits every library and cell alike;
 a figure is the median of the rounds, its spread `(max - min) / median`.
+The rounds run within each (model, K) (`groups`), whose models are then
+freed: memory stays that of one group, and every ratio in a row (to `ew`,
+`mean`, stock Keras, the peer) is taken within its group.
 
 - compiled step: one round times `--steps` calls of `model.train_on_batch`
   on one fixed batch (Keras's per-call work included: resetting the metrics,
@@ -306,6 +309,14 @@ def schedule(entries, repeats):
     return [(round_, cell, library) for round_ in range(repeats) for cell, libraries in entries for library in libraries]
 
 
+def groups(cells):
+    """The cells by (model, K), in the order each first appears: the rounds of `schedule` run within a group."""
+    grouped = defaultdict(list)
+    for cell in cells:
+        grouped[(cell[0], cell[2])].append(cell)
+    return list(grouped.values())
+
+
 def measure(timers, order, threshold, require_quiet=False, load=read_load, status=None):
     """Runs `order` (`schedule`) on `timers` (`{(cell, library): timer}`, each with `prepare()` and `sample()`).
 
@@ -568,15 +579,19 @@ def run(args, load=read_load):
 
             torch.set_num_threads(PEER_THREADS)
         peer = _Peer(peer_name, PeerProcess([c for c in cells if c[3] in TORCHJD_METHODS], PEER_THREADS))
+    results = {}
     try:
-        entries, timers = timers_for(cells, args, executions, peer)
         with console.status("timing") as status:
-            results = measure(timers, schedule(entries, args.repeats), threshold, args.require_quiet, load=load, status=status)
+            for group in groups(cells):
+                # One (model, K) at a time: its models are freed before the next group's are built.
+                entries, timers = timers_for(group, args, executions, peer)
+                results.update(measure(timers, schedule(entries, args.repeats), threshold, args.require_quiet, load=load, status=status))
     except MachineBusy as busy:
         raise SystemExit(f"keras-mtl speed: {busy}") from None
     finally:
         if peer is not None:
             peer.process.close()
+    results = {key: results[key] for cell in cells for key in results if key[0] == cell}  # the grid's order
     rows = rows_of(results, threshold, executions, args.batched)
     title = f"{keras_title()}\n{conditions(rows, threshold, args.repeats, args.steps)}"
     report.print_table(speed_table(rows, title=title))
