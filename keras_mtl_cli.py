@@ -70,17 +70,27 @@ to resume.
 """
 
 SPEED_HELP = """\
-Time one training step of every method, relative to equal weighting.
+Time one training step of every method, relative to equal weighting, and what `fit` costs.
 
-Every method trains the same model on the same batch; a row gives its step
-time, the fastest of 5 repeats of `--steps` calls of `train_on_batch` (on
-whichever Keras backend runs), divided by equal weighting's, measured in the
-same run. Gradient methods also show their time over `mean`'s (the gradient
-method that only averages), which isolates the cost of the aggregation.
-`× expected` divides the ratio by the cost the passes alone imply, counting a
-backward pass as two forward passes. SAM rows are `sam` (SAM on equal
-weighting) and `sam+ID` (F-MTL with the gradient method ID; `sam+ID:naive`
-for the naive combination).
+Every method trains the same model on the same batch. A row gives, on
+whichever Keras backend runs: the compiled step (`--steps` calls of
+`train_on_batch`), its spread, the compile time (the first call minus a
+step), the step over equal weighting's, and for gradient methods over
+`mean`'s (the gradient method that only averages, which isolates the cost
+of the aggregation); `× expected` divides the ratio by the cost the passes
+alone imply, counting a backward pass as two forward passes. The `fit`
+columns give `fit`'s seconds per step over `--fit-steps` batches for each
+`--steps-per-execution`, and over a stock Keras model's `fit` of the same
+network (rows of mode `stock`). SAM rows are `sam` (SAM on equal weighting)
+and `sam+ID` (F-MTL with the gradient method ID; `sam+ID:naive` for the
+naive combination).
+
+The libraries run interleaved, cell by cell, in `--repeats` rounds; each
+figure is the median of the rounds. Each row shows the highest 1-minute
+load average seen while timing it; a cell above the busy threshold (by
+default 1 + half the cores, `--busy-load`) is marked `busy`, and so is the
+table's title: such a table is not for publication. `--require-quiet`
+aborts instead.
 `--peer torchjd` also times the same cells in TorchJD and prints each side's
 step over its own equal-weighting step, and keras_mtl's step over TorchJD's.
 """
@@ -114,7 +124,7 @@ that only checks the machinery: its verdicts mean nothing.
 
 COMMANDS = {
     "benchmark": ("keras_mtl.benchmark.compare", "compare methods on a data set (metrics, Δm%%, differences from EW with intervals)"),
-    "speed": ("keras_mtl.benchmark.speed", "time one training step of every method against equal weighting"),
+    "speed": ("keras_mtl.benchmark.speed", "time one training step of every method against equal weighting, and fit against stock Keras"),
     "study": ("keras_mtl.benchmark.study", "check the reference papers' claims; write a report with a verdict per claim"),
 }
 
@@ -141,6 +151,13 @@ def _non_negative_float(text):
     value = float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
 
 
@@ -192,7 +209,12 @@ def _add_speed_arguments(parser):
     parser.add_argument("--tasks", nargs="+", type=_positive_int, default=[2, 4, 8], help="task counts, parameter mode")
     parser.add_argument("--representation-tasks", nargs="+", type=_positive_int, default=[2, 4, 8, 40], help="task counts, representation mode (MLP)")
     parser.add_argument("--methods", nargs="+", default=None, help=f"method ids or sam+ID[:naive] (default: all, and {' '.join(DEFAULT_SAM_ROWS)})")
-    parser.add_argument("--steps", type=_positive_int, default=20, help="timed steps per repeat")
+    parser.add_argument("--steps", type=_positive_int, default=20, help="timed train_on_batch steps per round")
+    parser.add_argument("--repeats", type=_positive_int, default=3, help="interleaved rounds; each figure is their median (default: 3)")
+    parser.add_argument("--fit-steps", type=_non_negative_int, default=16, help="batches per timed fit epoch (default: 16; 0: no fit columns)")
+    parser.add_argument("--steps-per-execution", type=_positive_int, nargs="+", default=[1, 8], help="the steps_per_execution values fit is timed with (default: 1 8)")
+    parser.add_argument("--busy-load", type=_positive_float, default=None, help="the 1-minute load average above which a cell is busy (default: 1 + half the cores)")
+    parser.add_argument("--require-quiet", action="store_true", help="abort, instead of marking cells busy, at the first load reading above the busy threshold")
     parser.add_argument("--batched", action="store_true", help="also time each gradient method with task_gradients='batched' (one vectorised backward pass) and show its ratio to the default sequential passes")
     parser.add_argument("--peer", choices=["torchjd"], default=None, help="also time the same cells in TorchJD on PyTorch (pip install 'keras_mtl[torchjd]'); default methods: those both have")
 

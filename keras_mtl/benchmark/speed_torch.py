@@ -1,14 +1,22 @@
 """The TorchJD side of `keras-mtl speed --peer torchjd`: the same cells timed in PyTorch with TorchJD.
 
 A script, run by `keras_mtl.benchmark.speed` in a child process
-(`python speed_torch.py REQUEST.npz`, a JSON object on stdout): PyTorch then
-loads nothing beside TensorFlow or JAX (the CUDA wheel's Triton, loaded after
-TensorFlow, crashes the process: measured with torch 2.14 and TF 2.21), sets
-its own threads, and needs neither Keras nor keras_mtl. The request holds the
-cells `(model, mode, K, method)`, each method's TorchJD class and arguments
-(`speed.TORCHJD_METHODS`), the number of classes, the steps per repeat, the
-thread count, and the batch of each (model, K) as arrays `x_{model}_{K}` and
-`labels_{model}_{K}` (the batches keras_mtl trains on; images channels last).
+(`python speed_torch.py BATCHES.npz`): PyTorch then loads nothing beside
+TensorFlow or JAX (the CUDA wheel's Triton, loaded after TensorFlow, crashes
+the process: measured with torch 2.14 and TF 2.21), sets its own threads, and
+needs neither Keras nor keras_mtl. It serves requests, one JSON object a line
+on stdin, one JSON answer a line on stdout, so that `speed` can interleave it
+cell by cell with keras_mtl's side:
+- `{"threads": N}`: sets PyTorch's threads; answers the versions and threads;
+- `{"prepare": CELL, "spec": [CLASS, ARGUMENTS], "num_classes": C}`: builds
+  the cell's network and step, runs 3 untimed steps; answers `{"first": s}`,
+  the first step's seconds;
+- `{"sample": CELL, "steps": N}`: answers `{"step": s}`, the seconds per step
+  of N steps.
+A cell is `[model, mode, K, method]`; the npz holds the batch of each
+(model, K) as arrays `x_{model}_{K}` and `labels_{model}_{K}` (the batches
+keras_mtl trains on; images channels last); `spec` is the method's TorchJD
+class and arguments (`speed.TORCHJD_METHODS`).
 
 A step is written as TorchJD's documentation writes it, on the twin of
 keras_mtl's model (the same layers, PyTorch's default initialisation),
@@ -22,7 +30,6 @@ cross-entropy per task and SGD(0.01):
   default), then `jac_to_grad(trunk parameters, aggregator)`;
 - representation mode: the same on a detached copy of the representation,
   whose aggregated gradient is then backpropagated once through the trunk.
-A step time is the fastest of 5 runs of `steps` steps after 3 untimed ones.
 """
 
 import importlib.metadata
@@ -132,42 +139,52 @@ def _tensors(x, labels, device):
     return inputs.to(device), torch.from_numpy(labels).long().to(device)
 
 
-def step_time(spec, kind, x, labels, num_classes, representation=False, steps=20, repeats=5):
-    """Seconds per training step with the TorchJD method `spec` on the batch (x, labels): the fastest repeat."""
-    torch.manual_seed(0)
-    device = _device()
-    net = MultiTaskNet(kind, x.shape[1:], labels.shape[1], num_classes).to(device)
-    step = make_step(make_method(spec, labels.shape[1]), net, representation)
-    inputs, targets = _tensors(x, labels, device)
-    for _ in range(3):
-        step(inputs, targets)
-    timings = []
-    for _ in range(repeats):
-        if device == "cuda":
+class Timer:
+    """One cell's network and step, on its batch: timed by `sample` (the first step by `__init__`)."""
+
+    def __init__(self, spec, kind, x, labels, num_classes, representation=False):
+        torch.manual_seed(0)
+        self.device = _device()
+        net = MultiTaskNet(kind, x.shape[1:], labels.shape[1], num_classes).to(self.device)
+        self.step = make_step(make_method(spec, labels.shape[1]), net, representation)
+        self.inputs, self.targets = _tensors(x, labels, self.device)
+        self.first = self.sample(1)
+        for _ in range(2):
+            self.step(self.inputs, self.targets)
+
+    def sample(self, steps):
+        """Seconds per step over `steps` steps."""
+        if self.device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(steps):
-            step(inputs, targets)
-        if device == "cuda":
+            self.step(self.inputs, self.targets)
+        if self.device == "cuda":
             torch.cuda.synchronize()  # CUDA runs asynchronously: wait for the last step
-        timings.append((time.perf_counter() - start) / steps)
-    return min(timings)
+        return (time.perf_counter() - start) / steps
 
 
-def answer(request):
-    """The reply to a request (an `np.load`ed npz, see the module docstring): versions, threads and each cell's seconds."""
-    query = json.loads(str(request["query"]))
-    torch.set_num_threads(query["threads"])
-    seconds = []
-    for kind, mode, num_tasks, method_id in query["cells"]:
-        x, labels = request[f"x_{kind}_{num_tasks}"], request[f"labels_{kind}_{num_tasks}"]
-        spec = query["methods"][method_id]
-        representation = mode == "representation"
-        seconds.append(step_time(spec, kind, x, labels, query["num_classes"], representation=representation, steps=query["steps"]))
-        print(f"{kind} {mode} K={num_tasks} {method_id}: {1000 * seconds[-1]:.2f} ms", file=sys.stderr, flush=True)
-    return {"versions": versions(), "threads": torch.get_num_threads(), "seconds": seconds}
+def serve(batches, requests, replies):
+    """Answers each request line of `requests` on `replies` (see the module docstring)."""
+    timers = {}
+    for line in requests:
+        request = json.loads(line)
+        if "threads" in request:
+            torch.set_num_threads(request["threads"])
+            answer = {"versions": versions(), "threads": torch.get_num_threads()}
+        elif "prepare" in request:
+            kind, mode, num_tasks, _ = cell = tuple(request["prepare"])
+            x, labels = batches[f"x_{kind}_{num_tasks}"], batches[f"labels_{kind}_{num_tasks}"]
+            timers[cell] = Timer(request["spec"], kind, x, labels, request["num_classes"], representation=mode == "representation")
+            answer = {"first": timers[cell].first}
+        else:
+            cell = tuple(request["sample"])
+            answer = {"step": timers[cell].sample(request["steps"])}
+            print(f"{' '.join(map(str, cell))}: {1000 * answer['step']:.2f} ms", file=sys.stderr, flush=True)
+        replies.write(json.dumps(answer) + "\n")
+        replies.flush()
 
 
 if __name__ == "__main__":
     with np.load(sys.argv[1]) as request:
-        json.dump(answer(request), sys.stdout)
+        serve({name: request[name] for name in request.files}, sys.stdin, sys.stdout)
