@@ -15,10 +15,11 @@ returned (finite weights, finite state), then assigns the state, in order.
 Methods are written in `keras.ops`, so they run on every supported backend.
 """
 
-import math
 import random
 
 import keras
+
+from keras_mtl.arguments import Losses, Text, declare_arguments
 
 
 def _resolve_loss(identifier):
@@ -67,6 +68,7 @@ def _same_rank(y_true, y_pred):
     return y_true, y_pred
 
 
+@declare_arguments(losses=Losses(), name=Text(optional=True))
 class MultiTaskLoss(keras.losses.Loss):
     """Base of every multi-task method: the per-task losses and their names.
 
@@ -101,10 +103,13 @@ class MultiTaskLoss(keras.losses.Loss):
     # representation's: `compile` refuses them with `representation`.
     parameter_mode_only = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Every method's constructor checks its declared arguments (and those it inherits) before its body runs.
+        declare_arguments()(cls)
+
     def __init__(self, losses=None, name=None):
         super().__init__(name=name or self.method_id)
-        if isinstance(losses, (list, tuple)):
-            raise TypeError("Give the per-task losses as a dict {task: loss}, keyed by output name, not a list.")
         self.losses = losses
 
     def task_losses(self, task_names):
@@ -274,14 +279,6 @@ class WrappingMethod:
         config = dict(config)
         config["method"] = keras.saving.deserialize_keras_object(config["method"])
         return super().from_config(config)
-
-
-def positive(value, what):
-    """`value` as a float, or a ValueError naming `what` if it is not finite and > 0."""
-    value = float(value)
-    if not 0 < value < math.inf:
-        raise ValueError(f"{what} must be > 0 and finite, got {value}.")
-    return value
 
 
 def draw_seed(seed):

@@ -1,12 +1,13 @@
-import math
 
 import keras
 
-from keras_mtl.methods import LossWeighting, positive
+from keras_mtl.arguments import PerTask, Real, declare_arguments, per_task
+from keras_mtl.methods import LossWeighting
 from keras_mtl.registry import register
 
 
 @register("famo")
+@declare_arguments(min_losses=PerTask(Real(), by_name=False), logits_learning_rate=Real(minimum=0, minimum_open=True), logits_weight_decay=Real(minimum=0), epsilon=Real(minimum=0, minimum_open=True))
 class FAMO(LossWeighting):
     """FAMO: fast adaptive multitask optimisation, balancing the losses' log-decrease.
 
@@ -44,17 +45,15 @@ class FAMO(LossWeighting):
 
     def __init__(self, losses=None, min_losses=None, logits_learning_rate=0.025, logits_weight_decay=1e-3, epsilon=1e-8, name=None):
         super().__init__(losses, name=name)
-        self.min_losses = None if min_losses is None else [float(m) for m in min_losses]
-        if self.min_losses is not None and not all(math.isfinite(m) for m in self.min_losses):
-            raise ValueError(f"min_losses must be finite, got {self.min_losses}.")
-        self.logits_learning_rate = positive(logits_learning_rate, "logits_learning_rate")
-        self.logits_weight_decay = float(logits_weight_decay)
-        self.epsilon = positive(epsilon, "epsilon")
+        self.min_losses = min_losses
+        self.logits_learning_rate = logits_learning_rate
+        self.logits_weight_decay = logits_weight_decay
+        self.epsilon = epsilon
 
     def build_state(self, state, task_names):
         k = len(task_names)
-        if self.min_losses is not None and len(self.min_losses) != k:
-            raise ValueError(f"min_losses has {len(self.min_losses)} entries for {k} tasks {list(task_names)}.")
+        if self.min_losses is not None:
+            per_task(self.min_losses, task_names, "min_losses", type(self).__name__)
         for name in ("logits", "logits_adam_m", "logits_adam_v"):
             state.variable(name, (k,))
         state.variable("logits_adam_steps", ())
