@@ -159,3 +159,11 @@ def test_a_refused_argument_runs_no_constructor_body(target, base, name, monkeyp
     assert entered == []
     target(**required(target))
     assert entered[0] is target
+
+
+@pytest.mark.parametrize("method_id", available())
+def test_a_config_passes_its_own_checks(method_id):
+    """What `get_config` writes, the declarations accept: a saved method loads again."""
+    method = _METHODS[method_id]()
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(method))
+    assert restored.get_config() == method.get_config()
