@@ -18,6 +18,7 @@ Methods are written in `keras.ops`, so they run on every supported backend.
 import random
 
 import keras
+from keras.src import tree as keras_tree
 
 from keras_mtl.arguments import Losses, Text, declare_arguments
 
@@ -107,6 +108,8 @@ class MultiTaskLoss(keras.losses.Loss):
         super().__init_subclass__(**kwargs)
         # Every method's constructor checks its declared arguments (and those it inherits) before its body runs.
         declare_arguments()(cls)
+        # Private Keras API (keras.src.tree, Keras 3.0 to 3.15; not exported): see `tree_flatten`.
+        keras_tree.register_tree_node_class(cls)
 
     def __init__(self, losses=None, name=None):
         super().__init__(name=name or self.method_id)
@@ -190,6 +193,19 @@ class MultiTaskLoss(keras.losses.Loss):
         return None
 
     def call(self, y_true, y_pred):
+        self._refuse_plain_model()
+
+    # A plain keras.Model's CompileLoss flattens its `loss` (Keras' tree, to match `loss_weights` against it)
+    # before it calls it: a method is a tree node only so that Keras' first touch, whatever else `compile`
+    # was given, raises keras_mtl's error. The mixin never hands a method to Keras' CompileLoss.
+    def tree_flatten(self):
+        self._refuse_plain_model()
+
+    @classmethod
+    def tree_unflatten(cls, aux_data, children):
+        raise NotImplementedError("A multi-task method is never flattened, so never rebuilt from leaves.")
+
+    def _refuse_plain_model(self):
         raise TypeError(
             f"{type(self).__name__} is a multi-task method: it needs the losses of all tasks at once, "
             "which a plain keras.Model cannot give it (it would apply the loss to each output alone). "
