@@ -121,7 +121,9 @@ def update_trackers(model, x, total, losses, weights, skipped=0.0):
     for k in range(len(model.task_names)):
         state.loss_trackers[k].update_state(losses[k], sample_weight=batch_size)
         if weights is not None:
-            state.weight_trackers[k].update_state(ops.stop_gradient(weights[k]), sample_weight=batch_size * (1.0 - skipped))
+            # A skipped step's weights may be NaN (from overflowed gradients), and NaN × 0 would still reach the mean.
+            weight = ops.where(skipped > 0, 0.0, ops.stop_gradient(weights[k]))
+            state.weight_trackers[k].update_state(weight, sample_weight=batch_size * (1.0 - skipped))
 
 
 def update_penalty_tracker(model, x, penalty, skipped):
