@@ -174,6 +174,15 @@ class MultiTaskLoss(keras.losses.Loss):
         """
         return {}
 
+    def run_warnings(self, state):
+        """What the state shows that the user should hear of: a list of messages, each warned once per model.
+
+        Read on the host after every epoch (a compiled step cannot warn), with
+        `state` the current values as NumPy arrays: a method records what it
+        sees during the steps in its state, and says it here.
+        """
+        return []
+
     @property
     def works_per_epoch(self):
         """Whether the method needs `end_epoch` (then `train_on_batch` alone never moves it on)."""
@@ -284,6 +293,9 @@ class WrappingMethod:
 
     def after_update(self, state, losses_before, losses_after):
         return self.method.after_update(state, losses_before, losses_after)
+
+    def run_warnings(self, state):
+        return self.method.run_warnings(state)
 
     def get_config(self):
         inner = keras.saving.serialize_keras_object(self.method)
