@@ -38,6 +38,9 @@ class Argument:
 
     def describe(self):
         """The accepted values, in words: the end of "`x` must be …"."""
+        return self._describe()
+
+    def _describe(self):
         raise NotImplementedError
 
     def out_of_range(self):
@@ -74,10 +77,9 @@ class Real(Argument):
         self.minimum_open, self.maximum_open = minimum_open, maximum_open
         self.optional = optional
 
-    def describe(self):
+    def _describe(self):
         interval = _interval(self.minimum, self.maximum, self.minimum_open, self.maximum_open)
-        text = f"a finite number {interval}".rstrip()
-        return text + (" (or None)" if self.optional else "")
+        return f"a finite number {interval}".rstrip()
 
     def in_range(self, value):
         low_ok = self.minimum is None or (value > self.minimum if self.minimum_open else value >= self.minimum)
@@ -107,9 +109,9 @@ class Integer(Argument):
     def __init__(self, minimum=None, maximum=None, optional=False):
         self.minimum, self.maximum, self.optional = minimum, maximum, optional
 
-    def describe(self):
+    def _describe(self):
         interval = _interval(self.minimum, self.maximum, False, False)
-        return f"an integer {interval}".rstrip() + (" (or None)" if self.optional else "")
+        return f"an integer {interval}".rstrip()
 
     def _check(self, value, fail):
         if not _is_real(value):
@@ -133,7 +135,7 @@ class Integer(Argument):
 class Boolean(Argument):
     """True or False (numpy's too)."""
 
-    def describe(self):
+    def _describe(self):
         return "True or False"
 
     def _check(self, value, fail):
@@ -148,7 +150,7 @@ class Choice(Argument):
     def __init__(self, options):
         self.options = tuple(options)
 
-    def describe(self):
+    def _describe(self):
         return "one of " + ", ".join(repr(option) for option in self.options)
 
     def _check(self, value, fail):
@@ -168,8 +170,8 @@ class Text(Argument):
     def __init__(self, optional=False, what="a non-empty string"):
         self.optional, self.what = optional, what
 
-    def describe(self):
-        return self.what + (" (or None)" if self.optional else "")
+    def _describe(self):
+        return self.what
 
     def _check(self, value, fail):
         if not isinstance(value, str):
@@ -188,8 +190,8 @@ class TaskNames(Argument):
     def __init__(self, optional=False):
         self.optional = optional
 
-    def describe(self):
-        return "a non-empty list of task names" + (" (or None)" if self.optional else "")
+    def _describe(self):
+        return "a non-empty list of task names"
 
     def _check(self, value, fail):
         if isinstance(value, str):
@@ -210,7 +212,7 @@ class Units(Argument):
     def __init__(self, allow_empty=False):
         self.allow_empty = allow_empty
 
-    def describe(self):
+    def _describe(self):
         return "an integer ≥ 1 or a list of them" + (" (may be empty)" if self.allow_empty else "")
 
     def _check(self, value, fail):
@@ -240,9 +242,9 @@ class PerTask(Argument):
     def __init__(self, item, by_name=True, optional=True):
         self.item, self.by_name, self.optional = item, by_name, optional
 
-    def describe(self):
+    def _describe(self):
         form = "a dict {task: value} or a list in the model's output order" if self.by_name else "a list in the model's output order"
-        return f"{form}, each value {self.item.describe()}" + (" (or None)" if self.optional else "")
+        return f"{form}, each value {self.item.describe()}"
 
     def _check(self, value, fail):
         if isinstance(value, dict) and self.by_name:
@@ -285,7 +287,7 @@ class Losses(Argument):
 
     optional = True
 
-    def describe(self):
+    def _describe(self):
         return "a dict {task: loss} keyed by output name, or one loss for every task (a name, a keras.losses.Loss or a function)"
 
     def _check(self, value, fail):
@@ -300,7 +302,7 @@ class Losses(Argument):
 class Method(Argument):
     """An inner multi-task method: a registered id, a config dict or an instance."""
 
-    def describe(self):
+    def _describe(self):
         return "a method id such as 'mgda', a method's config dict or a method instance"
 
     def _check(self, value, fail):
@@ -322,8 +324,8 @@ class Activation(Argument):
 
     optional = True
 
-    def describe(self):
-        return "an activation name such as 'relu', a function, or None"
+    def _describe(self):
+        return "an activation name such as 'relu' or a function"
 
     def _check(self, value, fail):
         if not (isinstance(value, str) or callable(value)):
@@ -342,7 +344,7 @@ class Activation(Argument):
 class Tasks(Argument):
     """An architecture's tasks: a non-empty dict {task name: output units ≥ 1}; copied with int widths."""
 
-    def describe(self):
+    def _describe(self):
         return "a non-empty dict {task name: output units ≥ 1}"
 
     def _check(self, value, fail):
@@ -359,7 +361,7 @@ class Tasks(Argument):
 class SymbolicInput(Argument):
     """A builder's input: a `keras.Input` (a symbolic tensor)."""
 
-    def describe(self):
+    def _describe(self):
         return "a keras.Input"
 
     def _check(self, value, fail):
