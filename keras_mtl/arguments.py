@@ -38,7 +38,7 @@ class Argument:
 
     def describe(self):
         """The accepted values, in words: the end of "`x` must be …"."""
-        return self._describe()
+        return self._describe() + (" (or None)" if self.optional else "")
 
     def _describe(self):
         raise NotImplementedError
