@@ -48,7 +48,7 @@ class Scalarization(LossWeighting):
 
 
 def _checked_weights(weights, owner):
-    """`weights` as a dict or list of floats, or an error naming what is wrong with them."""
+    """`weights` (already checked against their declaration), refused when all zero: nothing would train."""
     values = [] if weights is None else list(weights.values()) if isinstance(weights, dict) else weights
     if values and not any(values):
         raise ValueError(f"{owner}: `weights` are all zero ({values}): the total loss would be 0 and nothing would train.")
