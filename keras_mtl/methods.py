@@ -214,6 +214,10 @@ class MultiTaskLoss(keras.losses.Loss):
     def tree_unflatten(cls, aux_data, children):
         raise NotImplementedError("A multi-task method is never flattened, so never rebuilt from leaves.")
 
+    # The same for Keras' torch tree (the torch backend's).
+    torchtree_flatten = torchtree_flatten_with_keys = tree_flatten
+    torchtree_unflatten = tree_unflatten
+
     def _refuse_plain_model(self):
         raise TypeError(
             f"{type(self).__name__} is a multi-task method: it needs the losses of all tasks at once, "
