@@ -15,10 +15,12 @@ returned (finite weights, finite state), then assigns the state, in order.
 Methods are written in `keras.ops`, so they run on every supported backend.
 """
 
-import math
 import random
 
 import keras
+from keras.src import tree as keras_tree
+
+from keras_mtl.arguments import Losses, Text, declare_arguments
 
 
 def _resolve_loss(identifier):
@@ -67,6 +69,7 @@ def _same_rank(y_true, y_pred):
     return y_true, y_pred
 
 
+@declare_arguments(losses=Losses(), name=Text(optional=True))
 class MultiTaskLoss(keras.losses.Loss):
     """Base of every multi-task method: the per-task losses and their names.
 
@@ -101,10 +104,15 @@ class MultiTaskLoss(keras.losses.Loss):
     # representation's: `compile` refuses them with `representation`.
     parameter_mode_only = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Every method's constructor checks its declared arguments (and those it inherits) before its body runs.
+        declare_arguments()(cls)
+        # Private Keras API (keras.src.tree, Keras 3.0 to 3.15; not exported): see `tree_flatten`.
+        keras_tree.register_tree_node_class(cls)
+
     def __init__(self, losses=None, name=None):
         super().__init__(name=name or self.method_id)
-        if isinstance(losses, (list, tuple)):
-            raise TypeError("Give the per-task losses as a dict {task: loss}, keyed by output name, not a list.")
         self.losses = losses
 
     def task_losses(self, task_names):
@@ -166,6 +174,15 @@ class MultiTaskLoss(keras.losses.Loss):
         """
         return {}
 
+    def run_warnings(self, state):
+        """What the state shows that the user should hear of: a list of messages, each warned once per model.
+
+        Read on the host after every epoch (a compiled step cannot warn), with
+        `state` the current values as NumPy arrays: a method records what it
+        sees during the steps in its state, and says it here.
+        """
+        return []
+
     @property
     def works_per_epoch(self):
         """Whether the method needs `end_epoch` (then `train_on_batch` alone never moves it on)."""
@@ -185,6 +202,23 @@ class MultiTaskLoss(keras.losses.Loss):
         return None
 
     def call(self, y_true, y_pred):
+        self._refuse_plain_model()
+
+    # A plain keras.Model's CompileLoss flattens its `loss` (Keras' tree, to match `loss_weights` against it)
+    # before it calls it: a method is a tree node only so that Keras' first touch, whatever else `compile`
+    # was given, raises keras_mtl's error. The mixin never hands a method to Keras' CompileLoss.
+    def tree_flatten(self):
+        self._refuse_plain_model()
+
+    @classmethod
+    def tree_unflatten(cls, aux_data, children):
+        raise NotImplementedError("A multi-task method is never flattened, so never rebuilt from leaves.")
+
+    # The same for Keras' torch tree (the torch backend's).
+    torchtree_flatten = torchtree_flatten_with_keys = tree_flatten
+    torchtree_unflatten = tree_unflatten
+
+    def _refuse_plain_model(self):
         raise TypeError(
             f"{type(self).__name__} is a multi-task method: it needs the losses of all tasks at once, "
             "which a plain keras.Model cannot give it (it would apply the loss to each output alone). "
@@ -264,6 +298,9 @@ class WrappingMethod:
     def after_update(self, state, losses_before, losses_after):
         return self.method.after_update(state, losses_before, losses_after)
 
+    def run_warnings(self, state):
+        return self.method.run_warnings(state)
+
     def get_config(self):
         inner = keras.saving.serialize_keras_object(self.method)
         inner["config"].pop("losses", None)
@@ -274,14 +311,6 @@ class WrappingMethod:
         config = dict(config)
         config["method"] = keras.saving.deserialize_keras_object(config["method"])
         return super().from_config(config)
-
-
-def positive(value, what):
-    """`value` as a float, or a ValueError naming `what` if it is not finite and > 0."""
-    value = float(value)
-    if not 0 < value < math.inf:
-        raise ValueError(f"{what} must be > 0 and finite, got {value}.")
-    return value
 
 
 def draw_seed(seed):

@@ -99,7 +99,7 @@ def test_representation_must_name_a_computed_layer(layer, message):
 
 @pytest.mark.parametrize("weights", [0.5, "0.5", 2])
 def test_scalarization_weights_must_be_a_dict_or_a_list(weights):
-    with pytest.raises(TypeError, match="Scalarization weights must be a dict"):
+    with pytest.raises(TypeError, match="Scalarization: `weights` must be a dict"):
         keras_mtl.Scalarization(toy_losses(), weights=weights)
 
 
@@ -108,9 +108,9 @@ def test_scalarization_weights_must_be_a_dict_or_a_list(weights):
     [
         ([0.0, 0.0], "all zero"),
         ({"a": 0.0, "b": 0.0}, "all zero"),
-        ([float("inf"), 1.0], "finite"),
-        ([float("nan"), 1.0], "finite"),
-        ({"a": 1.0, "b": -0.5}, "non-negative"),
+        ([float("inf"), 1.0], "finite number ≥ 0"),
+        ([float("nan"), 1.0], "finite number ≥ 0"),
+        ({"a": 1.0, "b": -0.5}, "finite number ≥ 0"),
     ],
 )
 def test_scalarization_weights_must_be_finite_non_negative_and_not_all_zero(weights, message):
@@ -120,13 +120,13 @@ def test_scalarization_weights_must_be_finite_non_negative_and_not_all_zero(weig
 
 @pytest.mark.parametrize("step_size", [-0.1, 0.0, float("inf"), float("nan")])
 def test_hydalearn_step_size_must_be_positive_and_finite(step_size):
-    with pytest.raises(ValueError, match=r"step_size must be > 0 and finite"):
+    with pytest.raises(ValueError, match=r"HydaLearn: `step_size` must be a finite number > 0"):
         keras_mtl.HydaLearn(toy_losses(), main_task="a", step_size=step_size)
 
 
 @pytest.mark.parametrize("rho", [0.0, -0.05, float("inf"), float("nan")])
 def test_sam_rho_must_be_positive_and_finite(rho):
-    with pytest.raises(ValueError, match=r"rho must be > 0 and finite"):
+    with pytest.raises(ValueError, match=r"SAM: `rho` must be a finite number > 0"):
         keras_mtl.SAM(toy_losses(), method="ew", rho=rho)
 
 

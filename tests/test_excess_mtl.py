@@ -98,7 +98,7 @@ def test_a_gradient_norm_ratio_of_1e6_and_a_zero_baseline():
 
 def test_arguments_are_checked_and_round_trip():
     for bad in ({"robust_step_size": 0.0}, {"baseline_steps": 0}, {"baseline_steps": 1.5}):
-        with pytest.raises(ValueError, match=r"ExcessMTL: (robust_step_size|baseline_steps)"):
+        with pytest.raises(ValueError, match=r"ExcessMTL: `(robust_step_size|baseline_steps)` must be"):
             keras_mtl.ExcessMTL(toy_losses(), **bad)
     method = keras_mtl.get("excess_mtl", toy_losses())
     assert isinstance(method, keras_mtl.ExcessMTL) and method.parameter_mode_only

@@ -85,7 +85,7 @@ def test_a_zero_row_under_l2_normalization_stays_zero():
 
 def test_arguments_are_checked_and_round_trip():
     for bad in ({"beta": 0.0}, {"beta": 1.5}, {"gamma": -1.0}, {"rho": -0.1}, {"normalization": "max"}):
-        with pytest.raises(ValueError, match=r"MoCo: (beta|gamma|rho|normalization)"):
+        with pytest.raises(ValueError, match=r"MoCo: `(beta|gamma|rho|normalization)` must be"):
             keras_mtl.MoCo(toy_losses(), **bad)
     assert keras_mtl.MoCo(toy_losses(), normalization="loss").needs_non_negative_losses
     assert not keras_mtl.MoCo(toy_losses()).needs_non_negative_losses

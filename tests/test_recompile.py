@@ -81,7 +81,7 @@ def test_a_refused_compile_changes_nothing(toy):
     model = _trained(make_method("uw"), toy)
     method, state_layer, optimizer = model.multi_task_method, model.multi_task_state, model.optimizer
     state = _state(model)
-    with pytest.raises(ValueError, match="3 weights for 2 tasks"):
+    with pytest.raises(ValueError, match="Scalarization: `weights` has 3 entries for 2 tasks"):
         model.compile("sgd", loss=keras_mtl.Scalarization(toy_losses(), weights=[0.2, 0.3, 0.5]))
     assert model.multi_task_method is method and model.multi_task_state is state_layer and model.optimizer is optimizer
     for name, value in _state(model).items():

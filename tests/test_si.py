@@ -54,7 +54,7 @@ def test_rescaling_a_task_loss_leaves_training_unchanged():
 
 
 def test_arguments_are_checked_and_round_trip():
-    with pytest.raises(ValueError, match="must be non-negative"):
+    with pytest.raises(ValueError, match="ScaleInvariant: `weights` must be .* each value a finite number ≥ 0"):
         keras_mtl.ScaleInvariant(toy_losses(), weights=[1.0, -1.0])
     with pytest.raises(ValueError, match="needs at least 2 tasks"):
         keras_mtl.ScaleInvariant({"a": "mse"}).check_num_tasks(1)

@@ -106,11 +106,11 @@ def test_only_the_loss_weighted_variant_needs_non_negative_losses():
 
 
 def test_arguments_are_checked_and_round_trip():
-    with pytest.raises(ValueError, match="window must be an integer >= 2"):
+    with pytest.raises(ValueError, match="SoftAdapt: `window` must be an integer ≥ 2"):
         keras_mtl.SoftAdapt(toy_losses(), window=1)
-    with pytest.raises(ValueError, match="variant must be one of"):
+    with pytest.raises(ValueError, match="SoftAdapt: `variant` must be one of"):
         keras_mtl.SoftAdapt(toy_losses(), variant="softmax")
-    with pytest.raises(ValueError, match="record must be one of"):
+    with pytest.raises(ValueError, match="SoftAdapt: `record` must be one of"):
         keras_mtl.SoftAdapt(toy_losses(), record="batch")
     method = keras_mtl.SoftAdapt(toy_losses(), beta=-0.5, window=3, variant="normalized", record="step")
     config = method.get_config()

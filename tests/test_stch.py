@@ -91,13 +91,13 @@ def test_fit_sets_the_nadir_to_the_logged_mean_loss_of_the_nadir_epoch(toy):
 
 
 def test_arguments_are_checked_and_round_trip():
-    with pytest.raises(ValueError, match="mu must be > 0"):
+    with pytest.raises(ValueError, match="SmoothTchebycheff: `mu` must be a finite number > 0"):
         keras_mtl.SmoothTchebycheff(toy_losses(), mu=0.0)
-    with pytest.raises(ValueError, match="warmup_epochs must be an integer >= 0"):
+    with pytest.raises(ValueError, match="SmoothTchebycheff: `warmup_epochs` must be an integer ≥ 0"):
         keras_mtl.SmoothTchebycheff(toy_losses(), warmup_epochs=-1)
-    with pytest.raises(ValueError, match="preference λ_k must be > 0"):
+    with pytest.raises(ValueError, match="SmoothTchebycheff: `preference` must be a list in the model's output order, each value a finite number > 0"):
         keras_mtl.SmoothTchebycheff(toy_losses(), preference=[1.0, 0.0])
-    with pytest.raises(ValueError, match="preference has 3 entries for 2 tasks"):
+    with pytest.raises(ValueError, match="SmoothTchebycheff: `preference` has 3 entries for 2 tasks"):
         toy_model().compile("sgd", loss=keras_mtl.SmoothTchebycheff(toy_losses(), preference=[1.0, 1.0, 1.0]))
     method = keras_mtl.SmoothTchebycheff(toy_losses(), mu=0.1, warmup_epochs=2, preference=[0.3, 0.7])
     config = method.get_config()

@@ -64,7 +64,7 @@ def test_scales_are_trained_through_fit(toy):
 
 
 def test_arguments_are_checked_and_round_trip():
-    with pytest.raises(ValueError, match="initial_scale must be > 0"):
+    with pytest.raises(ValueError, match="PositiveUncertaintyWeighting: `initial_scale` must be a finite number > 0"):
         keras_mtl.PositiveUncertaintyWeighting(toy_losses(), initial_scale=0.0)
     method = keras_mtl.PositiveUncertaintyWeighting(toy_losses(), initial_scale=0.5)
     config = method.get_config()

@@ -14,14 +14,15 @@ from keras_mtl.aggregators._common import (
     null_tolerance,
     prepare_gramian,
     project_weighted_simplex,
-    regularized_solve,
     quadratic,
+    regularized_solve,
     safe_sqrt,
     simplex_face_candidates,
     simplex_feasible,
     simplex_scaling,
     xla_compiled,
 )
+from keras_mtl.arguments import Real, declare_arguments
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
@@ -176,6 +177,7 @@ def cagrad_weights(gramian, c=0.4):
 
 
 @register("cagrad")
+@declare_arguments(c=Real(minimum=0))
 class CAGrad(GradientMethod):
     r"""CAGrad: the average gradient, corrected towards the worst-off task.
 
@@ -200,9 +202,7 @@ class CAGrad(GradientMethod):
 
     def __init__(self, losses=None, c=0.4, name=None):
         super().__init__(losses, name=name)
-        if not c >= 0:
-            raise ValueError(f"c must be >= 0, got {c}.")
-        self.c = float(c)
+        self.c = c
 
     def gradient_weights(self, gradients, state, training):
         return cagrad_weights(gradients.gramian, self.c), {}

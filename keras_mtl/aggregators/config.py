@@ -12,6 +12,7 @@ from keras_mtl.aggregators._common import (
     prepare_gramian,
     pseudo_solve,
 )
+from keras_mtl.arguments import PerTask, Real, declare_arguments, per_task
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
@@ -80,6 +81,7 @@ def config_weights(gramian, preferences=None):
 
 
 @register("config")
+@declare_arguments(preferences=PerTask(Real(minimum=0, minimum_open=True)))
 class ConFIG(GradientMethod):
     """ConFIG: the update with equal positive cosines to every task gradient.
 
@@ -105,25 +107,13 @@ class ConFIG(GradientMethod):
 
     def __init__(self, losses=None, preferences=None, name=None):
         super().__init__(losses, name=name)
-        if preferences is not None:
-            preferences = {str(task): float(value) for task, value in dict(preferences).items()}
-            bad = {task: value for task, value in preferences.items() if not 0 < value < float("inf")}
-            if bad:
-                raise ValueError(f"ConFIG preferences must be positive and finite; got {bad}.")
         self.preferences = preferences
         self._preference_vector = None
 
     def build_state(self, state, task_names):
         if self.preferences is None:
             return
-        missing = sorted(set(task_names) - set(self.preferences))
-        unknown = sorted(set(self.preferences) - set(task_names))
-        if missing or unknown:
-            raise ValueError(
-                f"ConFIG preferences must name every task {sorted(task_names)} once: "
-                f"missing {missing}, unknown {unknown}."
-            )
-        self._preference_vector = [self.preferences[task] for task in task_names]
+        self._preference_vector = per_task(self.preferences, task_names, "preferences", type(self).__name__)
 
     def gradient_weights(self, gradients, state, training):
         return config_weights(gradients.gramian, self._preference_vector), {}

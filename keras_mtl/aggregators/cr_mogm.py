@@ -2,6 +2,7 @@
 
 from keras import ops
 
+from keras_mtl.arguments import Method, Real, declare_arguments
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.methods import WrappingMethod, inner_method
 from keras_mtl.registry import register
@@ -37,6 +38,7 @@ def cr_mogm_weights(fresh, previous, steps, alpha=0.9):
 
 
 @register("cr_mogm")
+@declare_arguments(method=Method(), alpha=Real(minimum=0, maximum=1))
 class CRMOGM(WrappingMethod, GradientMethod):
     """CR-MOGM: another gradient method's task weights, smoothed by an exponential moving average.
 
@@ -74,9 +76,6 @@ class CRMOGM(WrappingMethod, GradientMethod):
         super().__init__(losses, name=name)
         self.method = inner_method(method, losses, "CRMOGM", check=_check_weighting)
         self.losses = self.method.losses
-        alpha = float(alpha)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"CRMOGM alpha must be in [0, 1], got {alpha}.")
         self.alpha = alpha
         self.min_tasks = self.method.min_tasks
 

@@ -12,6 +12,7 @@ from keras_mtl.aggregators._common import (
     prepare_gramian,
     xla_compiled,
 )
+from keras_mtl.arguments import Real, declare_arguments
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
@@ -176,6 +177,7 @@ def fairgrad_weights(gramian, alpha=1.0, max_norm=None):
 
 
 @register("fairgrad")
+@declare_arguments(alpha=Real(minimum=0), max_norm=Real(minimum=0, minimum_open=True, optional=True))
 class FairGrad(GradientMethod):
     r"""FairGrad: the alpha-fair update, `w > 0` with `(Gw)_k = w_k^(−1/α)`, `d = Jᵀw`.
 
@@ -204,13 +206,8 @@ class FairGrad(GradientMethod):
 
     def __init__(self, losses=None, alpha=1.0, max_norm=None, name=None):
         super().__init__(losses, name=name)
-        alpha = float(alpha)
-        if not 0 <= alpha < float("inf"):
-            raise ValueError(f"FairGrad alpha must be >= 0 and finite, got {alpha}.")
-        if max_norm is not None and not 0 < float(max_norm) < float("inf"):
-            raise ValueError(f"FairGrad max_norm must be > 0 and finite (or None), got {max_norm}.")
         self.alpha = alpha
-        self.max_norm = None if max_norm is None else float(max_norm)
+        self.max_norm = max_norm
 
     def gradient_weights(self, gradients, state, training):
         return fairgrad_weights(gradients.gramian, self.alpha, self.max_norm), {}

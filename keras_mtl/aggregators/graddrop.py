@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_mtl.aggregators._common import kept_share
+from keras_mtl.arguments import Integer, Real, declare_arguments
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.methods import RandomStream, draw_seed
 from keras_mtl.registry import register
@@ -54,6 +55,7 @@ def graddrop_update(jacobian, uniform, leak=0.0):
 
 
 @register("graddrop")
+@declare_arguments(leak=Real(minimum=0, maximum=1), seed=Integer(minimum=0, optional=True))
 class GradDrop(GradientMethod):
     """GradDrop: keep, coordinate by coordinate, the gradients of one sign.
 
@@ -83,9 +85,7 @@ class GradDrop(GradientMethod):
 
     def __init__(self, losses=None, leak=0.0, seed=None, name=None):
         super().__init__(losses, name=name)
-        if not 0.0 <= leak <= 1.0:
-            raise ValueError(f"leak must be in [0, 1], got {leak}.")
-        self.leak = float(leak)
+        self.leak = leak
         self.seed = draw_seed(seed)
 
     def build_state(self, state, task_names):

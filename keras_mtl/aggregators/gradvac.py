@@ -13,6 +13,7 @@ from keras_mtl.aggregators._common import (
     take_rows,
 )
 from keras_mtl.aggregators.pcgrad import draw_order_keys
+from keras_mtl.arguments import Integer, Real, declare_arguments
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.methods import RandomStream, draw_seed
 from keras_mtl.registry import register
@@ -96,6 +97,7 @@ def gradvac_weights(gramian, ema, keys, beta=0.01):
 
 
 @register("gradvac")
+@declare_arguments(beta=Real(minimum=0, maximum=1), seed=Integer(minimum=0, optional=True))
 class GradVac(GradientMethod):
     """GradVac: raise each pair of task gradients to its target cosine.
 
@@ -119,9 +121,7 @@ class GradVac(GradientMethod):
 
     def __init__(self, losses=None, beta=0.01, seed=None, name=None):
         super().__init__(losses, name=name)
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta}.")
-        self.beta = float(beta)
+        self.beta = beta
         self.seed = draw_seed(seed)
 
     def build_state(self, state, task_names):

@@ -3,6 +3,7 @@
 from keras import ops
 
 from keras_mtl.aggregators._common import diagonal, finite_or_zero, float64_function, prepare_gramian
+from keras_mtl.arguments import Boolean, Integer, declare_arguments
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
@@ -75,6 +76,7 @@ def krum_weights(gramian, n_byzantine=0, n_selected=1, squared=False):
 
 
 @register("krum")
+@declare_arguments(n_byzantine=Integer(minimum=0), n_selected=Integer(minimum=1), squared=Boolean())
 class Krum(GradientMethod):
     """Krum / Multi-Krum: average the `m` task gradients closest to their neighbours.
 
@@ -101,13 +103,9 @@ class Krum(GradientMethod):
 
     def __init__(self, losses=None, n_byzantine=0, n_selected=1, squared=False, name=None):
         super().__init__(losses, name=name)
-        if int(n_byzantine) != n_byzantine or n_byzantine < 0:
-            raise ValueError(f"Krum n_byzantine must be an integer >= 0, got {n_byzantine}.")
-        if int(n_selected) != n_selected or n_selected < 1:
-            raise ValueError(f"Krum n_selected must be an integer >= 1, got {n_selected}.")
-        self.n_byzantine = int(n_byzantine)
-        self.n_selected = int(n_selected)
-        self.squared = bool(squared)
+        self.n_byzantine = n_byzantine
+        self.n_selected = n_selected
+        self.squared = squared
 
     @property
     def min_tasks(self):

@@ -11,6 +11,7 @@ from keras_mtl.aggregators._common import (
     solve_simplex_qp,
     xla_compiled,
 )
+from keras_mtl.arguments import Choice, declare_arguments
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
@@ -81,6 +82,7 @@ def mgda_weights(gramian, losses=None, normalization="none"):
 
 
 @register("mgda")
+@declare_arguments(normalization=Choice(NORMALIZATIONS))
 class MGDA(GradientMethod):
     r"""MGDA: the min-norm point of the convex hull of the task gradients.
 
@@ -108,8 +110,6 @@ class MGDA(GradientMethod):
 
     def __init__(self, losses=None, normalization="none", name=None):
         super().__init__(losses, name=name)
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}.")
         self.normalization = normalization
 
     @property

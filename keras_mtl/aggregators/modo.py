@@ -4,8 +4,8 @@ from keras import ops
 
 from keras_mtl.aggregators._common import as_float64, float64_function, matvec
 from keras_mtl.aggregators._cross import cross_matrix, prepare_cross, project_simplex
+from keras_mtl.arguments import Integer, Real, declare_arguments
 from keras_mtl.gradients.base import GradientMethod
-from keras_mtl.methods import positive
 from keras_mtl.registry import register
 
 
@@ -47,6 +47,7 @@ def modo_weights(cross, weights, gamma=0.1, rho=0.1):
 
 
 @register("modo")
+@declare_arguments(gamma=Real(minimum=0, minimum_open=True), rho=Real(minimum=0), batches=Integer(minimum=2, maximum=3))
 class MoDo(GradientMethod):
     """MoDo: task weights from two batches' cross products, the update on a third batch.
 
@@ -95,14 +96,9 @@ class MoDo(GradientMethod):
 
     def __init__(self, losses=None, gamma=0.1, rho=0.1, batches=3, name=None):
         super().__init__(losses, name=name)
-        self.gamma = positive(gamma, "MoDo gamma")
-        rho = float(rho)
-        if not 0.0 <= rho < float("inf"):
-            raise ValueError(f"MoDo rho must be >= 0 and finite, got {rho}.")
+        self.gamma = gamma
         self.rho = rho
-        if batches not in (2, 3):
-            raise ValueError(f"MoDo batches must be 2 or 3, got {batches!r}.")
-        self.batches = int(batches)
+        self.batches = batches
 
     @property
     def batch_parts(self):

@@ -13,6 +13,7 @@ from keras_mtl.aggregators._common import (
     safe_sqrt,
     xla_compiled,
 )
+from keras_mtl.arguments import Boolean, Integer, Real, declare_arguments
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
@@ -102,6 +103,7 @@ def nash_mtl_weights(gramian, max_norm=1.0, normalize=False):
 
 
 @register("nash_mtl")
+@declare_arguments(max_norm=Real(minimum=0, minimum_open=True, optional=True), normalize=Boolean(), update_weights_every=Integer(minimum=1))
 class NashMTL(GradientMethod):
     r"""Nash-MTL: the bargaining solution `α > 0` with `Gα = 1/α`, `d = Jᵀα`.
 
@@ -131,11 +133,9 @@ class NashMTL(GradientMethod):
 
     def __init__(self, losses=None, max_norm=1.0, normalize=False, update_weights_every=1, name=None):
         super().__init__(losses, name=name)
-        if int(update_weights_every) < 1:
-            raise ValueError(f"update_weights_every must be >= 1, got {update_weights_every}.")
-        self.max_norm = None if max_norm is None else float(max_norm)
-        self.normalize = bool(normalize)
-        self.update_weights_every = int(update_weights_every)
+        self.max_norm = max_norm
+        self.normalize = normalize
+        self.update_weights_every = update_weights_every
 
     def build_state(self, state, task_names):
         state.variable("nash_weights", (len(task_names),))

@@ -11,6 +11,7 @@ from keras_mtl.aggregators._common import (
     random_orders,
     take_rows,
 )
+from keras_mtl.arguments import Integer, declare_arguments
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.methods import RandomStream, draw_seed
 from keras_mtl.registry import register
@@ -78,6 +79,7 @@ def pcgrad_weights(gramian, keys):
 
 
 @register("pcgrad")
+@declare_arguments(seed=Integer(minimum=0, optional=True))
 class PCGrad(GradientMethod):
     r"""PCGrad: project each task gradient off the others it conflicts with.
 

@@ -4,8 +4,8 @@ from keras import ops
 
 from keras_mtl.aggregators._common import as_float64, clip_update_norm, diagonal, finite_or_zero, matvec, prepare_gramian, safe_sqrt, xla_compiled
 from keras_mtl.aggregators._cross import cross_matrix, prepare_cross, project_simplex
+from keras_mtl.arguments import Boolean, Integer, Real, declare_arguments
 from keras_mtl.gradients.base import GradientMethod
-from keras_mtl.methods import positive
 from keras_mtl.registry import register
 
 
@@ -88,6 +88,7 @@ def sdmgrad_weights(cross, update_gramian, weights, lambda_=0.3, n_iter=20, lr=1
 
 
 @register("sdmgrad")
+@declare_arguments(lambda_=Real(minimum=0), n_iter=Integer(minimum=1), lr=Real(minimum=0, minimum_open=True), momentum=Real(minimum=0, maximum=1, maximum_open=True), scale_by_tasks=Boolean(), max_norm=Real(minimum=0, minimum_open=True, optional=True))
 class SDMGrad(GradientMethod):
     """SDMGrad: a stochastic MGDA steered towards the mean direction, on three batches per step.
 
@@ -159,20 +160,12 @@ class SDMGrad(GradientMethod):
 
     def __init__(self, losses=None, lambda_=0.3, n_iter=20, lr=10.0, momentum=0.5, scale_by_tasks=False, max_norm=None, name=None):
         super().__init__(losses, name=name)
-        lambda_ = float(lambda_)
-        if not 0.0 <= lambda_ < float("inf"):
-            raise ValueError(f"SDMGrad lambda_ must be >= 0 and finite, got {lambda_}.")
-        if int(n_iter) != n_iter or n_iter < 1:
-            raise ValueError(f"SDMGrad n_iter must be an integer >= 1, got {n_iter!r}.")
-        momentum = float(momentum)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"SDMGrad momentum must be in [0, 1), got {momentum}.")
         self.lambda_ = lambda_
-        self.n_iter = int(n_iter)
-        self.lr = positive(lr, "SDMGrad lr")
+        self.n_iter = n_iter
+        self.lr = lr
         self.momentum = momentum
-        self.scale_by_tasks = bool(scale_by_tasks)
-        self.max_norm = None if max_norm is None else positive(max_norm, "SDMGrad max_norm")
+        self.scale_by_tasks = scale_by_tasks
+        self.max_norm = max_norm
 
     def build_state(self, state, task_names):
         state.variable("sdmgrad_weights", (len(task_names),), initializer=lambda shape, dtype: ops.full(shape, 1.0 / shape[0], dtype))

@@ -3,6 +3,7 @@
 from keras import ops
 
 from keras_mtl.aggregators._common import kept_share
+from keras_mtl.arguments import Integer, declare_arguments
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
@@ -51,6 +52,7 @@ def trimmed_mean_update(jacobian, trim_number=1):
 
 
 @register("trimmed_mean")
+@declare_arguments(trim_number=Integer(minimum=0))
 class TrimmedMean(GradientMethod):
     """Trimmed mean: per coordinate, the mean of the task gradients without the `t` largest and `t` smallest.
 
@@ -76,9 +78,7 @@ class TrimmedMean(GradientMethod):
 
     def __init__(self, losses=None, trim_number=1, name=None):
         super().__init__(losses, name=name)
-        if int(trim_number) != trim_number or trim_number < 0:
-            raise ValueError(f"TrimmedMean trim_number must be an integer >= 0, got {trim_number}.")
-        self.trim_number = int(trim_number)
+        self.trim_number = trim_number
 
     @property
     def min_tasks(self):

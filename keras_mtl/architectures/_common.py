@@ -2,27 +2,12 @@
 
 import keras
 
+from keras_mtl.arguments import Activation, Integer, SymbolicInput, Tasks, Units
 
-def positive_int(value, what):
-    """`value` as an int, or a ValueError naming `what` if it is not an integer ≥ 1."""
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{what} must be an integer >= 1, got {value!r}.")
-    return int(value)
-
-
-def units_tuple(units, what, allow_empty=False):
-    """`units` (an int or a sequence of ints) as a tuple of layer widths, checked."""
-    units = (units,) if isinstance(units, int) else tuple(units)
-    if not units and not allow_empty:
-        raise ValueError(f"{what} needs at least one layer width, got {units!r}.")
-    return tuple(positive_int(width, f"each width in {what}") for width in units)
-
-
-def check_tasks(tasks, architecture):
-    """`tasks`, a dict {task name: output width}, checked and copied."""
-    if not isinstance(tasks, dict) or not tasks:
-        raise ValueError(f"{architecture}: `tasks` must be a non-empty dict {{task name: output units}}, got {tasks!r}.")
-    return {str(name): positive_int(width, f"{architecture}: the output units of task {name!r}") for name, width in tasks.items()}
+# The argument declarations the architectures share (see `keras_mtl.arguments`).
+COUNT = Integer(minimum=1)
+EXPERTS = {"expert_units": Units(), "expert_activation": Activation()}
+BUILDER = {"inputs": SymbolicInput(), "tasks": Tasks(), "tower_units": Units(allow_empty=True), "tower_activation": Activation()}
 
 
 def dense_stack(units, activation, name):

@@ -2,11 +2,13 @@
 
 import keras
 
-from keras_mtl.architectures._common import build_stack, check_tasks, dense_stack, mixture, positive_int, softmax_gate, towers, units_tuple
+from keras_mtl.architectures._common import BUILDER, COUNT, EXPERTS, build_stack, dense_stack, mixture, softmax_gate, towers
+from keras_mtl.arguments import Boolean, declare_arguments
 from keras_mtl.training.model import MultiTaskModel
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
+@declare_arguments(num_tasks=COUNT, num_shared_experts=COUNT, num_task_experts=COUNT, **EXPERTS, gate_use_bias=Boolean(), shared_gate=Boolean())
 class CGC(keras.layers.Layer):
     """Customized Gate Control, the extraction network of PLE: g^k(x) = w^k(x)ᵀ S^k(x).
 
@@ -64,13 +66,13 @@ class CGC(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_tasks = positive_int(num_tasks, "CGC: num_tasks")
-        self.num_shared_experts = positive_int(num_shared_experts, "CGC: num_shared_experts")
-        self.num_task_experts = positive_int(num_task_experts, "CGC: num_task_experts")
-        self.expert_units = units_tuple(expert_units, "CGC: expert_units")
+        self.num_tasks = num_tasks
+        self.num_shared_experts = num_shared_experts
+        self.num_task_experts = num_task_experts
+        self.expert_units = expert_units
         self.expert_activation = expert_activation
-        self.gate_use_bias = bool(gate_use_bias)
-        self.shared_gate = bool(shared_gate)
+        self.gate_use_bias = gate_use_bias
+        self.shared_gate = shared_gate
         self.shared_experts = [self._expert(f"shared_expert_{i}") for i in range(self.num_shared_experts)]
         self.task_experts = [[self._expert(f"task_{k}_expert_{i}") for i in range(self.num_task_experts)] for k in range(self.num_tasks)]
         gated = self.num_task_experts + self.num_shared_experts
@@ -129,6 +131,7 @@ class CGC(keras.layers.Layer):
         }
 
 
+@declare_arguments(**BUILDER, num_shared_experts=COUNT, num_task_experts=COUNT, **EXPERTS, gate_use_bias=Boolean())
 def cgc(
     inputs,
     tasks,
@@ -160,7 +163,5 @@ def cgc(
         A `keras_mtl.MultiTaskModel`; gradient methods run in parameter mode,
         where the shared experts are the shared parameters.
     """
-    tasks = check_tasks(tasks, "cgc")
     layer = CGC(len(tasks), num_shared_experts, num_task_experts, expert_units, expert_activation, gate_use_bias, name="cgc")
-    tower_units = units_tuple(tower_units, "cgc: tower_units", allow_empty=True)
     return MultiTaskModel(inputs, towers(layer(inputs), tasks, tower_units, tower_activation), **model_kwargs)

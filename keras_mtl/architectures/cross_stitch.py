@@ -2,11 +2,16 @@
 
 import keras
 
-from keras_mtl.architectures._common import check_tasks, towers, units_tuple
+from keras_mtl.architectures._common import BUILDER, towers
+from keras_mtl.arguments import Activation, Boolean, Real, Units, declare_arguments
 from keras_mtl.training.model import MultiTaskModel
+
+# α_S, the weight a task column keeps of itself at the start, and one α per channel or per column.
+STITCH = {"same_task_init": Real(minimum=0, maximum=1), "per_channel": Boolean()}
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
+@declare_arguments(**STITCH)
 class CrossStitch(keras.layers.Layer):
     """A cross-stitch unit: x̃_i = Σ_j α_ij x_j over the K task columns.
 
@@ -42,10 +47,8 @@ class CrossStitch(keras.layers.Layer):
 
     def __init__(self, same_task_init=0.9, per_channel=False, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= same_task_init <= 1.0:
-            raise ValueError(f"CrossStitch: same_task_init (α_S) must be in [0, 1], got {same_task_init}.")
-        self.same_task_init = float(same_task_init)
-        self.per_channel = bool(per_channel)
+        self.same_task_init = same_task_init
+        self.per_channel = per_channel
 
     def build(self, input_shape):
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) < 2 or not isinstance(input_shape[0], (list, tuple)):
@@ -76,6 +79,7 @@ class CrossStitch(keras.layers.Layer):
         return {**super().get_config(), "same_task_init": self.same_task_init, "per_channel": self.per_channel}
 
 
+@declare_arguments(**BUILDER, column_units=Units(), column_activation=Activation(), **STITCH)
 def cross_stitch(
     inputs,
     tasks,
@@ -111,10 +115,8 @@ def cross_stitch(
     Returns:
         A `keras_mtl.MultiTaskModel` with one output per task (at least two tasks).
     """
-    tasks = check_tasks(tasks, "cross_stitch")
     if len(tasks) < 2:
         raise ValueError(f"cross_stitch needs at least 2 tasks to stitch, got {list(tasks)}.")
-    column_units = units_tuple(column_units, "cross_stitch: column_units")
     columns = [inputs] * len(tasks)
     for i, width in enumerate(column_units, start=1):
         columns = [
@@ -122,5 +124,4 @@ def cross_stitch(
             for task, column in zip(tasks, columns)
         ]
         columns = CrossStitch(same_task_init, per_channel, name=f"cross_stitch_{i}")(columns)
-    tower_units = units_tuple(tower_units, "cross_stitch: tower_units", allow_empty=True)
     return MultiTaskModel(inputs, towers(columns, tasks, tower_units, tower_activation), **model_kwargs)

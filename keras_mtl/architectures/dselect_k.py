@@ -5,8 +5,8 @@ import math
 import keras
 import numpy as np
 
-from keras_mtl.architectures._common import build_stack, check_tasks, dense_stack, mixture, positive_int, towers, units_tuple
-from keras_mtl.methods import positive
+from keras_mtl.architectures._common import BUILDER, COUNT, EXPERTS, build_stack, dense_stack, mixture, towers
+from keras_mtl.arguments import Boolean, Real, declare_arguments
 from keras_mtl.training.model import MultiTaskModel
 
 # The authors' constant inside the entropy's logarithm.
@@ -25,7 +25,12 @@ def binary_codes(num_experts):
     return np.array([[bit == "1" for bit in np.binary_repr(i, width=width)] for i in range(num_experts)])
 
 
+# DSelect-k's selector; `gamma`, the smooth step's width; `entropy_regularization`, λ (both as in the paper).
+SELECTOR = {"num_selected": COUNT, "gamma": Real(minimum=0, minimum_open=True), "entropy_regularization": Real(minimum=0), "per_example": Boolean()}
+
+
 @keras.saving.register_keras_serializable(package="keras_mtl")
+@declare_arguments(num_tasks=COUNT, num_experts=COUNT, **SELECTOR, **EXPERTS)
 class DSelectK(keras.layers.Layer):
     """n shared experts, and per task a DSelect-k gate that mixes at most k of them.
 
@@ -97,17 +102,15 @@ class DSelectK(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_tasks = positive_int(num_tasks, "DSelectK: num_tasks")
-        self.num_experts = positive_int(num_experts, "DSelectK: num_experts")
-        self.num_selected = positive_int(num_selected, "DSelectK: num_selected (k)")
+        self.num_tasks = num_tasks
+        self.num_experts = num_experts
+        self.num_selected = num_selected
         if self.num_selected > self.num_experts:
             raise ValueError(f"DSelectK: num_selected (k = {num_selected}) exceeds num_experts ({num_experts}).")
-        self.gamma = positive(gamma, "DSelectK: gamma")
-        if not entropy_regularization >= 0:
-            raise ValueError(f"DSelectK: entropy_regularization must be >= 0, got {entropy_regularization}.")
-        self.entropy_regularization = float(entropy_regularization)
-        self.per_example = bool(per_example)
-        self.expert_units = units_tuple(expert_units, "DSelectK: expert_units")
+        self.gamma = gamma
+        self.entropy_regularization = entropy_regularization
+        self.per_example = per_example
+        self.expert_units = expert_units
         self.expert_activation = expert_activation
         self.codes = binary_codes(self.num_experts)
         self.experts = [dense_stack(self.expert_units, expert_activation, f"expert_{i}") for i in range(self.num_experts)]
@@ -193,6 +196,7 @@ def _combine(selector_weights, selector_outputs):
     return keras.ops.sum(selector_weights[..., None] * selector_outputs, axis=-2)
 
 
+@declare_arguments(**BUILDER, num_experts=COUNT, **SELECTOR, **EXPERTS)
 def dselect_k(
     inputs,
     tasks,
@@ -227,9 +231,7 @@ def dselect_k(
     Returns:
         A `keras_mtl.MultiTaskModel`; gradient methods run in parameter mode.
     """
-    tasks = check_tasks(tasks, "dselect_k")
     layer = DSelectK(
         len(tasks), num_experts, num_selected, gamma, entropy_regularization, per_example, expert_units, expert_activation, name="dselect_k"
     )
-    tower_units = units_tuple(tower_units, "dselect_k: tower_units", allow_empty=True)
     return MultiTaskModel(inputs, towers(layer(inputs), tasks, tower_units, tower_activation), **model_kwargs)

@@ -2,11 +2,13 @@
 
 import keras
 
-from keras_mtl.architectures._common import build_stack, check_tasks, dense_stack, mixture, positive_int, softmax_gate, towers, units_tuple
+from keras_mtl.architectures._common import BUILDER, COUNT, EXPERTS, build_stack, dense_stack, mixture, softmax_gate, towers
+from keras_mtl.arguments import Boolean, declare_arguments
 from keras_mtl.training.model import MultiTaskModel
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
+@declare_arguments(num_tasks=COUNT, num_experts=COUNT, **EXPERTS, gate_use_bias=Boolean())
 class MMoE(keras.layers.Layer):
     """Multi-gate Mixture-of-Experts: per task k, f^k(x) = Σ_i g^k(x)_i f_i(x).
 
@@ -44,11 +46,11 @@ class MMoE(keras.layers.Layer):
 
     def __init__(self, num_tasks, num_experts=8, expert_units=(16,), expert_activation="relu", gate_use_bias=False, **kwargs):
         super().__init__(**kwargs)
-        self.num_tasks = positive_int(num_tasks, "MMoE: num_tasks")
-        self.num_experts = positive_int(num_experts, "MMoE: num_experts")
-        self.expert_units = units_tuple(expert_units, "MMoE: expert_units")
+        self.num_tasks = num_tasks
+        self.num_experts = num_experts
+        self.expert_units = expert_units
         self.expert_activation = expert_activation
-        self.gate_use_bias = bool(gate_use_bias)
+        self.gate_use_bias = gate_use_bias
         self.experts = [dense_stack(self.expert_units, expert_activation, f"expert_{i}") for i in range(self.num_experts)]
         self.gates = [softmax_gate(self.num_experts, self.gate_use_bias, f"gate_{k}") for k in range(self.num_tasks)]
 
@@ -76,6 +78,7 @@ class MMoE(keras.layers.Layer):
         }
 
 
+@declare_arguments(**BUILDER, num_experts=COUNT, **EXPERTS, gate_use_bias=Boolean())
 def mmoe(
     inputs,
     tasks,
@@ -107,8 +110,6 @@ def mmoe(
         task mixes the experts its own way), so gradient methods run in
         parameter mode, where the experts are the shared parameters.
     """
-    tasks = check_tasks(tasks, "mmoe")
     layer = MMoE(len(tasks), num_experts, expert_units, expert_activation, gate_use_bias, name="mmoe")
     features = layer(inputs)
-    tower_units = units_tuple(tower_units, "mmoe: tower_units", allow_empty=True)
     return MultiTaskModel(inputs, towers(features, tasks, tower_units, tower_activation), **model_kwargs)

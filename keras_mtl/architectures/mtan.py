@@ -2,11 +2,13 @@
 
 import keras
 
-from keras_mtl.architectures._common import check_tasks, positive_int, towers, units_tuple
+from keras_mtl.architectures._common import BUILDER, towers
+from keras_mtl.arguments import Integer, Units, declare_arguments
 from keras_mtl.training.model import MultiTaskModel
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
+@declare_arguments(hidden_units=Integer(minimum=1, optional=True))
 class TaskAttention(keras.layers.Layer):
     """One task's attention module: â = g([u; â_prev]) ⊙ p, g ending in a sigmoid.
 
@@ -41,7 +43,7 @@ class TaskAttention(keras.layers.Layer):
 
     def __init__(self, hidden_units=None, **kwargs):
         super().__init__(**kwargs)
-        self.hidden_units = None if hidden_units is None else positive_int(hidden_units, "TaskAttention: hidden_units")
+        self.hidden_units = hidden_units
 
     def build(self, input_shape):
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) not in (2, 3) or not isinstance(input_shape[0], (list, tuple)):
@@ -87,6 +89,7 @@ def _conv_block(filters, name):
     )
 
 
+@declare_arguments(**BUILDER, filters=Units())
 def mtan(inputs, tasks, filters=(16, 32), tower_units=(), tower_activation="relu", **model_kwargs):
     """An MTAN image model: a shared convolutional network and per task an attention module per stage.
 
@@ -121,8 +124,6 @@ def mtan(inputs, tasks, filters=(16, 32), tower_units=(), tower_activation="relu
         model = keras_mtl.architectures.mtan(inputs, {"left": 10, "right": 10}, filters=(16, 32))
         ```
     """
-    tasks = check_tasks(tasks, "mtan")
-    filters = units_tuple(filters, "mtan: filters")
     if len(inputs.shape) != 4:
         raise ValueError(f"mtan needs image inputs (height, width, channels), got shape {inputs.shape}.")
     shared, features = inputs, {task: None for task in tasks}
@@ -135,5 +136,4 @@ def mtan(inputs, tasks, filters=(16, 32), tower_units=(), tower_activation="relu
             features[task] = attended if to_next is None else keras.layers.MaxPooling2D()(to_next(attended))
         shared = keras.layers.MaxPooling2D()(p)
     pooled = [keras.layers.GlobalAveragePooling2D()(feature) for feature in features.values()]
-    tower_units = units_tuple(tower_units, "mtan: tower_units", allow_empty=True)
     return MultiTaskModel(inputs, towers(pooled, tasks, tower_units, tower_activation), **model_kwargs)

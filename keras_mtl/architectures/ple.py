@@ -1,10 +1,12 @@
 """PLE: stacked CGC extraction networks (Tang et al., RecSys 2020)."""
 
-from keras_mtl.architectures._common import check_tasks, positive_int, towers, units_tuple
+from keras_mtl.architectures._common import BUILDER, COUNT, EXPERTS, towers
 from keras_mtl.architectures.cgc import CGC
+from keras_mtl.arguments import Boolean, declare_arguments
 from keras_mtl.training.model import MultiTaskModel
 
 
+@declare_arguments(**BUILDER, num_levels=COUNT, num_shared_experts=COUNT, num_task_experts=COUNT, **EXPERTS, gate_use_bias=Boolean())
 def ple(
     inputs,
     tasks,
@@ -58,9 +60,6 @@ def ple(
         model.compile("adam", loss=keras_mtl.get("pcgrad", {"ctr": "mse", "cvr": "mse"}))
         ```
     """
-    tasks = check_tasks(tasks, "ple")
-    num_levels = positive_int(num_levels, "ple: num_levels")
-    tower_units = units_tuple(tower_units, "ple: tower_units", allow_empty=True)
     features = inputs
     for level in range(1, num_levels + 1):
         layer = CGC(

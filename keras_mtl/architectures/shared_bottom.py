@@ -2,10 +2,12 @@
 
 import keras
 
-from keras_mtl.architectures._common import check_tasks, towers, units_tuple
+from keras_mtl.architectures._common import BUILDER, towers
+from keras_mtl.arguments import Activation, Boolean, Units, declare_arguments
 from keras_mtl.training.model import MultiTaskModel
 
 
+@declare_arguments(**BUILDER, bottom_units=Units(), bottom_activation=Activation(), representation=Boolean())
 def shared_bottom(
     inputs,
     tasks,
@@ -52,9 +54,6 @@ def shared_bottom(
         model.compile("adam", loss=keras_mtl.get("mgda", {"y1": "mse", "y2": "mse"}))
         ```
     """
-    tasks = check_tasks(tasks, "shared_bottom")
-    bottom_units = units_tuple(bottom_units, "shared_bottom: bottom_units")
-    tower_units = units_tuple(tower_units, "shared_bottom: tower_units", allow_empty=True)
     feature = inputs
     for i, width in enumerate(bottom_units, start=1):
         feature = keras.layers.Dense(width, activation=bottom_activation, name=f"bottom_{i}")(feature)

@@ -3,7 +3,8 @@
 import keras
 import numpy as np
 
-from keras_mtl.methods import LossWeighting, positive
+from keras_mtl.arguments import Choice, Real, TaskNames, declare_arguments
+from keras_mtl.methods import LossWeighting
 from keras_mtl.registry import register
 
 PARAMETRIZATIONS = ("direct", "softmax")
@@ -12,6 +13,7 @@ BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-8
 
 
 @register("auto_lambda")
+@declare_arguments(primary_tasks=TaskNames(optional=True), meta_learning_rate=Real(minimum=0, minimum_open=True), initial_weight=Real(minimum=0), parametrization=Choice(PARAMETRIZATIONS))
 class AutoLambda(LossWeighting):
     """Auto-Lambda: weights λ that minimise the primary tasks' loss one SGD step ahead.
 
@@ -80,17 +82,9 @@ class AutoLambda(LossWeighting):
 
     def __init__(self, losses=None, primary_tasks=None, meta_learning_rate=1e-4, initial_weight=0.1, parametrization="direct", name=None):
         super().__init__(losses, name=name)
-        if isinstance(primary_tasks, str):
-            raise TypeError(f"AutoLambda's primary_tasks must be a list of task names, not a string: pass [{primary_tasks!r}].")
-        if parametrization not in PARAMETRIZATIONS:
-            raise ValueError(f"AutoLambda's parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}.")
-        self.primary_tasks = None if primary_tasks is None else list(primary_tasks)
-        if self.primary_tasks == []:
-            raise ValueError("AutoLambda's primary_tasks is empty: name at least one task, or pass None for all tasks.")
-        self.meta_learning_rate = positive(meta_learning_rate, "AutoLambda's meta_learning_rate")
-        self.initial_weight = float(initial_weight)
-        if not np.isfinite(self.initial_weight):
-            raise ValueError(f"AutoLambda's initial_weight must be finite, got {initial_weight}.")
+        self.primary_tasks = primary_tasks
+        self.meta_learning_rate = meta_learning_rate
+        self.initial_weight = initial_weight
         self.parametrization = parametrization
 
     def build_state(self, state, task_names):

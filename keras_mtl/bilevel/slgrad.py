@@ -1,16 +1,17 @@
 """SLGrad: sample-level weights from each sample's gradient alignment with the main task on held-out data."""
 
-import numbers
 
 import keras
 import numpy as np
 
+from keras_mtl.arguments import Integer, Text, declare_arguments
 from keras_mtl.gradients.auxiliary import main_task_index
 from keras_mtl.methods import MultiTaskLoss
 from keras_mtl.registry import register
 
 
 @register("slgrad")
+@declare_arguments(main_task=Text(optional=True, what="the name of one task"), parts=Integer(minimum=2))
 class SLGrad(MultiTaskLoss):
     """SLGrad: weigh every task's every sample by how much its gradient helps the main task on held-out data.
 
@@ -79,10 +80,8 @@ class SLGrad(MultiTaskLoss):
 
     def __init__(self, losses=None, main_task=None, parts=2, name=None):
         super().__init__(losses, name=name)
-        if isinstance(parts, bool) or not isinstance(parts, numbers.Integral) or parts < 2:
-            raise ValueError(f"SLGrad's parts (the batch is dealt into `parts`, one held out) must be an integer >= 2, got {parts!r}.")
         self.main_task = main_task
-        self.parts = int(parts)
+        self.parts = parts
 
     def build_state(self, state, task_names):
         self._outer_weights = np.eye(len(task_names), dtype="float32")[main_task_index(self, task_names)]

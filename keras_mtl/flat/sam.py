@@ -1,13 +1,15 @@
 """SAM and F-MTL: sharpness-aware minimisation around any keras_mtl method (its step: the engines' `sam` modules)."""
 
+from keras_mtl.arguments import Boolean, Choice, Method, Real, declare_arguments
 from keras_mtl.gradients.base import GradientMethod
-from keras_mtl.methods import MultiTaskLoss, WrappingMethod, inner_method, positive
+from keras_mtl.methods import MultiTaskLoss, WrappingMethod, inner_method
 from keras_mtl.registry import register
 
 VARIANTS = ("fmtl", "naive")
 
 
 @register("sam")
+@declare_arguments(method=Method(), rho=Real(minimum=0, minimum_open=True), adaptive=Boolean(), variant=Choice(VARIANTS))
 class SAM(WrappingMethod, MultiTaskLoss):
     """Sharpness-aware minimisation around any loss weighting or gradient method.
 
@@ -53,12 +55,10 @@ class SAM(WrappingMethod, MultiTaskLoss):
         super().__init__(losses, name=name)
         if isinstance(method, SAM):
             raise ValueError("SAM cannot wrap SAM.")
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
         self.method = inner_method(method, losses, "SAM", check=_check_wrappable)
         self.losses = self.method.losses
-        self.rho = positive(rho, "rho")
-        self.adaptive = bool(adaptive)
+        self.rho = rho
+        self.adaptive = adaptive
         self.variant = variant
         self.min_tasks = self.method.min_tasks
 

@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 
+from keras_mtl.arguments import Boolean, Real, Text, declare_arguments
 from keras_mtl.gradients._gramian import gradient_norms
 from keras_mtl.gradients.base import GradientMethod
-from keras_mtl.methods import positive
 from keras_mtl.registry import register
 
 
@@ -18,6 +18,7 @@ def main_task_index(method, task_names):
     return list(task_names).index(method.main_task)
 
 
+@declare_arguments(main_task=Text(optional=True, what="the name of one task"))
 class _AuxiliaryMethod(GradientMethod):
     """A gradient method with one main task; the main task's weight is 1."""
 
@@ -39,6 +40,7 @@ class _AuxiliaryMethod(GradientMethod):
 
 
 @register("hydalearn")
+@declare_arguments(step_size=Real(minimum=0, minimum_open=True, optional=True), first_order=Boolean())
 class HydaLearn(_AuxiliaryMethod):
     """HydaLearn: weigh each auxiliary task by its look-ahead gain on the main task.
 
@@ -75,8 +77,8 @@ class HydaLearn(_AuxiliaryMethod):
 
     def __init__(self, losses=None, main_task=None, step_size=None, first_order=False, name=None):
         super().__init__(losses, main_task=main_task, name=name)
-        self.step_size = None if step_size is None else positive(step_size, "step_size")
-        self.first_order = bool(first_order)
+        self.step_size = step_size
+        self.first_order = first_order
 
     @property
     def needs_losses_after(self):
@@ -100,6 +102,7 @@ class HydaLearn(_AuxiliaryMethod):
 
 
 @register("gcossim")
+@declare_arguments(weighted=Boolean())
 class GradientCosineSimilarity(_AuxiliaryMethod):
     """GCosSim: use an auxiliary gradient only where it agrees with the main task's.
 
@@ -123,7 +126,7 @@ class GradientCosineSimilarity(_AuxiliaryMethod):
 
     def __init__(self, losses=None, main_task=None, weighted=False, name=None):
         super().__init__(losses, main_task=main_task, name=name)
-        self.weighted = bool(weighted)
+        self.weighted = weighted
 
     def gradient_weights(self, gradients, state, training):
         norms = gradient_norms(gradients.gramian)

@@ -1,5 +1,6 @@
 import keras
 
+from keras_mtl.arguments import Real, declare_arguments
 from keras_mtl.gradients._gramian import gradient_norms
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
@@ -9,6 +10,7 @@ EPSILON = 1e-8
 
 
 @register("db_mtl")
+@declare_arguments(beta=Real(minimum=0, maximum=1, maximum_open=True), beta_sigma=Real(minimum=0))
 class DualBalancing(GradientMethod):
     """DB-MTL: log losses, their gradients smoothed over steps, and scaled to the largest one's norm.
 
@@ -53,12 +55,8 @@ class DualBalancing(GradientMethod):
 
     def __init__(self, losses=None, beta=0.9, beta_sigma=0.0, name=None):
         super().__init__(losses, name=name)
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"DualBalancing: beta must be in [0, 1), got {beta}.")
-        if not 0.0 <= beta_sigma < float("inf"):
-            raise ValueError(f"DualBalancing: beta_sigma must be >= 0 and finite, got {beta_sigma}.")
-        self.beta = float(beta)
-        self.beta_sigma = float(beta_sigma)
+        self.beta = beta
+        self.beta_sigma = beta_sigma
 
     @property
     def parameter_mode_only(self):

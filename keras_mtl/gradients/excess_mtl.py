@@ -1,7 +1,7 @@
 import keras
 
+from keras_mtl.arguments import Boolean, Integer, Real, declare_arguments
 from keras_mtl.gradients.base import GradientMethod
-from keras_mtl.methods import positive
 from keras_mtl.registry import register
 
 # The authors' guard inside the square root of the accumulated squares.
@@ -9,6 +9,7 @@ EPSILON = 1e-7
 
 
 @register("excess_mtl")
+@declare_arguments(robust_step_size=Real(minimum=0, minimum_open=True), baseline_steps=Integer(minimum=1), simplex=Boolean())
 class ExcessMTL(GradientMethod):
     """ExcessMTL: task weights raised by exponentiated gradient on each task's estimated excess risk.
 
@@ -65,11 +66,9 @@ class ExcessMTL(GradientMethod):
 
     def __init__(self, losses=None, robust_step_size=1e-2, baseline_steps=1, simplex=False, name=None):
         super().__init__(losses, name=name)
-        self.robust_step_size = positive(robust_step_size, "ExcessMTL: robust_step_size")
-        if int(baseline_steps) != baseline_steps or baseline_steps < 1:
-            raise ValueError(f"ExcessMTL: baseline_steps must be an integer >= 1, got {baseline_steps}.")
-        self.baseline_steps = int(baseline_steps)
-        self.simplex = bool(simplex)
+        self.robust_step_size = robust_step_size
+        self.baseline_steps = baseline_steps
+        self.simplex = simplex
 
     def _weight_sum(self, num_tasks):
         return 1.0 if self.simplex else float(num_tasks)

@@ -1,11 +1,13 @@
 import keras
 
+from keras_mtl.arguments import Real, declare_arguments
 from keras_mtl.gradients._gramian import gradient_norms
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.registry import register
 
 
 @register("gradnorm")
+@declare_arguments(alpha=Real(minimum=0))
 class GradNorm(GradientMethod):
     """GradNorm: learned task weights that equalise the tasks' training rates.
 
@@ -32,9 +34,7 @@ class GradNorm(GradientMethod):
 
     def __init__(self, losses=None, alpha=1.5, name=None):
         super().__init__(losses, name=name)
-        if not alpha >= 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}.")
-        self.alpha = float(alpha)
+        self.alpha = alpha
 
     def build_state(self, state, task_names):
         k = len(task_names)

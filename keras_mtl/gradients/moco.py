@@ -1,14 +1,15 @@
 import keras
 
 from keras_mtl.aggregators._common import project_weighted_simplex
+from keras_mtl.arguments import Choice, Real, declare_arguments
 from keras_mtl.gradients.base import GradientMethod
-from keras_mtl.methods import positive
 from keras_mtl.registry import register
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
 
 @register("moco")
+@declare_arguments(beta=Real(minimum=0, maximum=1, minimum_open=True), gamma=Real(minimum=0, minimum_open=True), rho=Real(minimum=0), normalization=Choice(NORMALIZATIONS))
 class MoCo(GradientMethod):
     """MoCo: stochastic MGDA on tracked task gradients, which corrects its gradient bias.
 
@@ -59,15 +60,9 @@ class MoCo(GradientMethod):
 
     def __init__(self, losses=None, beta=0.1, gamma=0.1, rho=0.1, normalization="none", name=None):
         super().__init__(losses, name=name)
-        self.beta = positive(beta, "MoCo: beta")
-        if self.beta > 1.0:
-            raise ValueError(f"MoCo: beta must be in (0, 1], got {beta}.")
-        self.gamma = positive(gamma, "MoCo: gamma")
-        if not 0.0 <= rho < float("inf"):
-            raise ValueError(f"MoCo: rho must be >= 0 and finite, got {rho}.")
-        self.rho = float(rho)
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"MoCo: normalization must be one of {NORMALIZATIONS}, got {normalization!r}.")
+        self.beta = beta
+        self.gamma = gamma
+        self.rho = rho
         self.normalization = normalization
         # A divisor L_k must be a loss's size: the engine refuses negative losses, naming the task.
         self.needs_non_negative_losses = normalization in ("loss", "loss+")

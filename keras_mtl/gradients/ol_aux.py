@@ -1,15 +1,15 @@
 """OL-AUX: auxiliary-task weights learned online from their long-term help to the main task."""
 
-import numbers
 
 import keras
 
+from keras_mtl.arguments import Boolean, Integer, Real, declare_arguments
 from keras_mtl.gradients.auxiliary import _AuxiliaryMethod
-from keras_mtl.methods import positive
 from keras_mtl.registry import register
 
 
 @register("ol_aux")
+@declare_arguments(update_every=Integer(minimum=1), weight_learning_rate=Real(minimum=0, minimum_open=True), nonnegative=Boolean())
 class OLAux(_AuxiliaryMethod):
     """OL-AUX: raise an auxiliary task's weight while its gradient keeps helping the main task.
 
@@ -61,11 +61,9 @@ class OLAux(_AuxiliaryMethod):
 
     def __init__(self, losses=None, main_task=None, update_every=5, weight_learning_rate=5.0, nonnegative=True, name=None):
         super().__init__(losses, main_task=main_task, name=name)
-        if isinstance(update_every, bool) or not isinstance(update_every, numbers.Integral) or update_every < 1:
-            raise ValueError(f"OLAux's update_every (N, the steps between weight updates) must be an integer >= 1, got {update_every!r}.")
-        self.update_every = int(update_every)
-        self.weight_learning_rate = positive(weight_learning_rate, "OLAux's weight_learning_rate (β)")
-        self.nonnegative = bool(nonnegative)
+        self.update_every = update_every
+        self.weight_learning_rate = weight_learning_rate
+        self.nonnegative = nonnegative
 
     def build_state(self, state, task_names):
         super().build_state(state, task_names)  # checks main_task

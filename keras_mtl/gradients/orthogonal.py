@@ -2,13 +2,15 @@
 
 from keras import ops
 
-from keras_mtl.methods import MultiTaskLoss, positive
+from keras_mtl.arguments import Choice, Real, declare_arguments
+from keras_mtl.methods import MultiTaskLoss
 from keras_mtl.registry import register
 
 PARAMETERS = ("all", "last_layer")
 
 
 @register("orthogonal_gradients")
+@declare_arguments(penalty_weight=Real(minimum=0, minimum_open=True), parameters=Choice(PARAMETERS))
 class OrthogonalGradients(MultiTaskLoss):
     """Task gradients pushed towards orthogonality by a penalty on their squared cosines.
 
@@ -81,9 +83,7 @@ class OrthogonalGradients(MultiTaskLoss):
 
     def __init__(self, losses=None, penalty_weight=10.0, parameters="all", name=None):
         super().__init__(losses, name=name)
-        if parameters not in PARAMETERS:
-            raise ValueError(f"OrthogonalGradients: parameters must be one of {PARAMETERS}, got {parameters!r}.")
-        self.penalty_weight = positive(penalty_weight, "OrthogonalGradients: penalty_weight")
+        self.penalty_weight = penalty_weight
         self.parameters = parameters
 
     def penalty(self, gradients):

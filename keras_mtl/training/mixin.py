@@ -90,6 +90,7 @@ class MultiTaskMixin:
         self.task_names = None
         self.multi_task_split = None
         self._warned_about_epochs = False
+        self._method_warnings = set()
 
     def get_config(self):
         return {**super().get_config(), "representation": self.representation, "shared_layers": self.shared_layers, "task_gradients": self.task_gradients}
@@ -166,6 +167,10 @@ class MultiTaskMixin:
         if self.multi_task_method is None:
             raise ValueError("end_epoch: compile the model with a multi-task method first.")
         self._assign_state(self.multi_task_method.end_epoch(self.multi_task_state.values()))
+        state = {name: keras.ops.convert_to_numpy(variable) for name, variable in self.multi_task_state.named_variables().items()}
+        for message in set(self.multi_task_method.run_warnings(state)) - self._method_warnings:
+            self._method_warnings.add(message)
+            warnings.warn(message, stacklevel=2)
 
     def _assign_state(self, new_state):
         """Assigns what an epoch hook returned (outside any training step, where nothing else reads the state)."""

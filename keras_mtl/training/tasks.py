@@ -10,6 +10,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mtl.training import targets
+
 
 def task_losses(model, y, y_pred, sample_weight):
     """The per-task losses, a list of K float32 scalars, each times its `loss_weights` entry.
@@ -19,13 +21,19 @@ def task_losses(model, y, y_pred, sample_weight):
     vector: a task's loss taken back out of a stack would seem to reach
     every task's head (with a zero gradient), and the heads would look shared.
     """
-    y = per_task(y, model.task_names, "y", required=True)
-    y_pred = per_task(y_pred, model.task_names, "the model's outputs", required=True)
-    sample_weight = per_task(sample_weight, model.task_names, "sample_weight", required=False)
+    y, y_pred, sample_weight = by_task(model, y, y_pred, sample_weight)
     return [
         ops.cast(loss_fn(y[k], y_pred[k], sample_weight=sample_weight[k]), "float32") * model._task_loss_weights[k]
         for k, loss_fn in enumerate(model._task_loss_fns)
     ]
+
+
+def by_task(model, y, y_pred, sample_weight):
+    """Targets, outputs and sample weights as lists in task order; a target that would broadcast is refused (at trace time)."""
+    y = per_task(y, model.task_names, "y", required=True)
+    y_pred = per_task(y_pred, model.task_names, "the model's outputs", required=True)
+    targets.check_shapes(model.task_names, model._task_loss_fns, y, y_pred)
+    return y, y_pred, per_task(sample_weight, model.task_names, "sample_weight", required=False)
 
 
 def batch_parts(x, y, sample_weight, parts):
@@ -58,9 +66,7 @@ def per_sample_task_losses(model, y, y_pred, sample_weight):
     A loss with another `reduction` reduces its values otherwise; its
     per-sample values are still these.
     """
-    y = per_task(y, model.task_names, "y", required=True)
-    y_pred = per_task(y_pred, model.task_names, "the model's outputs", required=True)
-    sample_weight = per_task(sample_weight, model.task_names, "sample_weight", required=False)
+    y, y_pred, sample_weight = by_task(model, y, y_pred, sample_weight)
     losses = []
     for k, loss_fn in enumerate(model._task_loss_fns):
         # Keras' own call (dtypes, sample weights) with its reduction off, for this call only (at trace time).
@@ -115,7 +121,9 @@ def update_trackers(model, x, total, losses, weights, skipped=0.0):
     for k in range(len(model.task_names)):
         state.loss_trackers[k].update_state(losses[k], sample_weight=batch_size)
         if weights is not None:
-            state.weight_trackers[k].update_state(ops.stop_gradient(weights[k]), sample_weight=batch_size * (1.0 - skipped))
+            # A skipped step's weights may be NaN (from overflowed gradients), and NaN × 0 would still reach the mean.
+            weight = ops.where(skipped > 0, 0.0, ops.stop_gradient(weights[k]))
+            state.weight_trackers[k].update_state(weight, sample_weight=batch_size * (1.0 - skipped))
 
 
 def update_penalty_tracker(model, x, penalty, skipped):

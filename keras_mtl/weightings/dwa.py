@@ -1,10 +1,12 @@
 import keras
 
-from keras_mtl.methods import LossWeighting, positive
+from keras_mtl.arguments import Real, declare_arguments
+from keras_mtl.methods import LossWeighting
 from keras_mtl.registry import register
 
 
 @register("dwa")
+@declare_arguments(temperature=Real(minimum=0, minimum_open=True))
 class DynamicWeightAverage(LossWeighting):
     r"""DWA: weights from how fast each task's loss fell over the last epochs.
 
@@ -39,7 +41,7 @@ class DynamicWeightAverage(LossWeighting):
 
     def __init__(self, losses=None, temperature=2.0, name=None):
         super().__init__(losses, name=name)
-        self.temperature = positive(temperature, "temperature")
+        self.temperature = temperature
 
     def build_state(self, state, task_names):
         k = len(task_names)

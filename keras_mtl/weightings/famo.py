@@ -1,12 +1,13 @@
-import math
 
 import keras
 
-from keras_mtl.methods import LossWeighting, positive
+from keras_mtl.arguments import PerTask, Real, declare_arguments, per_task
+from keras_mtl.methods import LossWeighting
 from keras_mtl.registry import register
 
 
 @register("famo")
+@declare_arguments(min_losses=PerTask(Real(), by_name=False), logits_learning_rate=Real(minimum=0, minimum_open=True), logits_weight_decay=Real(minimum=0), epsilon=Real(minimum=0, minimum_open=True))
 class FAMO(LossWeighting):
     """FAMO: fast adaptive multitask optimisation, balancing the losses' log-decrease.
 
@@ -52,20 +53,21 @@ class FAMO(LossWeighting):
 
     def __init__(self, losses=None, min_losses=None, logits_learning_rate=0.025, logits_weight_decay=1e-3, epsilon=1e-8, name=None):
         super().__init__(losses, name=name)
-        self.min_losses = None if min_losses is None else [float(m) for m in min_losses]
-        if self.min_losses is not None and not all(math.isfinite(m) for m in self.min_losses):
-            raise ValueError(f"min_losses must be finite, got {self.min_losses}.")
-        self.logits_learning_rate = positive(logits_learning_rate, "logits_learning_rate")
-        self.logits_weight_decay = float(logits_weight_decay)
-        self.epsilon = positive(epsilon, "epsilon")
+        self.min_losses = min_losses
+        self.logits_learning_rate = logits_learning_rate
+        self.logits_weight_decay = logits_weight_decay
+        self.epsilon = epsilon
 
     def build_state(self, state, task_names):
         k = len(task_names)
-        if self.min_losses is not None and len(self.min_losses) != k:
-            raise ValueError(f"min_losses has {len(self.min_losses)} entries for {k} tasks {list(task_names)}.")
+        if self.min_losses is not None:
+            per_task(self.min_losses, task_names, "min_losses", type(self).__name__)
         for name in ("logits", "logits_adam_m", "logits_adam_v"):
             state.variable(name, (k,))
         state.variable("logits_adam_steps", ())
+        # Per task, the training steps on which its loss sat at its lower bound and starved another task (`run_warnings`).
+        state.variable("steps_at_bound", (k,))
+        self._task_names = list(task_names)
 
     def loss_lower_bounds(self, num_tasks):
         """The `min_losses` (zeros by default): `D` must stay positive for its log."""
@@ -78,7 +80,26 @@ class FAMO(LossWeighting):
     def weights(self, losses, state, training):
         z = keras.ops.softmax(state["logits"])
         ratio = z / keras.ops.exp(self._log_gap(losses))
-        return ratio / keras.ops.sum(ratio), {}
+        weights = ratio / keras.ops.sum(ratio)
+        if not training:
+            return weights, {}
+        # A task at its bound starves the others when some weight falls below 1e-3 of the largest.
+        bounds = keras.ops.convert_to_tensor(self.loss_lower_bounds(losses.shape[0]), losses.dtype)
+        starved = keras.ops.min(weights) < 1e-3 * keras.ops.max(weights)
+        at_bound = keras.ops.cast(keras.ops.logical_and(losses <= bounds, starved), "float32")
+        return weights, {"steps_at_bound": state["steps_at_bound"] + at_bound}
+
+    def run_warnings(self, state):
+        """Once a task's loss sits at its bound, `D_k = ε` and every other task's weight falls to about `ε/D_j`."""
+        stuck = [task for task, steps in zip(self._task_names, state["steps_at_bound"]) if steps > 0]
+        if not stuck:
+            return []
+        return [
+            f"FAMO: the loss of {', '.join(repr(task) for task in stuck)} reached its lower bound exactly "
+            f"(`min_losses`, 0 by default), where D = epsilon = {self.epsilon:g}: every other task's weight then "
+            "falls to about epsilon / its loss and those tasks stop learning. A larger `epsilon` (e.g. 1e-3) "
+            "bounds the ratio of two weights by (loss + epsilon) / epsilon."
+        ]
 
     def after_update(self, state, losses_before, losses_after):
         """One Adam step on the logits from the log-decrease `δ` of the batch's losses; the new logits and moments."""

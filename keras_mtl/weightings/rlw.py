@@ -1,10 +1,12 @@
 import keras
 
+from keras_mtl.arguments import Integer, declare_arguments
 from keras_mtl.methods import LossWeighting, RandomStream, draw_seed
 from keras_mtl.registry import register
 
 
 @register("rlw")
+@declare_arguments(seed=Integer(minimum=0, optional=True))
 class RandomLossWeighting(LossWeighting):
     r"""RLW: `w = softmax(z)` with `z ~ N(0, I)` drawn anew every training step.
 

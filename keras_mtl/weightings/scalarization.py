@@ -4,13 +4,14 @@ import itertools
 from dataclasses import dataclass
 
 import keras
-import numpy as np
 
+from keras_mtl.arguments import PerTask, Real, declare_arguments, per_task
 from keras_mtl.methods import LossWeighting
 from keras_mtl.registry import register
 
 
 @register("scalarization")
+@declare_arguments(weights=PerTask(Real(minimum=0)))
 class Scalarization(LossWeighting):
     """Fixed task weights: `total = Σ_k w_k L_k`.
 
@@ -33,20 +34,11 @@ class Scalarization(LossWeighting):
     def __init__(self, losses=None, weights=None, name=None):
         super().__init__(losses, name=name)
         # Not `self.weights`: that is the hook that returns them.
-        self.fixed_weights = _checked_weights(weights)
+        self.fixed_weights = _checked_weights(weights, type(self).__name__)
 
     def build_state(self, state, task_names):
         fixed = self.fixed_weights
-        if fixed is None:
-            self._vector = [1.0] * len(task_names)
-        elif isinstance(fixed, dict):
-            if set(fixed) != set(task_names):
-                raise ValueError(f"Scalarization weights are keyed by {sorted(fixed)}, but the tasks are {list(task_names)}.")
-            self._vector = [float(fixed[name]) for name in task_names]
-        elif len(fixed) != len(task_names):
-            raise ValueError(f"Scalarization has {len(fixed)} weights for {len(task_names)} tasks {list(task_names)}.")
-        else:
-            self._vector = [float(w) for w in fixed]
+        self._vector = [1.0] * len(task_names) if fixed is None else per_task(fixed, task_names, "weights", type(self).__name__)
 
     def weights(self, losses, state, training):
         return keras.ops.convert_to_tensor(self._vector, dtype=losses.dtype), {}
@@ -55,23 +47,12 @@ class Scalarization(LossWeighting):
         return {**super().get_config(), "weights": self.fixed_weights}
 
 
-def _checked_weights(weights):
-    """`weights` as a dict or list of floats, or an error naming what is wrong with them."""
-    if weights is None:
-        return None
-    if isinstance(weights, dict):
-        values = [float(w) for w in weights.values()]
-    elif isinstance(weights, (list, tuple, np.ndarray)) and np.ndim(weights) == 1:
-        values = [float(w) for w in weights]
-    else:
-        raise TypeError(f"Scalarization weights must be a dict {{task: w}} or a list in the model's output order, got {weights!r}.")
-    if not all(np.isfinite(values)):
-        raise ValueError(f"Scalarization weights must be finite, got {values}.")
-    if any(w < 0 for w in values):
-        raise ValueError(f"Scalarization weights must be non-negative, got {values}.")
+def _checked_weights(weights, owner):
+    """`weights` (already checked against their declaration), refused when all zero: nothing would train."""
+    values = [] if weights is None else list(weights.values()) if isinstance(weights, dict) else weights
     if values and not any(values):
-        raise ValueError(f"Scalarization weights are all zero ({values}): the total loss would be 0 and nothing would train.")
-    return dict(zip(weights, values)) if isinstance(weights, dict) else values
+        raise ValueError(f"{owner}: `weights` are all zero ({values}): the total loss would be 0 and nothing would train.")
+    return weights
 
 
 def scalarization_grid(num_tasks, step=0.1, minimum=0.1):

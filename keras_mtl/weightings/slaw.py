@@ -1,10 +1,12 @@
 import keras
 
+from keras_mtl.arguments import Integer, Real, declare_arguments
 from keras_mtl.methods import LossWeighting
 from keras_mtl.registry import register
 
 
 @register("slaw")
+@declare_arguments(beta=Real(minimum=0, maximum=1, maximum_open=True), warmup_steps=Integer(minimum=0))
 class SLAW(LossWeighting):
     """SLAW: weights inversely proportional to each loss's running spread.
 
@@ -40,10 +42,8 @@ class SLAW(LossWeighting):
 
     def __init__(self, losses=None, beta=0.99, warmup_steps=100, name=None):
         super().__init__(losses, name=name)
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"beta must be in [0, 1), got {beta}.")
-        self.beta = float(beta)
-        self.warmup_steps = int(warmup_steps)
+        self.beta = beta
+        self.warmup_steps = warmup_steps
 
     def build_state(self, state, task_names):
         k = len(task_names)

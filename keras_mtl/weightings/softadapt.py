@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 
+from keras_mtl.arguments import Choice, Integer, Real, declare_arguments
 from keras_mtl.methods import LossWeighting
 from keras_mtl.registry import register
 
@@ -22,6 +23,7 @@ def forward_difference(points):
 
 
 @register("softadapt")
+@declare_arguments(beta=Real(), window=Integer(minimum=2), variant=Choice(VARIANTS), record=Choice(RECORDS))
 class SoftAdapt(LossWeighting):
     """SoftAdapt: a softmax over the rates of change of the task losses.
 
@@ -73,14 +75,8 @@ class SoftAdapt(LossWeighting):
 
     def __init__(self, losses=None, beta=0.1, window=5, variant="loss_weighted", record="epoch", name=None):
         super().__init__(losses, name=name)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}.")
-        if record not in RECORDS:
-            raise ValueError(f"record must be one of {RECORDS}, not {record!r}.")
-        if int(window) != window or window < 2:
-            raise ValueError(f"window must be an integer >= 2 (a slope needs two points), got {window}.")
-        self.beta = float(beta)
-        self.window = int(window)
+        self.beta = beta
+        self.window = window
         self.variant = variant
         self.record = record
         self._stencil = forward_difference(self.window).astype(np.float32)

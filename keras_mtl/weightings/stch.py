@@ -1,6 +1,7 @@
 import keras
 
-from keras_mtl.methods import LossWeighting, positive
+from keras_mtl.arguments import Integer, PerTask, Real, declare_arguments, per_task
+from keras_mtl.methods import LossWeighting
 from keras_mtl.registry import register
 
 # The authors' guard inside every log (official STCH code and LibMTL): a loss
@@ -9,6 +10,7 @@ EPSILON = 1e-20
 
 
 @register("stch")
+@declare_arguments(mu=Real(minimum=0, minimum_open=True), warmup_epochs=Integer(minimum=0), preference=PerTask(Real(minimum=0, minimum_open=True), by_name=False))
 class SmoothTchebycheff(LossWeighting):
     """STCH: smooth Tchebycheff scalarisation of the log-normalised losses.
 
@@ -61,16 +63,14 @@ class SmoothTchebycheff(LossWeighting):
 
     def __init__(self, losses=None, mu=1.0, warmup_epochs=4, preference=None, name=None):
         super().__init__(losses, name=name)
-        self.mu = positive(mu, "mu")
-        if int(warmup_epochs) != warmup_epochs or warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be an integer >= 0, got {warmup_epochs}.")
-        self.warmup_epochs = int(warmup_epochs)
-        self.preference = None if preference is None else [positive(p, "every preference λ_k") for p in preference]
+        self.mu = mu
+        self.warmup_epochs = warmup_epochs
+        self.preference = preference
 
     def build_state(self, state, task_names):
         k = len(task_names)
-        if self.preference is not None and len(self.preference) != k:
-            raise ValueError(f"preference has {len(self.preference)} entries for {k} tasks {list(task_names)}.")
+        if self.preference is not None:
+            per_task(self.preference, task_names, "preference", type(self).__name__)
         state.variable("epochs_seen", ())
         state.variable("epoch_loss_sum", (k,))
         state.variable("epoch_batches", ())

@@ -2,15 +2,19 @@
 
 import keras
 
-from keras_mtl.methods import LossWeighting, positive
+from keras_mtl.arguments import Choice, Real, declare_arguments
+from keras_mtl.methods import LossWeighting
 from keras_mtl.registry import register
 
 # Guards the division by a loss that reaches 0 (Kirchdorfer et al. 2024).
 EPSILON = 1e-8
+# exp(−s) overflows float32 beyond |s| ≈ 88; well before that a weight times a
+# loss does: |s| ≤ 30 keeps a task weight between 5e-14 and 5e12.
 MAX_INITIAL_LOG_VARIANCE = 30.0
 
 
 @register("uw")
+@declare_arguments(form=Choice(("regression", "classification")), initial_log_variance=Real(minimum=-MAX_INITIAL_LOG_VARIANCE, maximum=MAX_INITIAL_LOG_VARIANCE))
 class UncertaintyWeighting(LossWeighting):
     r"""Uncertainty weighting with learned log-variances `s_k = log σ_k²`.
 
@@ -43,17 +47,8 @@ class UncertaintyWeighting(LossWeighting):
 
     def __init__(self, losses=None, form="regression", initial_log_variance=-0.5, name=None):
         super().__init__(losses, name=name)
-        if form not in ("regression", "classification"):
-            raise ValueError(f"form must be 'regression' or 'classification', not {form!r}.")
         self.form = form
-        self.initial_log_variance = float(initial_log_variance)
-        # exp(−s) overflows float32 beyond |s| ≈ 88; well before that a weight
-        # times a loss does.
-        if not abs(self.initial_log_variance) <= MAX_INITIAL_LOG_VARIANCE:
-            raise ValueError(
-                f"initial_log_variance must be in [-{MAX_INITIAL_LOG_VARIANCE}, {MAX_INITIAL_LOG_VARIANCE}] "
-                f"(a task weight exp(-s) between 5e-14 and 5e12), got {initial_log_variance}."
-            )
+        self.initial_log_variance = initial_log_variance
 
     def build_state(self, state, task_names):
         state.variable("log_variances", (len(task_names),), initializer=keras.initializers.Constant(self.initial_log_variance), trainable=True)
@@ -95,6 +90,7 @@ class AnalyticUncertaintyWeighting(LossWeighting):
 
 
 @register("uw_so")
+@declare_arguments(temperature=Real(minimum=0, minimum_open=True), epsilon=Real(minimum=0, minimum_open=True))
 class SoftmaxUncertaintyWeighting(LossWeighting):
     r"""UW-SO: `w = softmax((1 / (sg[L] + ε)) / T)` over the tasks, every batch.
 
@@ -130,8 +126,8 @@ class SoftmaxUncertaintyWeighting(LossWeighting):
 
     def __init__(self, losses=None, temperature=1.0, epsilon=EPSILON, name=None):
         super().__init__(losses, name=name)
-        self.temperature = positive(temperature, "temperature")
-        self.epsilon = positive(epsilon, "epsilon")
+        self.temperature = temperature
+        self.epsilon = epsilon
 
     def weights(self, losses, state, training):
         return keras.ops.softmax((1.0 / (losses + self.epsilon)) / self.temperature), {}

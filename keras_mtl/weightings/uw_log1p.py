@@ -1,10 +1,12 @@
 import keras
 
-from keras_mtl.methods import LossWeighting, positive
+from keras_mtl.arguments import Real, declare_arguments
+from keras_mtl.methods import LossWeighting
 from keras_mtl.registry import register
 
 
 @register("uw_log1p")
+@declare_arguments(initial_scale=Real(minimum=0, minimum_open=True))
 class PositiveUncertaintyWeighting(LossWeighting):
     """Uncertainty weighting with the positive regulariser `log(1 + c_k²)`.
 
@@ -38,7 +40,7 @@ class PositiveUncertaintyWeighting(LossWeighting):
 
     def __init__(self, losses=None, initial_scale=1.0, name=None):
         super().__init__(losses, name=name)
-        self.initial_scale = positive(initial_scale, "initial_scale")
+        self.initial_scale = initial_scale
 
     def build_state(self, state, task_names):
         initializer = keras.initializers.Constant(self.initial_scale)

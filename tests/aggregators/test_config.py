@@ -94,7 +94,7 @@ def test_preferences_by_task_name_through_compile():
     model = keras_mtl.MultiTaskModel(inputs, {t: keras.layers.Dense(1, name=t)(hidden) for t in ("a", "b")})
     with pytest.raises(ValueError, match=r"missing \['b'\], unknown \['c'\]"):
         model.compile("sgd", loss=keras_mtl.ConFIG({"a": "mse", "b": "mse"}, preferences={"a": 1.0, "c": 2.0}))
-    with pytest.raises(ValueError, match="positive and finite"):
+    with pytest.raises(ValueError, match="ConFIG: `preferences` must be .* each value a finite number > 0"):
         keras_mtl.ConFIG({"a": "mse", "b": "mse"}, preferences={"a": 1.0, "b": 0.0})
     method = keras_mtl.ConFIG({"a": "mse", "b": "mse"}, preferences={"a": 1.0, "b": 3.0})
     assert keras_mtl.ConFIG.from_config(method.get_config()).get_config() == method.get_config()

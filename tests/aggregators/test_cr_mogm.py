@@ -87,7 +87,7 @@ def test_refuses_what_it_cannot_average():
             keras_mtl.CRMOGM(dict.fromkeys("abc", "mse"), method=inner)
     with pytest.raises(ValueError, match="wraps a gradient method"):
         keras_mtl.CRMOGM(dict.fromkeys("ab", "mse"), method=keras_mtl.UncertaintyWeighting())
-    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"CRMOGM: `alpha` must be a finite number in \[0, 1\]"):
         keras_mtl.CRMOGM(method="mgda", alpha=1.5)
     method = keras_mtl.CRMOGM(dict.fromkeys("ab", "mse"), method=keras_mtl.MGDA(normalization="l2"), alpha=0.7)
     restored = keras_mtl.CRMOGM.from_config(method.get_config())

@@ -124,9 +124,9 @@ def test_xla_matches_the_graph():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="alpha must be >= 0"):
+    with pytest.raises(ValueError, match="FairGrad: `alpha` must be a finite number ≥ 0"):
         keras_mtl.FairGrad({"a": "mse"}, alpha=-1.0)
-    with pytest.raises(ValueError, match="max_norm must be > 0"):
+    with pytest.raises(ValueError, match="FairGrad: `max_norm` must be a finite number > 0"):
         keras_mtl.FairGrad({"a": "mse"}, max_norm=0.0)
     method = keras_mtl.FairGrad({"a": "mse", "b": "mse"}, alpha=2.0, max_norm=1.0)
     assert keras_mtl.FairGrad.from_config(method.get_config()).get_config() == method.get_config()

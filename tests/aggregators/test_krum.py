@@ -68,9 +68,9 @@ def test_non_finite_gramian_gives_zero_weights():
 
 
 def test_argument_and_task_count_errors():
-    with pytest.raises(ValueError, match="n_byzantine must be an integer >= 0"):
+    with pytest.raises(ValueError, match="Krum: `n_byzantine` must be an integer ≥ 0"):
         keras_mtl.Krum({"a": "mse"}, n_byzantine=-1)
-    with pytest.raises(ValueError, match="n_selected must be an integer >= 1"):
+    with pytest.raises(ValueError, match="Krum: `n_selected` must be an integer ≥ 1"):
         keras_mtl.Krum({"a": "mse"}, n_selected=0)
     with pytest.raises(ValueError, match=r"n_byzantine=1, n_selected=1 needs at least 4 tasks .* got 3"):
         krum_weights(np.eye(3, dtype=np.float32), 1)

@@ -113,12 +113,12 @@ def test_declares_three_batches_and_needs_the_shared_parameters():
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        ({"lambda_": -1.0}, "SDMGrad lambda_ must be >= 0"),
-        ({"n_iter": 0}, "SDMGrad n_iter must be an integer >= 1"),
-        ({"n_iter": 2.5}, "SDMGrad n_iter must be an integer >= 1"),
-        ({"lr": 0.0}, "SDMGrad lr must be > 0"),
-        ({"momentum": 1.0}, r"SDMGrad momentum must be in \[0, 1\)"),
-        ({"max_norm": -1.0}, "SDMGrad max_norm must be > 0"),
+        ({"lambda_": -1.0}, "SDMGrad: `lambda_` must be a finite number ≥ 0"),
+        ({"n_iter": 0}, "SDMGrad: `n_iter` must be an integer ≥ 1"),
+        ({"n_iter": 2.5}, "SDMGrad: `n_iter` must be an integer ≥ 1"),
+        ({"lr": 0.0}, "SDMGrad: `lr` must be a finite number > 0"),
+        ({"momentum": 1.0}, r"SDMGrad: `momentum` must be a finite number in \[0, 1\)"),
+        ({"max_norm": -1.0}, "SDMGrad: `max_norm` must be a finite number > 0"),
     ],
 )
 def test_bad_arguments_are_errors_naming_them(arguments, message):

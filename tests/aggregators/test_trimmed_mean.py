@@ -65,7 +65,7 @@ def test_logged_weights_are_the_kept_share_of_each_gradient():
 
 
 def test_argument_and_task_count_errors():
-    with pytest.raises(ValueError, match="trim_number must be an integer >= 0"):
+    with pytest.raises(ValueError, match="TrimmedMean: `trim_number` must be an integer ≥ 0"):
         keras_mtl.TrimmedMean({"a": "mse"}, trim_number=-1)
     with pytest.raises(ValueError, match=r"trim_number=2 needs at least 5 tasks .* got 4"):
         update(np.ones((4, 2)), 2)

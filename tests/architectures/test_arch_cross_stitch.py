@@ -47,5 +47,5 @@ def test_bad_columns_are_named(layer, shapes, message):
 
 
 def test_same_task_init_outside_the_unit_interval_is_refused():
-    with pytest.raises(ValueError, match="same_task_init"):
+    with pytest.raises(ValueError, match=r"CrossStitch: `same_task_init` must be a finite number in \[0, 1\]"):
         CrossStitch(same_task_init=1.5)

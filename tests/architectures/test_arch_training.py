@@ -134,15 +134,15 @@ def test_config_round_trip(layer):
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: architectures.mmoe(keras.Input(VECTOR), {}), "non-empty dict"),
-        (lambda: architectures.mmoe(keras.Input(VECTOR), {"a": 0}), "output units of task 'a'"),
-        (lambda: architectures.mmoe(keras.Input(VECTOR), TASKS, num_experts=0), "MMoE: num_experts"),
-        (lambda: architectures.shared_bottom(keras.Input(VECTOR), TASKS, bottom_units=()), "bottom_units"),
+        (lambda: architectures.mmoe(keras.Input(VECTOR), {}), "mmoe: `tasks` must be a non-empty dict"),
+        (lambda: architectures.mmoe(keras.Input(VECTOR), {"a": 0}), r"mmoe: `tasks` must be a non-empty dict \{task name: output units ≥ 1\}, got \{'a': 0\}"),
+        (lambda: architectures.mmoe(keras.Input(VECTOR), TASKS, num_experts=0), "mmoe: `num_experts` must be an integer ≥ 1"),
+        (lambda: architectures.shared_bottom(keras.Input(VECTOR), TASKS, bottom_units=()), "shared_bottom: `bottom_units` must be"),
         (lambda: architectures.cross_stitch(keras.Input(VECTOR), {"a": 1}), "at least 2 tasks"),
         (lambda: architectures.dselect_k(keras.Input(VECTOR), TASKS, num_experts=2, num_selected=3), "exceeds num_experts"),
-        (lambda: architectures.dselect_k(keras.Input(VECTOR), TASKS, gamma=0), "gamma"),
+        (lambda: architectures.dselect_k(keras.Input(VECTOR), TASKS, gamma=0), "dselect_k: `gamma` must be a finite number > 0"),
         (lambda: architectures.mtan(keras.Input(VECTOR), TASKS), "image inputs"),
-        (lambda: architectures.ple(keras.Input(VECTOR), TASKS, num_levels=1.5), "num_levels"),
+        (lambda: architectures.ple(keras.Input(VECTOR), TASKS, num_levels=1.5), "ple: `num_levels` must be an integer ≥ 1"),
     ],
 )
 def test_bad_arguments_are_named(build, message):

@@ -197,13 +197,13 @@ def test_auto_lambda_meta_update_on_alignments_from_1e_minus_10_to_1e10(parametr
 
 
 def test_bad_arguments_are_refused_with_the_method_named():
-    with pytest.raises(ValueError, match="SLGrad's parts"):
+    with pytest.raises(ValueError, match="SLGrad: `parts` must be an integer ≥ 2"):
         keras_mtl.SLGrad(main_task="a", parts=1)
-    with pytest.raises(ValueError, match="AutoLambda's meta_learning_rate"):
+    with pytest.raises(ValueError, match="AutoLambda: `meta_learning_rate` must be a finite number > 0"):
         keras_mtl.AutoLambda(meta_learning_rate=0)
-    with pytest.raises(ValueError, match="AutoLambda's parametrization"):
+    with pytest.raises(ValueError, match="AutoLambda: `parametrization` must be one of"):
         keras_mtl.AutoLambda(parametrization="sigmoid")
-    with pytest.raises(TypeError, match="primary_tasks must be a list"):
+    with pytest.raises(TypeError, match="AutoLambda: `primary_tasks` must be a list of task names, not a string"):
         keras_mtl.AutoLambda(primary_tasks="a")
     model = linear_model(*start())
     with pytest.raises(ValueError, match=r"primary_tasks names \['z'\]"):

@@ -228,9 +228,9 @@ def test_a_non_finite_loss_names_the_task_and_changes_nothing(linear_model):
 def test_arguments_are_checked_and_saved():
     losses = {"a": "mse", "b": "mse"}
     for bad in (0.0, -1.0, float("inf"), float("nan")):
-        with pytest.raises(ValueError, match="penalty_weight must be > 0"):
+        with pytest.raises(ValueError, match="OrthogonalGradients: `penalty_weight` must be a finite number > 0"):
             keras_mtl.OrthogonalGradients(losses, penalty_weight=bad)
-    with pytest.raises(ValueError, match="parameters must be one of"):
+    with pytest.raises(ValueError, match="OrthogonalGradients: `parameters` must be one of"):
         keras_mtl.OrthogonalGradients(losses, parameters="first_layer")
     method = keras_mtl.OrthogonalGradients(losses, penalty_weight=3.0, parameters="last_layer")
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(method))
