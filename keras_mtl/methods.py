@@ -344,6 +344,10 @@ class LossWeighting(MultiTaskLoss):
     their learnable variables. Writing every weighting this way keeps
     multi-replica training exact: the weights are computed from the global
     losses, and the total stays linear in each replica's losses.
+
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        name: the method's name, default None (its registered id).
     """
 
     train_step_kind = "weighted_loss"

@@ -15,6 +15,19 @@ def register(method_id):
 
     The Keras registration (package "keras_mtl") is what lets `.keras` files
     that contain the method load without `custom_objects`.
+
+    Args:
+        method_id: the string id, unique among the registered methods.
+
+    Returns:
+        The class decorator; the class gets `method_id` as an attribute.
+
+    Examples:
+        ```python
+        @keras_mtl.registry.register("inverse_ema")
+        class InverseEMA(keras_mtl.LossWeighting):
+            ...
+        ```
     """
 
     def decorator(cls):
@@ -28,7 +41,11 @@ def register(method_id):
 
 
 def available():
-    """The registered method ids, sorted."""
+    """The registered method ids, sorted.
+
+    Returns:
+        A sorted list of strings, e.g. `["aligned_mtl", "auto_lambda", ...]`.
+    """
     return sorted(_METHODS)
 
 
@@ -44,10 +61,9 @@ def get(identifier, losses=None):
             loss used for every task. Not allowed with an instance or a dict,
             which carry their own.
 
-    Example:
-
-    >>> method = keras_mtl.get("uw_so", {"digit": "sparse_categorical_crossentropy",
-    ...                                  "size": "mse"})
+    Examples:
+        >>> method = keras_mtl.get("uw_so", {"digit": "sparse_categorical_crossentropy",
+        ...                                  "size": "mse"})
     """
     from keras_mtl.methods import MultiTaskLoss
 

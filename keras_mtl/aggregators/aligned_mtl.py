@@ -64,6 +64,16 @@ def aligned_mtl_weights(gramian):
     gradients, K > P) keeps its r non-null directions: identical gradients
     give ``w = 1/K`` (``d = g``), opposing collinear ones ``w = 0``; all-zero
     and non-finite G give zero weights. A plain graph on TensorFlow, XLA on JAX.
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> weights = aligned_mtl_weights(gramian)
+        >>> np.round(np.asarray(weights), 4)
+        array([0.5528, 0.4146], dtype=float32)
+        >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+        array([0.1382, 0.4146])
     """
     gramian, ok = prepare_gramian(gramian)
     num = gramian.shape[0]
@@ -81,9 +91,12 @@ class AlignedMTL(GradientMethod):
     Senushkin et al., "Independent Component Alignment for Multi-Task
     Learning", CVPR 2023.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.AlignedMTL({"a": "mse", "b": "mse"})
+    Examples:
+        >>> keras_mtl.AlignedMTL({"a": "mse", "b": "mse"})
     """
 
     def gradient_weights(self, gradients, state, training):

@@ -145,6 +145,16 @@ def cagrad_weights(gramian, c=0.4):
     give ``w = (1 + c) / (K (1 + c^2))`` (``d = (1 + c) g / (1 + c^2)``);
     all-zero G gives ``w = 1/(K (1 + c^2))``; non-finite G gives zero
     weights. XLA-compiled on every backend.
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> weights = cagrad_weights(gramian)
+        >>> np.round(np.asarray(weights), 4)
+        array([0.6034, 0.431 ], dtype=float32)
+        >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+        array([0.1724, 0.431 ])
     """
     gramian, ok = prepare_gramian(gramian)
     num = gramian.shape[0]
@@ -167,10 +177,14 @@ def cagrad_weights(gramian, c=0.4):
 
 @register("cagrad")
 class CAGrad(GradientMethod):
-    """CAGrad: the average gradient, corrected towards the worst-off task.
+    r"""CAGrad: the average gradient, corrected towards the worst-off task.
 
-    `w* = argmin_{w∈Δ} g_wᵀḡ + c‖ḡ‖‖g_w‖`, `d = (ḡ + c‖ḡ‖/‖g_w*‖ · g_w*) / (1 + c²)`
-    (see `cagrad_weights`); c = 0 gives the mean.
+    $$
+    w^* = \operatorname*{arg\,min}_{w \in \Delta_K} g_w^\top \bar g + c \lVert \bar g \rVert \lVert g_w \rVert, \qquad d = \frac{1}{1 + c^2} \left( \bar g + \frac{c \lVert \bar g \rVert}{\lVert g_{w^*} \rVert} g_{w^*} \right)
+    $$
+
+    that is `w* = argmin_{w∈Δ} g_wᵀḡ + c‖ḡ‖‖g_w‖`, `d = (ḡ + c‖ḡ‖/‖g_w*‖ · g_w*) / (1 + c²)`, with `ḡ`
+    the mean gradient and `g_w = Jᵀw` (see `cagrad_weights`); c = 0 gives the mean.
 
     Liu et al., "Conflict-Averse Gradient Descent for Multi-task Learning",
     NeurIPS 2021; c = 0.4.
@@ -181,9 +195,13 @@ class CAGrad(GradientMethod):
     0.862 at c = 0.4. Where `g_w* = 0` TorchJD returns zero weights, this
     `ḡ / (1 + c²)` (see `cagrad_weights`).
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        c: the size of the correction, c ≥ 0 (0 gives the mean gradient), default 0.4 (the paper's).
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.CAGrad({"a": "mse", "b": "mse"}, c=0.4)
+    Examples:
+        >>> keras_mtl.CAGrad({"a": "mse", "b": "mse"}, c=0.4)
     """
 
     def __init__(self, losses=None, c=0.4, name=None):

@@ -55,6 +55,16 @@ def config_weights(gramian, preferences=None):
     preference too). If ``b^T C b = 0`` (p orthogonal to the range of C, e.g.
     opposing collinear gradients, all-zero G) and for a non-finite G the
     weights are 0. A plain graph on TensorFlow, XLA on JAX.
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> weights = config_weights(gramian)
+        >>> np.round(np.asarray(weights), 4)
+        array([1.2071, 0.8536], dtype=float32)
+        >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+        array([0.3536, 0.8536])
     """
     gramian, ok = prepare_gramian(gramian)
     num = gramian.shape[0]
@@ -83,9 +93,14 @@ class ConFIG(GradientMethod):
     Liu, Chu & Thuerey, "ConFIG: Towards Conflict-free Training of Physics
     Informed Neural Networks", ICLR 2025 (arXiv 2408.11104), Eq. 2.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        preferences: the positive proportions `p` of the cosines, a dict `{task: p_k}`, default None (all
+            equal, the paper's Eq. 2).
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.ConFIG({"a": "mse", "b": "mse"}, preferences={"a": 2.0, "b": 1.0})
+    Examples:
+        >>> keras_mtl.ConFIG({"a": "mse", "b": "mse"}, preferences={"a": 2.0, "b": 1.0})
     """
 
     def __init__(self, losses=None, preferences=None, name=None):

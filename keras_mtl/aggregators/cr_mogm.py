@@ -24,6 +24,12 @@ def cr_mogm_weights(fresh, previous, steps, alpha=0.9):
 
     Returns:
         float32 (K,) smoothed weights.
+
+    Examples:
+        >>> import numpy as np
+        >>> fresh, previous = np.array([0.2, 0.8]), np.array([0.6, 0.4])
+        >>> np.round(np.asarray(cr_mogm_weights(fresh, previous, steps=5, alpha=0.9)), 4)  # 0.9·previous + 0.1·fresh
+        array([0.56, 0.44], dtype=float32)
     """
     fresh = ops.cast(fresh, "float32")
     smoothed = alpha * ops.cast(previous, "float32") + (1.0 - alpha) * fresh
@@ -53,9 +59,15 @@ class CRMOGM(WrappingMethod, GradientMethod):
     Zhou, Zhang, Jiang, Zhong, Gu & Zhu, "On the Convergence of Stochastic
     Multi-Objective Gradient Manipulation and Beyond", NeurIPS 2022.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        method: the wrapped gradient method whose weights are averaged, an id or a method instance, default
+            `"mgda"`.
+        alpha: α of the moving average, in [0, 1), default 0.9 (TorchJD's `CRMOGMWeighting`).
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.CRMOGM({"a": "mse", "b": "mse"}, method="mgda", alpha=0.9)
+    Examples:
+        >>> keras_mtl.CRMOGM({"a": "mse", "b": "mse"}, method="mgda", alpha=0.9)
     """
 
     def __init__(self, losses=None, method="mgda", alpha=0.9, name=None):

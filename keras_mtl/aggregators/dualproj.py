@@ -26,6 +26,16 @@ def dualproj_weights(gramian):
     Degenerate inputs: identical gradients and all-zero G give ``w = 1/K``;
     opposing collinear gradients give ``d = 0``; non-finite G gives zero
     weights. XLA-compiled on every backend.
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> weights = dualproj_weights(gramian)
+        >>> np.round(np.asarray(weights), 4)
+        array([0.5, 0.5], dtype=float32)
+        >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+        array([0. , 0.5])
     """
     gramian, ok = prepare_gramian(gramian)
     num = gramian.shape[0]
@@ -35,13 +45,20 @@ def dualproj_weights(gramian):
 
 @register("dualproj")
 class DualProj(GradientMethod):
-    """DualProj: the mean gradient projected onto the dual cone, `w = argmin_{v ≥ 1/K} vᵀGv`.
+    r"""DualProj: the mean gradient projected onto the dual cone, `w = argmin_{v ≥ 1/K} vᵀGv`.
+
+    $$
+    w = \operatorname*{arg\,min}_{v \ge \mathbf{1}/K} v^\top G v, \qquad d = J^\top w
+    $$
 
     Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.DualProj({"a": "mse", "b": "mse"})
+    Examples:
+        >>> keras_mtl.DualProj({"a": "mse", "b": "mse"})
     """
 
     def gradient_weights(self, gradients, state, training):

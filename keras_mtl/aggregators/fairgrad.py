@@ -155,6 +155,16 @@ def fairgrad_weights(gramian, alpha=1.0, max_norm=None):
     resolution first (``_fairness_system``), so e.g. opposing collinear
     gradients get large weights with ``d ~ 0``; all-zero and non-finite G
     give zero weights. XLA-compiled on every backend.
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> weights = fairgrad_weights(gramian)
+        >>> np.round(np.asarray(weights), 4)
+        array([1.8478, 1.3066], dtype=float32)
+        >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+        array([0.5412, 1.3066])
     """
     if not alpha >= 0:
         raise ValueError(f"FairGrad alpha must be >= 0, got {alpha}.")
@@ -167,7 +177,11 @@ def fairgrad_weights(gramian, alpha=1.0, max_norm=None):
 
 @register("fairgrad")
 class FairGrad(GradientMethod):
-    """FairGrad: the alpha-fair update, `w > 0` with `(Gw)_k = w_k^(−1/α)`, `d = Jᵀw`.
+    r"""FairGrad: the alpha-fair update, `w > 0` with `(Gw)_k = w_k^(−1/α)`, `d = Jᵀw`.
+
+    $$
+    (G w)_k = w_k^{-1/\alpha}, \quad w > 0, \qquad d = J^\top w
+    $$
 
     `α` sets the fairness between the tasks' improvements `g_k·d`: 0 sums
     the gradients, 1 is proportional fairness (Nash-MTL's equation), large
@@ -178,9 +192,14 @@ class FairGrad(GradientMethod):
     Ban & Ji, "Fair Resource Allocation in Multi-Task Learning", ICML 2024
     (arXiv 2402.15638).
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        alpha: α > 0 of the α-fairness (1: proportional fairness), default 1.0.
+        max_norm: cap on `‖d‖`, as the authors' code clips, default None (no cap).
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.FairGrad({"a": "mse", "b": "mse"}, alpha=2.0)
+    Examples:
+        >>> keras_mtl.FairGrad({"a": "mse", "b": "mse"}, alpha=2.0)
     """
 
     def __init__(self, losses=None, alpha=1.0, max_norm=None, name=None):

@@ -35,6 +35,13 @@ def graddrop_update(jacobian, uniform, leak=0.0):
     Degenerate inputs: a coordinate where all g_k are 0 gives 0; identical
     gradients are kept whole (P is 0 or 1); a non-finite J gives a zero
     update. Plain float32 `keras.ops`, XLA-compatible.
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, -1.0, 2.0], [-3.0, 1.0, 2.0]])
+        >>> uniform = np.array([0.5, 0.5, 0.5])  # purity P = (0.25, 0.5, 1)
+        >>> np.round(np.asarray(graddrop_update(jacobian, uniform)), 4)  # P < U: the negative part; P = U: none; P = 1: all
+        array([-3.,  0.,  4.], dtype=float32)
     """
     jacobian = ops.cast(jacobian, "float32")
     ok = ops.all(ops.isfinite(jacobian))
@@ -64,9 +71,14 @@ class GradDrop(GradientMethod):
     Chen et al., "Just Pick a Sign: Optimizing Deep Multitask Models with
     Gradient Sign Dropout", NeurIPS 2020.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        leak: the fraction of every task gradient let through unmasked, in [0, 1], default 0.0 (the paper's).
+        seed: seed of the masks' random stream (saved with the model), default None (drawn at random).
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.GradDrop({"a": "mse", "b": "mse"}, leak=0.0, seed=0)
+    Examples:
+        >>> keras_mtl.GradDrop({"a": "mse", "b": "mse"}, leak=0.0, seed=0)
     """
 
     def __init__(self, losses=None, leak=0.0, seed=None, name=None):

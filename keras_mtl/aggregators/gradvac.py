@@ -51,6 +51,18 @@ def gradvac_weights(gramian, ema, keys, beta=0.01):
     a large but finite step. Non-finite EMA entries are reset to 0. A
     non-finite G gives zero weights and returns the EMA unchanged.
     Deterministic given the keys.
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> keys = np.array([[0.0, 0.5], [0.5, 0.0]])
+        >>> weights, ema = gradvac_weights(gramian, np.zeros((2, 2)), keys, beta=0.01)
+        >>> np.round(np.asarray(weights), 4)  # targets 0: PCGrad's weights
+        array([2. , 1.5], dtype=float32)
+        >>> np.round(np.asarray(ema), 4)  # 0.01 × the cosines met
+        array([[ 0.    , -0.0071],
+               [-0.0071,  0.    ]], dtype=float32)
     """
     gramian, ok = prepare_gramian(gramian)
     ema = as_float64(ema)
@@ -95,9 +107,14 @@ class GradVac(GradientMethod):
     Wang et al., "Gradient Vaccine: Investigating and Improving Multi-task
     Optimization in Massively Multilingual Models", ICLR 2021; β = 0.01.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        beta: the EMA rate of the target cosines, in [0, 1], default 0.01 (the paper's).
+        seed: seed of the random task orders, default None (drawn at random).
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.GradVac({"a": "mse", "b": "mse"}, beta=0.01, seed=0)
+    Examples:
+        >>> keras_mtl.GradVac({"a": "mse", "b": "mse"}, beta=0.01, seed=0)
     """
 
     def __init__(self, losses=None, beta=0.01, seed=None, name=None):

@@ -44,6 +44,16 @@ def imtl_g_weights(gramian):
     opposing collinear gradients of any sizes (1 is then in the null space
     of G_s; ``d = 0`` has equal zero projections), G = 0, and non-finite G.
     A plain graph on TensorFlow, XLA on JAX.
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> weights = imtl_g_weights(gramian)
+        >>> np.round(np.asarray(weights), 4)
+        array([0.5858, 0.4142], dtype=float32)
+        >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+        array([0.1716, 0.4142])
     """
     gramian, ok = prepare_gramian(gramian)
     scaled, inverse_norms = jacobi_scale(gramian)
@@ -54,16 +64,23 @@ def imtl_g_weights(gramian):
 
 @register("imtl_g")
 class IMTLG(GradientMethod):
-    """IMTL-G: the update with equal projections on every unit task gradient.
+    r"""IMTL-G: the update with equal projections on every unit task gradient.
+
+    $$
+    d = J^\top \alpha, \quad \sum_k \alpha_k = 1, \qquad d^\top \frac{g_k}{\lVert g_k \rVert} \text{ equal for every } k
+    $$
 
     Weights α with `Σα = 1` such that `d = Jᵀα` projects equally on every
     `g_k/‖g_k‖` (closed form, see `imtl_g_weights`).
 
     Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.IMTLG({"a": "mse", "b": "mse"})
+    Examples:
+        >>> keras_mtl.IMTLG({"a": "mse", "b": "mse"})
     """
 
     def gradient_weights(self, gradients, state, training):

@@ -55,6 +55,12 @@ def krum_weights(gramian, n_byzantine=0, n_selected=1, squared=False):
     Degenerate inputs: zero, identical or collinear gradients are handled
     like any others (distances only); a non-finite G gives zero weights.
     A plain graph on TensorFlow, XLA on JAX.
+
+    Examples:
+        >>> import numpy as np
+        >>> gramian = np.array([[1.0, 0.0, 0.9], [0.0, 1.0, 0.1], [0.9, 0.1, 1.0]])  # tasks 0 and 2 agree
+        >>> np.round(np.asarray(krum_weights(gramian, n_byzantine=0, n_selected=1)), 4)
+        array([1., 0., 0.], dtype=float32)
     """
     num = gramian.shape[0]
     check_krum_tasks(num, n_byzantine, n_selected)
@@ -82,9 +88,15 @@ class Krum(GradientMethod):
     Adversaries: Byzantine Tolerant Gradient Descent", NeurIPS 2017; the
     rule of TorchJD's `Krum` (plain, not squared, distances by default).
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        n_byzantine: f, the number of outlying task gradients tolerated, ≥ 0, default 0 (TorchJD's).
+        n_selected: m, the number of gradients averaged, default 1 (Krum; m > 1 is Multi-Krum).
+        squared: score with squared distances (the paper's) instead of plain ones (TorchJD's), default False.
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.Krum({"a": "mse", "b": "mse", "c": "mse", "d": "mse"}, n_byzantine=1)
+    Examples:
+        >>> keras_mtl.Krum({"a": "mse", "b": "mse", "c": "mse", "d": "mse"}, n_byzantine=1)
     """
 
     def __init__(self, losses=None, n_byzantine=0, n_selected=1, squared=False, name=None):

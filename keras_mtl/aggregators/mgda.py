@@ -49,6 +49,16 @@ def mgda_weights(gramian, losses=None, normalization="none"):
     "loss"/"loss+" (it would turn the task's weight negative: gradient
     ascent), give zero weights; `MGDA` declares ``needs_non_negative_losses``
     so that the engine refuses such losses first. XLA-compiled on every backend.
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> weights = mgda_weights(gramian)
+        >>> np.round(np.asarray(weights), 4)
+        array([0.6, 0.4], dtype=float32)
+        >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+        array([0.2, 0.4])
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
@@ -72,9 +82,13 @@ def mgda_weights(gramian, losses=None, normalization="none"):
 
 @register("mgda")
 class MGDA(GradientMethod):
-    """MGDA: the min-norm point of the convex hull of the task gradients.
+    r"""MGDA: the min-norm point of the convex hull of the task gradients.
 
-    `w = argmin_{w∈Δ} wᵀGw`, optionally on normalised gradients
+    $$
+    w = \operatorname*{arg\,min}_{w \in \Delta_K} w^\top G w, \qquad d = J^\top w,
+    $$
+
+    $\Delta_K$ the simplex, optionally on normalised gradients
     (`normalization`: "none", "l2", "loss" or "loss+"), the weights then
     applying to the original ones. With `representation=` on the model this
     is MGDA-UB (gradients of the shared representation).
@@ -82,9 +96,14 @@ class MGDA(GradientMethod):
     Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization",
     NeurIPS 2018.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        normalization: how the gradients are normalised first, as LibMTL's `mgda_gn`: `"none"` (default, the
+            paper's), `"l2"`, `"loss"` or `"loss+"`.
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.MGDA({"a": "mse", "b": "mse"}, normalization="l2")
+    Examples:
+        >>> keras_mtl.MGDA({"a": "mse", "b": "mse"}, normalization="l2")
     """
 
     def __init__(self, losses=None, normalization="none", name=None):

@@ -30,6 +30,15 @@ def modo_weights(cross, weights, gamma=0.1, rho=0.1):
         float32 ``(update weights, new λ)``, both the new λ, unless A is not
         finite: then zero update weights and λ unchanged. The step is in
         float64, not scaled: γ applies to A as it is.
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> update, new = modo_weights(gramian, np.array([0.5, 0.5]), gamma=0.1, rho=0.1)  # both batches alike
+        >>> # λ - 0.1 (Gλ + 0.1 λ) = (0.495, 0.445), projected on the simplex:
+        >>> np.round(np.asarray(new), 4)
+        array([0.525, 0.475], dtype=float32)
     """
     cross, ok = prepare_cross(cross)
     weights = as_float64(weights)
@@ -71,10 +80,17 @@ class MoDo(GradientMethod):
     Learning: Optimization, Generalization and Conflict-Avoidance",
     NeurIPS 2023 (JMLR 2024).
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        gamma: γ, the step size of λ, default 0.1 (the authors' configuration and TorchJD).
+        rho: ρ, the regularisation of λ, default 0.1 (the authors' and TorchJD).
+        batches: 3 (default: the update on a third batch, the authors' `three_grads` and LibMTL) or 2 (the
+            update on the mean of the two, the paper's Eq. 2.9b).
+        name: the method's name, default None (its registered id).
 
-    >>> method = keras_mtl.MoDo({"a": "mse", "b": "mse"}, gamma=0.1, rho=0.1)
-    >>> # model.compile(optimizer, loss=method); model.fit(x, y, batch_size=96)  # three batches of 32 per step
+    Examples:
+        >>> method = keras_mtl.MoDo({"a": "mse", "b": "mse"}, gamma=0.1, rho=0.1)
+        >>> # model.compile(optimizer, loss=method); model.fit(x, y, batch_size=96)  # three batches of 32 per step
     """
 
     def __init__(self, losses=None, gamma=0.1, rho=0.1, batches=3, name=None):

@@ -82,6 +82,16 @@ def nash_mtl_weights(gramian, max_norm=1.0, normalize=False):
     gradients then get equal, large weights with ``d = 0``; identical
     gradients get ``a_k = 1 / (||g|| sqrt(K))``. All-zero and non-finite G
     give zero weights. XLA-compiled on every backend.
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> weights = nash_mtl_weights(gramian)
+        >>> np.round(np.asarray(weights), 4)
+        array([1.3066, 0.9239], dtype=float32)
+        >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+        array([0.3827, 0.9239])
     """
     gramian, ok = prepare_gramian(gramian)
     system, inverse_norms = lifted_jacobi_system(gramian)
@@ -93,7 +103,11 @@ def nash_mtl_weights(gramian, max_norm=1.0, normalize=False):
 
 @register("nash_mtl")
 class NashMTL(GradientMethod):
-    """Nash-MTL: the bargaining solution `α > 0` with `Gα = 1/α`, `d = Jᵀα`.
+    r"""Nash-MTL: the bargaining solution `α > 0` with `Gα = 1/α`, `d = Jᵀα`.
+
+    $$
+    G \alpha = 1 / \alpha, \quad \alpha > 0, \qquad d = J^\top \alpha
+    $$
 
     Solved by a damped Newton method on the strictly convex
     `½αᵀGα − Σ log α` in float64, in the training step (see `nash_mtl_weights`);
@@ -104,9 +118,15 @@ class NashMTL(GradientMethod):
 
     Navon et al., "Multi-Task Learning as a Bargaining Game", ICML 2022.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        max_norm: cap on `‖d‖`, default 1.0 (the reference code's); None for no cap.
+        normalize: solve on `G/‖G‖_F` instead of the raw Gramian, default False (the reference code's).
+        update_weights_every: recompute the weights every this many steps, reusing them in between, default 1.
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.NashMTL({"a": "mse", "b": "mse"}, update_weights_every=1)
+    Examples:
+        >>> keras_mtl.NashMTL({"a": "mse", "b": "mse"}, update_weights_every=1)
     """
 
     def __init__(self, losses=None, max_norm=1.0, normalize=False, update_weights_every=1, name=None):

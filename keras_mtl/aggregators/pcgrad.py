@@ -63,6 +63,14 @@ def pcgrad_weights(gramian, keys):
     never projected on (and its own v is 0), so all-zero G gives ``w = 1``; opposing collinear gradients
     project each other to 0 (K = 2: ``w = (2, 2)``, ``d = 0``); non-finite G
     gives zero weights. Deterministic given the keys (K - 1 unrolled steps).
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> keys = np.array([[0.0, 0.5], [0.5, 0.0]])  # with two tasks, one order
+        >>> np.round(np.asarray(pcgrad_weights(gramian, keys)), 4)  # v_1 = g_1 + g_2/2, v_2 = g_2 + g_1
+        array([2. , 1.5], dtype=float32)
     """
     gramian, ok = prepare_gramian(gramian)
     orders = random_orders(keys)
@@ -71,7 +79,11 @@ def pcgrad_weights(gramian, keys):
 
 @register("pcgrad")
 class PCGrad(GradientMethod):
-    """PCGrad: project each task gradient off the others it conflicts with.
+    r"""PCGrad: project each task gradient off the others it conflicts with.
+
+    $$
+    v_i \leftarrow v_i - \frac{\min(v_i^\top g_j, 0)}{\lVert g_j \rVert^2} g_j \ \text{for each } j \ne i, \qquad d = \sum_i v_i
+    $$
 
     For each task i, `v = g_i`; for every other task j in a fresh random
     order, if `v·g_j < 0`, `v ← v − (v·g_j/‖g_j‖²) g_j`; the update is
@@ -81,9 +93,13 @@ class PCGrad(GradientMethod):
 
     Yu et al., "Gradient Surgery for Multi-Task Learning", NeurIPS 2020.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        seed: seed of the random task orders (saved with the model), default None (drawn at random).
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.PCGrad({"a": "mse", "b": "mse"}, seed=0)
+    Examples:
+        >>> keras_mtl.PCGrad({"a": "mse", "b": "mse"}, seed=0)
     """
 
     def __init__(self, losses=None, seed=None, name=None):

@@ -58,6 +58,16 @@ def sdmgrad_weights(cross, update_gramian, weights, lambda_=0.3, n_iter=20, lr=1
     Returns:
         float32 ``(u, new w)``. In float64, XLA-compiled on every backend.
         A non-finite A or Gramian gives zero update weights and leaves w.
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> update, w = sdmgrad_weights(gramian, gramian, np.array([0.5, 0.5]), lambda_=0.3)
+        >>> np.round(np.asarray(update), 4)  # (w + 0.3/2) / 1.3
+        array([0.1154, 0.8846], dtype=float32)
+        >>> np.round(np.asarray(w), 4)
+        array([0., 1.], dtype=float32)
     """
     cross, ok = prepare_cross(cross)
     update_gramian, gramian_ok = prepare_gramian(update_gramian)
@@ -137,10 +147,21 @@ class SDMGrad(GradientMethod):
     Xiao, Ban & Ji, "Direction-oriented Multi-objective Learning: Simple
     and Provable Stochastic Algorithms", NeurIPS 2023 (arXiv 2305.18409).
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        lambda_: λ ≥ 0, the pull towards the mean direction, default 0.3 (the authors' experiments, LibMTL,
+            TorchJD).
+        n_iter: inner SGD steps on the simplex per training step, default 20 (all sources).
+        lr: the inner learning rate, default 10.0 (the authors' code and TorchJD; LibMTL 5).
+        momentum: the inner momentum, default 0.5 (all sources).
+        scale_by_tasks: multiply the shared update by K as the authors' code does, default False (LibMTL,
+            TorchJD).
+        max_norm: cap on `‖d‖` (the authors' code: 1.0), default None (no cap).
+        name: the method's name, default None (its registered id).
 
-    >>> method = keras_mtl.SDMGrad({"a": "mse", "b": "mse"}, lambda_=0.3)
-    >>> # model.compile(optimizer, loss=method); model.fit(x, y, batch_size=96)  # three batches of 32 per step
+    Examples:
+        >>> method = keras_mtl.SDMGrad({"a": "mse", "b": "mse"}, lambda_=0.3)
+        >>> # model.compile(optimizer, loss=method); model.fit(x, y, batch_size=96)  # three batches of 32 per step
     """
 
     batch_parts = 3

@@ -34,6 +34,12 @@ def trimmed_mean_update(jacobian, trim_number=1):
 
     Degenerate inputs: ties are harmless (equal values are interchangeable);
     a non-finite J gives a zero update. Plain float32 `keras.ops`, XLA-compatible.
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, -2.0, 3.0], [2.0, 1.0, -1.0], [0.5, 0.0, 10.0]])
+        >>> np.round(np.asarray(trimmed_mean_update(jacobian, trim_number=1)), 4)  # the median of each column
+        array([1., 0., 3.], dtype=float32)
     """
     num = jacobian.shape[0]
     check_trim_tasks(num, trim_number)
@@ -58,9 +64,14 @@ class TrimmedMean(GradientMethod):
     Learning: Towards Optimal Statistical Rates", ICML 2018; the rule of
     TorchJD's `TrimmedMean`.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        trim_number: t, the largest and smallest values dropped per coordinate, ≥ 1 with K ≥ 2t + 1, default 1
+            (TorchJD's).
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.TrimmedMean({"a": "mse", "b": "mse", "c": "mse"}, trim_number=1)
+    Examples:
+        >>> keras_mtl.TrimmedMean({"a": "mse", "b": "mse", "c": "mse"}, trim_number=1)
     """
 
     def __init__(self, losses=None, trim_number=1, name=None):

@@ -31,6 +31,16 @@ def upgrad_weights(gramian):
     when the minimiser is not unique (singular G) the update is;
     opposing collinear gradients give ``d = 0``; non-finite G gives zero
     weights. XLA-compiled on every backend.
+
+    Examples:
+        >>> import numpy as np
+        >>> jacobian = np.array([[1.0, 0.0], [-1.0, 1.0]])  # two conflicting task gradients
+        >>> gramian = jacobian @ jacobian.T  # [[1, -1], [-1, 2]]
+        >>> weights = upgrad_weights(gramian)
+        >>> np.round(np.asarray(weights), 4)
+        array([1.  , 0.75], dtype=float32)
+        >>> np.round(np.asarray(weights) @ jacobian, 4)  # the update d = Jᵀw
+        array([0.25, 0.75])
     """
     gramian, ok = prepare_gramian(gramian)
     projections = solve_box_qp(gramian, ops.eye(gramian.shape[0], dtype="float64"))
@@ -39,16 +49,22 @@ def upgrad_weights(gramian):
 
 @register("upgrad")
 class UPGrad(GradientMethod):
-    """UPGrad: the mean of each task gradient's projection onto the dual cone.
+    r"""UPGrad: the mean of each task gradient's projection onto the dual cone.
 
-    `w = mean_i argmin_{v ≥ e_i} vᵀGv`: the update never conflicts with a
-    task gradient (`Gw ≥ 0`).
+    $$
+    w = \frac{1}{K} \sum_{i=1}^{K} \operatorname*{arg\,min}_{v \ge e_i} v^\top G v, \qquad d = J^\top w,
+    $$
+
+    so the update never conflicts with a task gradient ($G w \ge 0$).
 
     Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.UPGrad({"a": "mse", "b": "mse"})
+    Examples:
+        >>> keras_mtl.UPGrad({"a": "mse", "b": "mse"})
     """
 
     def gradient_weights(self, gradients, state, training):

@@ -35,12 +35,21 @@ class CGC(keras.layers.Layer):
     Output: a list of `num_tasks` tensors (batch, expert_units[-1]), plus the
     shared output last when `shared_gate`.
 
-    Example:
+    Args:
+        num_tasks: the number of tasks.
+        num_shared_experts: experts every task's gate sees, default 1.
+        num_task_experts: each task's own experts, default 1.
+        expert_units: each expert's Dense widths, default `(16,)`.
+        expert_activation: their activation, default `"relu"`.
+        gate_use_bias: whether the gates have a bias, default False.
+        shared_gate: add the shared experts' gate and output (needed below another PLE level), default False.
+        **kwargs: `keras.layers.Layer` arguments (`name`, ...).
 
-    ```python
-    inputs = keras.Input((100,))
-    y1, y2 = keras_mtl.architectures.CGC(num_tasks=2, num_shared_experts=2, num_task_experts=2)(inputs)
-    ```
+    Examples:
+        ```python
+        inputs = keras.Input((100,))
+        y1, y2 = keras_mtl.architectures.CGC(num_tasks=2, num_shared_experts=2, num_task_experts=2)(inputs)
+        ```
     """
 
     def __init__(
@@ -137,9 +146,14 @@ def cgc(
     Args:
         inputs: a `keras.Input` of shape (features,).
         tasks: dict {task name: output units}; linear outputs named after the tasks.
-        num_shared_experts, num_task_experts, expert_units, expert_activation,
-            gate_use_bias: see `CGC`.
-        tower_units, tower_activation: each tower's hidden Dense layers.
+        num_shared_experts: the experts every task's gate sees, default 1 (see `CGC`).
+        num_task_experts: each task's own experts, default 1.
+        expert_units: each expert's Dense widths, default `(16,)`.
+        expert_activation: their activation, default `"relu"`.
+        gate_use_bias: whether the gates have a bias, default `False`.
+        tower_units: the widths of each tower's hidden Dense layers (`{task}_tower_i`; may be
+            empty), default `(8,)`.
+        tower_activation: their activation, default `"relu"`.
         **model_kwargs: passed to `keras_mtl.MultiTaskModel`.
 
     Returns:

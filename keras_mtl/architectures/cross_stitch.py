@@ -11,7 +11,7 @@ class CrossStitch(keras.layers.Layer):
     """A cross-stitch unit: x̃_i = Σ_j α_ij x_j over the K task columns.
 
     Misra et al., "Cross-stitch Networks for Multi-task Learning", CVPR 2016,
-    eq. 1 (two tasks: [x̃_A; x̃_B] = [[α_AA, α_AB], [α_BA, α_BB]] [x_A; x_B]),
+    eq. 1 (two tasks: `[x̃_A; x̃_B] = [[α_AA, α_AB], [α_BA, α_BB]] [x_A; x_B]`),
     here for K tasks with a learned K×K matrix α.
 
     Initialisation, as the paper's ablation recommends: a convex combination,
@@ -27,12 +27,17 @@ class CrossStitch(keras.layers.Layer):
     Input: a list of K ≥ 2 tensors of the same shape (one column per task).
     Output: a list of K tensors of that shape.
 
-    Example:
+    Args:
+        same_task_init: α_S, the initial weight of a column's own task (the others share 1 − α_S), default 0.9
+            (the paper's best for two tasks).
+        per_channel: learn one K×K matrix per channel (last axis), default False (the paper's one per layer).
+        **kwargs: `keras.layers.Layer` arguments (`name`, ...).
 
-    ```python
-    a, b = keras.layers.Dense(16)(inputs), keras.layers.Dense(16)(inputs)
-    a, b = keras_mtl.architectures.CrossStitch()([a, b])
-    ```
+    Examples:
+        ```python
+        a, b = keras.layers.Dense(16)(inputs), keras.layers.Dense(16)(inputs)
+        a, b = keras_mtl.architectures.CrossStitch()([a, b])
+        ```
     """
 
     def __init__(self, same_task_init=0.9, per_channel=False, **kwargs):
@@ -95,10 +100,12 @@ def cross_stitch(
     Args:
         inputs: a `keras.Input` of shape (features,), fed to every column.
         tasks: dict {task name: output units}; linear outputs named after the tasks.
-        column_units, column_activation: the widths and activation of each
-            column's Dense layers (at least one).
-        same_task_init, per_channel: see `CrossStitch`.
-        tower_units, tower_activation: each task's Dense layers after its column.
+        column_units: the widths of each column's Dense layers (at least one), default `(32, 16)`.
+        column_activation: their activation, default `"relu"`.
+        same_task_init: α_S, the initial weight of a column's own task, default 0.9 (see `CrossStitch`).
+        per_channel: one K×K matrix per channel, default `False` (see `CrossStitch`).
+        tower_units: the widths of each task's Dense layers after its column, default `()` (none).
+        tower_activation: their activation, default `"relu"`.
         **model_kwargs: passed to `keras_mtl.MultiTaskModel`.
 
     Returns:

@@ -65,12 +65,23 @@ class DSelectK(keras.layers.Layer):
     Input: (batch, features). Output: a list of `num_tasks` tensors
     (batch, expert_units[-1]).
 
-    Example:
+    Args:
+        num_tasks: the number of tasks.
+        num_experts: n, the number of experts, default 8.
+        num_selected: k, the most experts a gate mixes, default 2.
+        gamma: γ, the smooth-step's width, default 1.0 (the authors').
+        entropy_regularization: λ of the entropy penalty, default 1e-6 (the authors' regulariser default and
+            LibMTL's).
+        per_example: gates that are Dense functions of the input instead of variables, default False.
+        expert_units: each expert's Dense widths, default `(16,)`.
+        expert_activation: their activation, default `"relu"`.
+        **kwargs: `keras.layers.Layer` arguments (`name`, ...).
 
-    ```python
-    inputs = keras.Input((100,))
-    y1, y2 = keras_mtl.architectures.DSelectK(num_tasks=2, num_experts=8, num_selected=2)(inputs)
-    ```
+    Examples:
+        ```python
+        inputs = keras.Input((100,))
+        y1, y2 = keras_mtl.architectures.DSelectK(num_tasks=2, num_experts=8, num_selected=2)(inputs)
+        ```
     """
 
     def __init__(
@@ -201,9 +212,16 @@ def dselect_k(
     Args:
         inputs: a `keras.Input` of shape (features,).
         tasks: dict {task name: output units}; linear outputs named after the tasks.
-        num_experts, num_selected, gamma, entropy_regularization, per_example,
-            expert_units, expert_activation: see `DSelectK`.
-        tower_units, tower_activation: each tower's hidden Dense layers.
+        num_experts: the number of experts, default 8 (see `DSelectK`).
+        num_selected: k, the experts each task's gate selects, default 2.
+        gamma: the smooth-step's width γ, default 1.0.
+        entropy_regularization: the weight of the selectors' entropy penalty, default 1e-6.
+        per_example: whether the gates depend on the input (per-example gating), default `False`.
+        expert_units: each expert's Dense widths, default `(16,)`.
+        expert_activation: their activation, default `"relu"`.
+        tower_units: the widths of each tower's hidden Dense layers (`{task}_tower_i`; may be
+            empty), default `(8,)`.
+        tower_activation: their activation, default `"relu"`.
         **model_kwargs: passed to `keras_mtl.MultiTaskModel`.
 
     Returns:

@@ -26,13 +26,20 @@ class MMoE(keras.layers.Layer):
     Input: (batch, features). Output: a list of `num_tasks` tensors
     (batch, expert_units[-1]), in task order.
 
-    Example:
+    Args:
+        num_tasks: the number of tasks (gates and outputs).
+        num_experts: the number of experts, default 8.
+        expert_units: each expert's Dense widths, default `(16,)`.
+        expert_activation: their activation, default `"relu"`.
+        gate_use_bias: whether the gates have a bias, default False.
+        **kwargs: `keras.layers.Layer` arguments (`name`, ...).
 
-    ```python
-    inputs = keras.Input((100,))
-    y1, y2 = keras_mtl.architectures.MMoE(num_tasks=2)(inputs)
-    # or the whole model: keras_mtl.architectures.mmoe(inputs, {"y1": 1, "y2": 1})
-    ```
+    Examples:
+        ```python
+        inputs = keras.Input((100,))
+        y1, y2 = keras_mtl.architectures.MMoE(num_tasks=2)(inputs)
+        # or the whole model: keras_mtl.architectures.mmoe(inputs, {"y1": 1, "y2": 1})
+        ```
     """
 
     def __init__(self, num_tasks, num_experts=8, expert_units=(16,), expert_activation="relu", gate_use_bias=False, **kwargs):
@@ -86,9 +93,13 @@ def mmoe(
         inputs: a `keras.Input` of shape (features,).
         tasks: dict {task name: output units}; outputs are linear Dense layers
             named after the tasks.
-        num_experts, expert_units, expert_activation, gate_use_bias: see `MMoE`.
-        tower_units, tower_activation: each tower's hidden Dense layers
-            (`{task}_tower_i`; may be empty).
+        num_experts: the number of experts, default 8 (see `MMoE`).
+        expert_units: each expert's Dense widths, default `(16,)`.
+        expert_activation: their activation, default `"relu"`.
+        gate_use_bias: whether the gates have a bias, default `False`.
+        tower_units: the widths of each tower's hidden Dense layers (`{task}_tower_i`; may be
+            empty), default `(8,)`.
+        tower_activation: their activation, default `"relu"`.
         **model_kwargs: passed to `keras_mtl.MultiTaskModel`.
 
     Returns:

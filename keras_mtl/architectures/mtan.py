@@ -32,6 +32,11 @@ class TaskAttention(keras.layers.Layer):
     p = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(u)
     depth = keras_mtl.architectures.TaskAttention(name="depth_attention_1")([u, p])
     ```
+
+    Args:
+        hidden_units: the width of the attention's hidden layer, default None (the input's channels, as in the
+            authors' SegNet MTAN).
+        **kwargs: `keras.layers.Layer` arguments (`name`, ...).
     """
 
     def __init__(self, hidden_units=None, **kwargs):
@@ -103,18 +108,18 @@ def mtan(inputs, tasks, filters=(16, 32), tower_units=(), tower_activation="relu
         inputs: a `keras.Input` of shape (height, width, channels).
         tasks: dict {task name: output units}; linear outputs named after the tasks.
         filters: the width of each stage (at least one stage).
-        tower_units, tower_activation: each tower's Dense layers after pooling.
+        tower_units: the widths of each tower's Dense layers after pooling, default `()` (none).
+        tower_activation: their activation, default `"relu"`.
         **model_kwargs: passed to `keras_mtl.MultiTaskModel`.
 
     Returns:
         A `keras_mtl.MultiTaskModel` with one output per task.
 
-    Example:
-
-    ```python
-    inputs = keras.Input((28, 28, 1))
-    model = keras_mtl.architectures.mtan(inputs, {"left": 10, "right": 10}, filters=(16, 32))
-    ```
+    Examples:
+        ```python
+        inputs = keras.Input((28, 28, 1))
+        model = keras_mtl.architectures.mtan(inputs, {"left": 10, "right": 10}, filters=(16, 32))
+        ```
     """
     tasks = check_tasks(tasks, "mtan")
     filters = units_tuple(filters, "mtan: filters")

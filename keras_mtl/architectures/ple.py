@@ -37,22 +37,26 @@ def ple(
     Args:
         inputs: a `keras.Input` of shape (features,).
         tasks: dict {task name: output units}; linear outputs named after the tasks.
-        num_levels: the number of extraction networks (1 gives CGC).
-        num_shared_experts, num_task_experts, expert_units, expert_activation,
-            gate_use_bias: each level's `CGC` settings.
-        tower_units, tower_activation: each tower's hidden Dense layers.
+        num_levels: the number of extraction networks (1 gives CGC), default 2.
+        num_shared_experts: the experts every task's gate sees, default 1 (each level's `CGC` settings).
+        num_task_experts: each task's own experts, default 1.
+        expert_units: each expert's Dense widths, default `(16,)`.
+        expert_activation: their activation, default `"relu"`.
+        gate_use_bias: whether the gates have a bias, default `False`.
+        tower_units: the widths of each tower's hidden Dense layers (`{task}_tower_i`; may be
+            empty), default `(8,)`.
+        tower_activation: their activation, default `"relu"`.
         **model_kwargs: passed to `keras_mtl.MultiTaskModel`.
 
     Returns:
         A `keras_mtl.MultiTaskModel` with one output per task.
 
-    Example:
-
-    ```python
-    inputs = keras.Input((100,))
-    model = keras_mtl.architectures.ple(inputs, {"ctr": 1, "cvr": 1}, num_levels=2, num_task_experts=2)
-    model.compile("adam", loss=keras_mtl.get("pcgrad", {"ctr": "mse", "cvr": "mse"}))
-    ```
+    Examples:
+        ```python
+        inputs = keras.Input((100,))
+        model = keras_mtl.architectures.ple(inputs, {"ctr": 1, "cvr": 1}, num_levels=2, num_task_experts=2)
+        model.compile("adam", loss=keras_mtl.get("pcgrad", {"ctr": "mse", "cvr": "mse"}))
+        ```
     """
     tasks = check_tasks(tasks, "ple")
     num_levels = positive_int(num_levels, "ple: num_levels")

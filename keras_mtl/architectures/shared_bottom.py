@@ -26,29 +26,31 @@ def shared_bottom(
     The bottom's output is the single tensor all tasks share, so gradient
     methods can work on it: `representation=True` names `bottom_L` as the
     model's `representation` (much cheaper than parameter mode; see the
-    README's Gradient methods). In parameter mode the bottom's variables are
+    guide Gradient methods). In parameter mode the bottom's variables are
     found shared and the towers task-specific.
 
     Args:
         inputs: a `keras.Input` of shape (features,).
         tasks: dict {task name: output units}; outputs are linear (use
             `from_logits=True` losses for classification).
-        bottom_units: widths of the shared Dense layers (at least one).
-        bottom_activation, tower_units, tower_activation: the Dense layers'
-            activations and the towers' hidden widths (may be empty).
-        representation: whether the model balances gradients at `bottom_L`.
+        bottom_units: widths of the shared Dense layers (at least one), default `(32,)`.
+        bottom_activation: their activation, default `"relu"`.
+        tower_units: the widths of each tower's hidden Dense layers (`{task}_tower_i`; may be
+            empty), default `(8,)`.
+        tower_activation: their activation, default `"relu"`.
+        representation: whether the model balances gradients at `bottom_L`
+            (representation mode), default `False`.
         **model_kwargs: passed to `keras_mtl.MultiTaskModel` (e.g. `name`).
 
     Returns:
         A `keras_mtl.MultiTaskModel` with one output per task.
 
-    Example:
-
-    ```python
-    inputs = keras.Input((100,))
-    model = keras_mtl.architectures.shared_bottom(inputs, {"y1": 1, "y2": 1}, bottom_units=(113,), representation=True)
-    model.compile("adam", loss=keras_mtl.get("mgda", {"y1": "mse", "y2": "mse"}))
-    ```
+    Examples:
+        ```python
+        inputs = keras.Input((100,))
+        model = keras_mtl.architectures.shared_bottom(inputs, {"y1": 1, "y2": 1}, bottom_units=(113,), representation=True)
+        model.compile("adam", loss=keras_mtl.get("mgda", {"y1": "mse", "y2": "mse"}))
+        ```
     """
     tasks = check_tasks(tasks, "shared_bottom")
     bottom_units = units_tuple(bottom_units, "shared_bottom: bottom_units")

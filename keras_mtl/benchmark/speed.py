@@ -266,7 +266,7 @@ def peer_summary(comparison, peer_name):
 
 
 def keras_title():
-    """What ran the keras_mtl side: 'keras_mtl 0.2.0, Keras 3.15.1, backend tensorflow 2.21.0'."""
+    """What ran the keras_mtl side: e.g. 'keras_mtl {__version__}, Keras 3.15.1, backend tensorflow 2.21.0'."""
     backend = keras.backend.backend()
     return f"keras_mtl {keras_mtl.__version__}, Keras {keras.__version__}, backend {backend} {importlib.import_module(backend).__version__}"
 

@@ -74,7 +74,7 @@ class StudyConfig:
     auxiliary_batch_size: int
 
 
-# About an hour on a 2-core CPU (see README_study_section.md for the measured time).
+# About an hour on a 2-core CPU (the measured time: docs/benchmarks/study.md).
 FULL = StudyConfig(
     dataset="multi_mnist_5k_sum",
     max_examples=None,

@@ -69,10 +69,10 @@ class AutoLambda(LossWeighting):
         meta_learning_rate: Adam's learning rate for λ (or ω), > 0.
         initial_weight: λ's initial value (ω's in the softmax variant).
         parametrization: `"direct"` (λ itself) or `"softmax"` (λ = softmax(ω)).
+        name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.AutoLambda({"depth": "mse", "normals": "mse"}, primary_tasks=["depth"], meta_learning_rate=1e-4)
+    Examples:
+        >>> keras_mtl.AutoLambda({"depth": "mse", "normals": "mse"}, primary_tasks=["depth"], meta_learning_rate=1e-4)
     """
 
     train_step_kind = "meta_weighted"

@@ -68,10 +68,10 @@ class SLGrad(MultiTaskLoss):
         losses: the per-task losses.
         main_task: the name of the main task (required).
         parts: ≥ 2; one part in `parts` of each batch is held out (2: half).
+        name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.SLGrad({"main": "mse", "aux": "mse"}, main_task="main", parts=4)
+    Examples:
+        >>> keras_mtl.SLGrad({"main": "mse", "aux": "mse"}, main_task="main", parts=4)
     """
 
     train_step_kind = "sample_weighted"

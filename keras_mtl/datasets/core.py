@@ -41,10 +41,11 @@ class TaskSpec:
         loss: a `keras.losses.get` identifier matching the head's activation.
         metric: a `keras.metrics.get` identifier reported on the test split.
         higher_is_better: whether a larger `metric` is better.
-        target_mean, target_std: the standardisation applied to the targets in
-            the pipelines, `y = (raw - target_mean) / target_std`; 0 and 1 when
-            the targets are raw. Multiply errors by `target_std` to report them
-            in the data's own units.
+        target_mean: the mean of the standardisation applied to the targets in
+            the pipelines, `y = (raw - target_mean) / target_std`; 0 when the
+            targets are raw.
+        target_std: its standard deviation; 1 when the targets are raw.
+            Multiply errors by `target_std` to report them in the data's own units.
     """
 
     kind: str
@@ -72,14 +73,30 @@ class TaskSpec:
 
 
 def classification(num_classes):
-    """Spec of a `num_classes`-way task (sigmoid and binary cross-entropy if 2 or fewer)."""
+    """Spec of a `num_classes`-way task (sigmoid and binary cross-entropy if 2 or fewer).
+
+    Args:
+        num_classes: the number of classes.
+
+    Returns:
+        A `TaskSpec`, reported by accuracy.
+    """
     if num_classes <= 2:
         return TaskSpec(CLASSIFICATION, 1, "binary_crossentropy", "binary_accuracy", True)
     return TaskSpec(CLASSIFICATION, num_classes, "sparse_categorical_crossentropy", "sparse_categorical_accuracy", True)
 
 
 def regression(num_outputs=1, target_mean=0.0, target_std=1.0):
-    """Spec of a mean-squared-error task reported by mean absolute error."""
+    """Spec of a mean-squared-error task reported by mean absolute error.
+
+    Args:
+        num_outputs: the number of regressed values, default 1.
+        target_mean: the mean subtracted from the raw targets, default 0.0.
+        target_std: the standard deviation they were divided by, default 1.0.
+
+    Returns:
+        A `TaskSpec`.
+    """
     return TaskSpec(REGRESSION, num_outputs, "mse", "mean_absolute_error", False, float(target_mean), float(target_std))
 
 
@@ -90,7 +107,9 @@ class MultiTaskData:
     The datasets are unbatched and unshuffled; the caller batches them.
 
     Attributes:
-        train, validation, test: `tf.data.Dataset`s of `(x, {task: y})`.
+        train: the training `tf.data.Dataset` of `(x, {task: y})`.
+        validation: the validation one.
+        test: the test one.
         tasks: `{task: TaskSpec}`, in the order of the `y` dicts.
         metadata: facts about the data that are not tasks, e.g. a generated
             set's ground truth; empty for real data sets.

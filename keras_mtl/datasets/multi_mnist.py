@@ -213,7 +213,8 @@ def multi_mnist_5k(validation_size=500, test_size=500, seed=0, sum_task=False):
     once on the left. With the defaults: 4,000 / 500 / 500 examples.
 
     Args:
-        validation_size, test_size: digits (so examples) in those splits.
+        validation_size: digits (so examples) in the validation split, default 500.
+        test_size: digits (so examples) in the test split, default 500.
         seed: the seed of the split and of the pairing.
         sum_task: also the regression task "sum", the sum of the two digits
             (0 to 18) in its own units, trained by mean squared error and

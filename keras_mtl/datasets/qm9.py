@@ -127,6 +127,9 @@ def qm9pack_files():
 def read_qm9pack_csv(path):
     """Reads one qm9pack CSV file.
 
+    Args:
+        path: the CSV file (any path `etils.epath` opens).
+
     Returns:
         `(charges (n, 29) int32, positions (n, 29, 3) float32, {task: (n,) float64})`;
         float64 because the energies (about -400 hartree) carry 6 decimals.
@@ -157,8 +160,9 @@ def load_qm9pack(paths=None, standardize=True, validation_fraction=0.1, test_fra
         paths: the CSV files to read; qm9pack's three by default.
         standardize: standardise each target by its train mean and standard
             deviation, recorded in the task specs.
-        validation_fraction, test_fraction: the share of molecules in the
-            validation and test splits, drawn at random with `seed`.
+        validation_fraction: the share of molecules in the validation split, drawn at random with `seed`,
+            default 0.1.
+        test_fraction: the share in the test split, default 0.1.
         seed: the seed of the split.
 
     Returns:

@@ -57,6 +57,9 @@ def load_dsprites(data_dir=None):
     (radians), "x_position" and "y_position" (both in [0, 1]). dSprites has only
     a train split (737,280 images), cut 80/10/10 in the tfds order.
 
+    Args:
+        data_dir: the tfds data folder, default None (tfds's default).
+
     Returns:
         A `MultiTaskData` with float32 images `(64, 64, 1)` of 0s and 1s.
     """

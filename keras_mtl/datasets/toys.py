@@ -27,9 +27,13 @@ def gradnorm_toy(
 
     Args:
         scales: the output scale of each task; its length is the task count.
-        num_train, num_validation, num_test: the split sizes.
-        input_dim, output_dim: the sizes of x and of each task's target.
-        shared_std, task_std: the standard deviations of `B` and of the `eps_t`.
+        num_train: the training split's size, default 4000.
+        num_validation: the validation split's size, default 500.
+        num_test: the test split's size, default 500.
+        input_dim: the size of x, default 250 (the paper's).
+        output_dim: the size of each task's target, default 100 (the paper's).
+        shared_std: the standard deviation of `B`, default 10.0 (the paper's).
+        task_std: the standard deviation of the `eps_t`, default 3.5 (the paper's).
         seed: the seed of the matrices and the inputs.
 
     Returns:

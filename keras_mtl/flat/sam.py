@@ -43,10 +43,10 @@ class SAM(WrappingMethod, MultiTaskLoss):
             scripts use ρ = 2 with `adaptive=True`).
         adaptive: ASAM's scale-invariant neighbourhood `T = |θ|`.
         variant: `"fmtl"` or `"naive"`, for gradient methods.
+        name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.SAM({"a": "mse", "b": "mse"}, method="pcgrad", rho=0.05)
+    Examples:
+        >>> keras_mtl.SAM({"a": "mse", "b": "mse"}, method="pcgrad", rho=0.05)
     """
 
     def __init__(self, losses=None, method="ew", rho=0.05, adaptive=False, variant="fmtl", name=None):

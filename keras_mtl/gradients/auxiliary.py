@@ -60,9 +60,17 @@ class HydaLearn(_AuxiliaryMethod):
     `step_size` (None: the optimizer's learning rate, as in the paper's
     description) and `first_order`.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        main_task: the name of the main task (required); the others are auxiliary.
+        step_size: η of the look-ahead step, default None (the optimizer's learning rate, as the paper
+            describes).
+        first_order: use the linearised gain `η⟨g_m, g_k⟩` from the Gramian instead of the look-ahead passes,
+            default False.
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.HydaLearn({"main": "mse", "aux": "mse"}, main_task="main")
+    Examples:
+        >>> keras_mtl.HydaLearn({"main": "mse", "aux": "mse"}, main_task="main")
     """
 
     def __init__(self, losses=None, main_task=None, step_size=None, first_order=False, name=None):
@@ -102,9 +110,15 @@ class GradientCosineSimilarity(_AuxiliaryMethod):
 
     Du et al., "Adapting Auxiliary Losses Using Gradient Similarity", 2018.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        main_task: the name of the main task (required); the others are auxiliary.
+        weighted: weigh an auxiliary by `max(cos_k, 0)` instead of 1 or 0, default False (the paper's hard
+            rule).
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.GradientCosineSimilarity({"main": "mse", "aux": "mse"}, main_task="main")
+    Examples:
+        >>> keras_mtl.GradientCosineSimilarity({"main": "mse", "aux": "mse"}, main_task="main")
     """
 
     def __init__(self, losses=None, main_task=None, weighted=False, name=None):

@@ -49,6 +49,10 @@ class GradientMethod(MultiTaskLoss):
     `gradient_weights` on the K×K Gramian, so their cost does not grow with
     the number of parameters. Like every hook, both are pure (see
     `keras_mtl.methods`): they return the method's new state.
+
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        name: the method's name, default None (its registered id).
     """
 
     train_step_kind = "task_gradients"

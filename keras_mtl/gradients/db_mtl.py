@@ -37,15 +37,16 @@ class DualBalancing(GradientMethod):
             shared parameters are known at compile (see
             `MultiTaskState.parameter_variable`).
         beta_sigma: σ ≥ 0, the decay of β_t (0: constant).
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        name: the method's name, default None (its registered id).
 
     A task whose gradients are 0 adds nothing to `d` (its scale is large, on
     a zero average); if every one is 0, so is `d`. Their task heads get
     `∇ log L_k`; here, as for every gradient method, the heads get `∇ L_k`.
     The losses must be non-negative.
 
-    Example:
-
-    >>> keras_mtl.DualBalancing({"depth": "mae", "seg": "sparse_categorical_crossentropy"}, beta=0.9)
+    Examples:
+        >>> keras_mtl.DualBalancing({"depth": "mae", "seg": "sparse_categorical_crossentropy"}, beta=0.9)
     """
 
     needs_non_negative_losses = True

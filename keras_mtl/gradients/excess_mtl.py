@@ -40,6 +40,8 @@ class ExcessMTL(GradientMethod):
         simplex: weights that start at 1/K and sum to 1 (TorchJD), instead
             of starting at 1 and summing to K (authors). Only the update's
             scale differs, by K.
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        name: the method's name, default None (its registered id).
 
     Differences from the sources: the authors' total loss `Σ λ_k L_k` also
     weights each task's head by λ_k; here, as for every gradient method,
@@ -55,9 +57,8 @@ class ExcessMTL(GradientMethod):
     `MultiTaskState.parameter_variable`), `e⁰` (K), λ (K) and a step count.
     Cost: K backward passes and O(K·P) per step.
 
-    Example:
-
-    >>> keras_mtl.ExcessMTL({"depth": "mae", "seg": "sparse_categorical_crossentropy"}, robust_step_size=1e-2)
+    Examples:
+        >>> keras_mtl.ExcessMTL({"depth": "mae", "seg": "sparse_categorical_crossentropy"}, robust_step_size=1e-2)
     """
 
     parameter_mode_only = True

@@ -32,9 +32,13 @@ class GradNorm(GradientMethod):
     parameters; on the same sequence its weights can be many times apart
     from these.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        alpha: α, the strength of the pull towards equal training rates, default 1.5 (the paper's).
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.GradNorm({"a": "mse", "b": "mse"}, alpha=1.5)
+    Examples:
+        >>> keras_mtl.GradNorm({"a": "mse", "b": "mse"}, alpha=1.5)
     """
 
     def __init__(self, losses=None, alpha=1.5, name=None):

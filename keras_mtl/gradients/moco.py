@@ -35,6 +35,8 @@ class MoCo(GradientMethod):
             the update (the authors' options): "none"; "l2", to unit norm;
             "loss", divided by L_k; "loss+", divided by L_k‖Y_k‖. A row
             whose divisor is 0 stays as it is (the authors' code gives NaN).
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        name: the method's name, default None (its registered id).
 
     LibMTL's `MoCo` ("based on the author's sharing code") is another
     variant, not offered here: it tracks the loss-scaled unit rows
@@ -49,9 +51,8 @@ class MoCo(GradientMethod):
     λ, the weights on the tracked rows. Cost: K backward passes and O(K·P)
     per step.
 
-    Example:
-
-    >>> keras_mtl.MoCo({"depth": "mae", "seg": "sparse_categorical_crossentropy"}, beta=0.1, gamma=0.1, rho=0.1)
+    Examples:
+        >>> keras_mtl.MoCo({"depth": "mae", "seg": "sparse_categorical_crossentropy"}, beta=0.1, gamma=0.1, rho=0.1)
     """
 
     parameter_mode_only = True

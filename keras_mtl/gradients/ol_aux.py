@@ -53,10 +53,10 @@ class OLAux(_AuxiliaryMethod):
         update_every: N ≥ 1, the steps between weight updates.
         weight_learning_rate: β > 0, the weights' learning rate.
         nonnegative: whether an update clips the auxiliary weights at 0.
+        name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.OLAux({"main": "mse", "aux": "mse"}, main_task="main", update_every=5)
+    Examples:
+        >>> keras_mtl.OLAux({"main": "mse", "aux": "mse"}, main_task="main", update_every=5)
     """
 
     def __init__(self, losses=None, main_task=None, update_every=5, weight_learning_rate=5.0, nonnegative=True, name=None):

@@ -69,10 +69,10 @@ class OrthogonalGradients(MultiTaskLoss):
         penalty_weight: λ > 0, the penalty's weight.
         parameters: `"all"` (the gradients of all shared parameters) or
             `"last_layer"` (of the last shared layer's parameters alone).
+        name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.OrthogonalGradients({"depth": "mae", "seg": "sparse_categorical_crossentropy"}, penalty_weight=10.0)
+    Examples:
+        >>> keras_mtl.OrthogonalGradients({"depth": "mae", "seg": "sparse_categorical_crossentropy"}, penalty_weight=10.0)
     """
 
     # The engine differentiates `penalty` of the task gradients (`keras_mtl.training.backends`).

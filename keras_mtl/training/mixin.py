@@ -73,7 +73,7 @@ class MultiTaskMixin:
             tasks (`jax.vmap` of the VJP on JAX, `tape.jacobian` with pfor
             on TensorFlow). Same gradients; which is faster depends on the
             model and the device (on this project's CPU, sequential: see
-            the README's speed section).
+            the docs' speed page, docs/benchmarks/speed.md).
     """
 
     def __init__(self, *args, representation=None, shared_layers=None, task_gradients="sequential", **kwargs):

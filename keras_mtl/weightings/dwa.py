@@ -6,7 +6,11 @@ from keras_mtl.registry import register
 
 @register("dwa")
 class DynamicWeightAverage(LossWeighting):
-    """DWA: weights from how fast each task's loss fell over the last epochs.
+    r"""DWA: weights from how fast each task's loss fell over the last epochs.
+
+    $$
+    w_k = K\,\operatorname{softmax}\!\left(\frac{r}{T}\right)_k, \qquad r_k = \frac{\bar L_k(e-1)}{\bar L_k(e-2)}
+    $$
 
     `w_k = K·softmax(r / T)_k` with `r_k = L̄_k(e−1) / L̄_k(e−2)`, the ratio of
     the task's mean training loss in the two previous epochs; `w = 1` in the
@@ -22,9 +26,13 @@ class DynamicWeightAverage(LossWeighting):
     Liu, Johns & Davison, "End-to-End Multi-Task Learning with Attention",
     CVPR 2019; T = 2.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        temperature: T > 0 of the softmax, default 2.0 (the paper's).
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.DynamicWeightAverage({"a": "mse", "b": "mse"}, temperature=2.0)
+    Examples:
+        >>> keras_mtl.DynamicWeightAverage({"a": "mse", "b": "mse"}, temperature=2.0)
     """
 
     needs_non_negative_losses = True

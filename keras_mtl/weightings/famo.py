@@ -34,9 +34,17 @@ class FAMO(LossWeighting):
     Liu et al., "FAMO: Fast Adaptive Multitask Optimization", NeurIPS 2023;
     learning rate 0.025, weight decay 1e-3.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        min_losses: the lower bounds `m_k` of the losses, one per task in the model's output order, default
+            None (all 0, the paper's).
+        logits_learning_rate: the Adam learning rate of the logits `ξ`, default 0.025 (the paper's).
+        logits_weight_decay: their L2 weight decay, default 1e-3 (the paper's).
+        epsilon: ε added to `L_k − m_k`, default 1e-8 (the paper's).
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.FAMO({"a": "mse", "b": "mse"})
+    Examples:
+        >>> keras_mtl.FAMO({"a": "mse", "b": "mse"})
     """
 
     needs_non_negative_losses = True

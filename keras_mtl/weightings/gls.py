@@ -18,9 +18,12 @@ class GeometricLossStrategy(LossWeighting):
     Chennupati et al., "MultiNet++: Multi-Stream Feature Aggregation and
     Geometric Loss Strategy for Multi-Task Learning", CVPR Workshops 2019.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.GeometricLossStrategy({"a": "mse", "b": "mse"})
+    Examples:
+        >>> keras_mtl.GeometricLossStrategy({"a": "mse", "b": "mse"})
     """
 
     needs_non_negative_losses = True

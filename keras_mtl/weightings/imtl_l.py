@@ -15,9 +15,12 @@ class IMTLL(LossWeighting):
 
     Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.IMTLL({"a": "mse", "b": "mse"})
+    Examples:
+        >>> keras_mtl.IMTLL({"a": "mse", "b": "mse"})
     """
 
     needs_non_negative_losses = True

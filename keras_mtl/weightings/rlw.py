@@ -6,7 +6,11 @@ from keras_mtl.registry import register
 
 @register("rlw")
 class RandomLossWeighting(LossWeighting):
-    """RLW: `w = softmax(z)` with `z ~ N(0, I)` drawn anew every training step.
+    r"""RLW: `w = softmax(z)` with `z ~ N(0, I)` drawn anew every training step.
+
+    $$
+    w = \operatorname{softmax}(z), \quad z \sim \mathcal{N}(0, I) \ \text{drawn every step}
+    $$
 
     The draws come from a `RandomStream` keyed by `seed`, whose generator
     state is saved with the model, so runs repeat and a resumed run draws
@@ -20,10 +24,10 @@ class RandomLossWeighting(LossWeighting):
     Args:
         losses: the per-task losses.
         seed: an int; a random one (kept in the config) when None.
+        name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.RandomLossWeighting({"a": "mse", "b": "mse"}, seed=0)
+    Examples:
+        >>> keras_mtl.RandomLossWeighting({"a": "mse", "b": "mse"}, seed=0)
     """
 
     def __init__(self, losses=None, seed=None, name=None):

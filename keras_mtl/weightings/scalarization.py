@@ -22,10 +22,10 @@ class Scalarization(LossWeighting):
         weights: one finite, non-negative weight per task, not all zero: a
             dict `{task: w}` or a list in the model's output order. None
             means all 1.
+        name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.Scalarization({"a": "mse", "b": "mse"}, weights={"a": 0.7, "b": 0.3})
+    Examples:
+        >>> keras_mtl.Scalarization({"a": "mse", "b": "mse"}, weights={"a": 0.7, "b": 0.3})
     """
 
     min_tasks = 1
@@ -79,6 +79,18 @@ def scalarization_grid(num_tasks, step=0.1, minimum=0.1):
 
     On the default 0.1 grid with every weight at least 0.1 there are 9 points
     for 2 tasks and 36 for 3 (Kirchdorfer et al. 2024's brute-force reference).
+
+    Args:
+        num_tasks: K, at least 1.
+        step: the grid's spacing, which must divide 1 and `minimum`; default 0.1.
+        minimum: the least weight, default 0.1.
+
+    Returns:
+        A list of K-tuples that sum to 1.
+
+    Examples:
+        >>> scalarization_grid(2, step=0.25, minimum=0.25)
+        [(0.25, 0.75), (0.5, 0.5), (0.75, 0.25)]
     """
     if num_tasks < 1:
         raise ValueError(f"num_tasks must be at least 1, got {num_tasks}.")
@@ -109,11 +121,16 @@ def grid_search(build_model, losses, x, y=None, validation_data=None, optimizer=
         build_model: a function returning a fresh, uncompiled multi-task model
             (a `MultiTaskModel` or a model with the mixin); called once per point.
         losses: the per-task losses, a dict keyed by task.
-        x, y, validation_data, **fit_kwargs: passed to `fit`.
+        x: the training inputs, passed to `fit`.
+        y: the training targets, passed to `fit` (None when `x` is a dataset).
+        validation_data: passed to `fit`; needed for a `val_` monitor.
         optimizer: an optimizer identifier, or a function returning a new
             optimizer (an optimizer instance cannot be shared between models).
         monitor: the `fit` log to compare, e.g. `"val_loss"` or `"val_left_accuracy"`.
         mode: `"min"` or `"max"`; a point's score is its best epoch.
+        step: the grid's spacing (see `scalarization_grid`), default 0.1.
+        minimum: the least weight, default 0.1.
+        **fit_kwargs: the other `fit` arguments (`epochs`, `batch_size`, ...).
 
     Returns:
         A `GridSearchResult`.

@@ -24,10 +24,10 @@ class ScaleInvariant(Scalarization):
         losses: the per-task losses.
         weights: the `c_k`, one non-negative number per task, a dict
             `{task: c}` or a list in the model's output order; None means all 1.
+        name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.ScaleInvariant({"depth": "mae", "seg": "sparse_categorical_crossentropy"})
+    Examples:
+        >>> keras_mtl.ScaleInvariant({"depth": "mae", "seg": "sparse_categorical_crossentropy"})
     """
 
     min_tasks = 2

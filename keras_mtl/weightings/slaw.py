@@ -28,9 +28,14 @@ class SLAW(LossWeighting):
     Crawshaw & Košecká, "SLAW: Scaled Loss Approximate Weighting for Efficient
     Multi-Task Learning", 2021.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        beta: the EMA rate of the moments after the warm-up, in [0, 1), default 0.99 (the paper's).
+        warmup_steps: steps of plain averaging before the EMA, default 100.
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.SLAW({"a": "mse", "b": "mse"})
+    Examples:
+        >>> keras_mtl.SLAW({"a": "mse", "b": "mse"})
     """
 
     def __init__(self, losses=None, beta=0.99, warmup_steps=100, name=None):

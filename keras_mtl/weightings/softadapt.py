@@ -65,10 +65,10 @@ class SoftAdapt(LossWeighting):
         window: n ≥ 2, the number of recorded loss values per slope.
         variant: `"loss_weighted"`, `"original"` or `"normalized"`.
         record: `"epoch"` or `"step"`.
+        name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.SoftAdapt({"a": "mse", "b": "mse"}, beta=0.1, window=5)
+    Examples:
+        >>> keras_mtl.SoftAdapt({"a": "mse", "b": "mse"}, beta=0.1, window=5)
     """
 
     def __init__(self, losses=None, beta=0.1, window=5, variant="loss_weighted", record="epoch", name=None):

@@ -51,10 +51,10 @@ class SmoothTchebycheff(LossWeighting):
         warmup_epochs: epochs of plain log losses before the nadir epoch (≥ 0).
         preference: λ, one positive number per task (a list in the model's
             output order); None means all 1, as in the authors' code.
+        name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.SmoothTchebycheff({"a": "mse", "b": "mse"}, mu=0.5, warmup_epochs=2)
+    Examples:
+        >>> keras_mtl.SmoothTchebycheff({"a": "mse", "b": "mse"}, mu=0.5, warmup_epochs=2)
     """
 
     needs_non_negative_losses = True

@@ -12,7 +12,11 @@ MAX_INITIAL_LOG_VARIANCE = 30.0
 
 @register("uw")
 class UncertaintyWeighting(LossWeighting):
-    """Uncertainty weighting with learned log-variances `s_k = log σ_k²`.
+    r"""Uncertainty weighting with learned log-variances `s_k = log σ_k²`.
+
+    $$
+    \mathcal{L} = \sum_k \tfrac{1}{2} e^{-s_k} L_k + \tfrac{1}{2} s_k \ \text{(regression)}, \qquad \mathcal{L} = \sum_k e^{-s_k} L_k + \tfrac{1}{2} s_k \ \text{(classification)}
+    $$
 
     Regression form: `total = Σ_k ½·exp(−s_k)·L_k + ½·s_k`;
     classification form: `total = Σ_k exp(−s_k)·L_k + ½·s_k`.
@@ -26,13 +30,13 @@ class UncertaintyWeighting(LossWeighting):
         form: `"regression"` or `"classification"`, for every task.
         initial_log_variance: the initial `s_k`, in [−30, 30] (task weights
             between 5e-14 and 5e12); −0.5 as in the UW-SO authors' code.
+        name: the method's name, default None (its registered id).
 
     The losses must be non-negative: with a negative loss the total falls
     without bound as `s_k → −∞`.
 
-    Example:
-
-    >>> keras_mtl.UncertaintyWeighting({"depth": "mse", "seg": "sparse_categorical_crossentropy"})
+    Examples:
+        >>> keras_mtl.UncertaintyWeighting({"depth": "mse", "seg": "sparse_categorical_crossentropy"})
     """
 
     needs_non_negative_losses = True
@@ -76,9 +80,12 @@ class AnalyticUncertaintyWeighting(LossWeighting):
     Kirchdorfer et al., "Analytical Uncertainty-Based Loss Weighting in
     Multi-Task Learning", 2024.
 
-    Example:
+    Args:
+        losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
+        name: the method's name, default None (its registered id).
 
-    >>> keras_mtl.AnalyticUncertaintyWeighting({"a": "mse", "b": "mae"})
+    Examples:
+        >>> keras_mtl.AnalyticUncertaintyWeighting({"a": "mse", "b": "mae"})
     """
 
     needs_non_negative_losses = True
@@ -89,7 +96,11 @@ class AnalyticUncertaintyWeighting(LossWeighting):
 
 @register("uw_so")
 class SoftmaxUncertaintyWeighting(LossWeighting):
-    """UW-SO: `w = softmax((1 / (sg[L] + ε)) / T)` over the tasks, every batch.
+    r"""UW-SO: `w = softmax((1 / (sg[L] + ε)) / T)` over the tasks, every batch.
+
+    $$
+    w = \operatorname{softmax}\!\left( \frac{1}{T \, (\operatorname{sg}[L] + \varepsilon)} \right)
+    $$
 
     The weights sum to 1; a large temperature `T` makes them uniform, a small
     one gives all the weight to the task with the smallest loss. The losses
@@ -109,10 +120,10 @@ class SoftmaxUncertaintyWeighting(LossWeighting):
         losses: the per-task losses.
         temperature: T > 0, default 1.
         epsilon: ε > 0 added to every loss, default 1e-8 (the paper's).
+        name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.SoftmaxUncertaintyWeighting({"left": "mse", "right": "mse"}, temperature=5.0)
+    Examples:
+        >>> keras_mtl.SoftmaxUncertaintyWeighting({"left": "mse", "right": "mse"}, temperature=5.0)
     """
 
     needs_non_negative_losses = True

@@ -28,10 +28,10 @@ class PositiveUncertaintyWeighting(LossWeighting):
     Args:
         losses: the per-task losses.
         initial_scale: the initial `c_k` > 0, default 1.
+        name: the method's name, default None (its registered id).
 
-    Example:
-
-    >>> keras_mtl.PositiveUncertaintyWeighting({"depth": "mse", "seg": "sparse_categorical_crossentropy"})
+    Examples:
+        >>> keras_mtl.PositiveUncertaintyWeighting({"depth": "mse", "seg": "sparse_categorical_crossentropy"})
     """
 
     needs_non_negative_losses = True
