@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 from conftest import SubclassedToyModel, make_method, max_abs_difference, toy_losses, toy_model
+from support import dense_gradients
 
 import keras_mtl
-from support import dense_gradients
 
 
 def _state(model):
