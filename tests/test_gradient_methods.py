@@ -77,7 +77,7 @@ def test_representation_mode_steps_along_the_weighted_gradients_of_the_represent
     np.testing.assert_allclose([logs[f"{task}_loss"] for task in "abc"], losses, rtol=1e-5)
     w = np.array([logs[f"{task}_weight"] for task in "abc"], np.float64)
     rows = np.stack([gradients[task]["representation"] for task in "abc"])
-    expected = dense_gradients.gradient_method_step(before, gradients, w, 0.05)
+    expected = dense_gradients.sgd_step(before, gradients, w, 0.05)
     if method_id in ("graddrop", "trimmed_mean"):
         z = np.tanh(x.astype(np.float64) @ before[0] + before[1])
         pre_activation = np.linalg.solve(x.T.astype(np.float64), (before[0] - after[0]) / 0.05)

@@ -47,14 +47,14 @@ def test_switching_methods_keeps_the_weights_and_starts_the_new_state_fresh(toy)
     model.fit(x, y, batch_size=10, epochs=1, verbose=0)
 
 
-def _step_and_expect(model, x, y, step, task_weights):
-    """One train_on_batch; the layers' weights must be `step` (from tests/support/dense_gradients.py) of the previous ones."""
+def _step_and_expect(model, x, y, task_weights, weighted_heads):
+    """One train_on_batch; the layers' weights must be `dense_gradients.sgd_step` of the previous ones."""
     before = _layer_weights(model)
     logs = model.train_on_batch(x, y, return_dict=True)
     gradients = dense_gradients.task_gradients(before, x, y, {"a": "mse", "b": "sce"})
     np.testing.assert_allclose([logs["a_loss"], logs["b_loss"]], [gradients[t]["loss"] for t in "ab"], rtol=1e-5)
     np.testing.assert_allclose([logs["a_weight"], logs["b_weight"]], task_weights, rtol=1e-6)
-    for got, want in zip(_layer_weights(model), step(before, gradients, task_weights, 0.05)):
+    for got, want in zip(_layer_weights(model), dense_gradients.sgd_step(before, gradients, task_weights, 0.05, weighted_heads)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
 
 
@@ -65,9 +65,9 @@ def test_switching_to_a_gradient_method_and_back(toy):
     x, y = x[:10], {task: value[:10] for task, value in y.items()}
     model = _trained(make_method("uw_so"), toy)
     model.compile(keras.optimizers.SGD(0.05), loss=make_method("mean"))
-    _step_and_expect(model, x, y, dense_gradients.gradient_method_step, [0.5, 0.5])
+    _step_and_expect(model, x, y, [0.5, 0.5], weighted_heads=False)
     model.compile(keras.optimizers.SGD(0.05), loss=make_method("ew"))
-    _step_and_expect(model, x, y, dense_gradients.weighted_loss_step, [1.0, 1.0])
+    _step_and_expect(model, x, y, [1.0, 1.0], weighted_heads=True)
 
 
 def test_the_state_is_keyed_by_the_whole_configuration(toy):

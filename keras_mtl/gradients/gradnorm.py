@@ -29,8 +29,7 @@ class GradNorm(GradientMethod):
     it keeps w = 1 for the first epoch, takes `L(0)` as that epoch's mean
     losses, learns `w = K·softmax(s)` (the gradient flows through the
     softmax; no renormalisation), and takes `G_k` over all shared
-    parameters; on the same sequence its weights can be many times apart
-    from these.
+    parameters, so its weights follow another course from the first step.
 
     Args:
         losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.

@@ -61,30 +61,20 @@ def task_gradients(weights, x, y, losses, activation="tanh"):
     return result
 
 
-def gradient_method_step(weights, gradients, task_weights, learning_rate):
-    """The weights after one SGD step of a gradient method: the trunk along `Σ_k w_k ∇L_k`, each head along its task's own gradient."""
+def sgd_step(weights, gradients, task_weights, learning_rate, weighted_heads=False):
+    """The weights after one SGD step with the trunk along `Σ_k w_k ∇L_k`.
+
+    Each head moves along its task's own gradient (a gradient method), or
+    along `w_k` times it with `weighted_heads` (a step on `Σ_k w_k L_k`: a
+    loss weighting, or stock Keras's `loss_weights`).
+    """
     tasks = list(gradients)
     trunk = [
         w - learning_rate * sum(task_weights[k] * gradients[task]["trunk"][i] for k, task in enumerate(tasks))
         for i, w in enumerate(weights[:2])
     ]
     heads = [
-        w - learning_rate * gradients[task]["head"][i]
-        for k, task in enumerate(tasks)
-        for i, w in enumerate(weights[2 + 2 * k : 4 + 2 * k])
-    ]
-    return trunk + heads
-
-
-def weighted_loss_step(weights, gradients, task_weights, learning_rate):
-    """The weights after one SGD step on `Σ_k w_k L_k` (a loss weighting, or stock Keras's `loss_weights`): heads weighted too."""
-    tasks = list(gradients)
-    trunk = [
-        w - learning_rate * sum(task_weights[k] * gradients[task]["trunk"][i] for k, task in enumerate(tasks))
-        for i, w in enumerate(weights[:2])
-    ]
-    heads = [
-        w - learning_rate * task_weights[k] * gradients[task]["head"][i]
+        w - learning_rate * (task_weights[k] if weighted_heads else 1.0) * gradients[task]["head"][i]
         for k, task in enumerate(tasks)
         for i, w in enumerate(weights[2 + 2 * k : 4 + 2 * k])
     ]
