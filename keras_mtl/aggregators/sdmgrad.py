@@ -142,7 +142,8 @@ class SDMGrad(GradientMethod):
     step to step: LibMTL's float32 and its 1e-8 added to s², or keeping w
     in float32 rather than float64 between steps, each move w by that much.
     Here the solve is float64 and w is stored in float32; the tests check
-    it against the float64 rule rounded the same way.
+    each step against the float64 rule from the same w (on TensorFlow to
+    1e-8; on JAX a step is up to ~5e-4 off, an open issue).
 
     Xiao, Ban & Ji, "Direction-oriented Multi-objective Learning: Simple
     and Provable Stochastic Algorithms", NeurIPS 2023 (arXiv 2305.18409).
