@@ -22,13 +22,28 @@ ALL_WEIGHTINGS = ("ew", "scalarization", "uw", "uw_o", "uw_so", "dwa", "rlw", "g
 INPUT_DIM = 6
 
 
-def default_subset(ids, keep):
+def default_subset(ids, keep, guarantee=()):
     """`ids` as test parameters, those not in `keep` marked slow: the default run covers `keep`, `-m slow` every id.
 
     For per-method tests whose every id also trains, saves and continues in
-    tests/backends/test_every_method.py on both backends.
+    tests/backends/test_every_method.py on both backends. Ids in `guarantee`
+    are marked `guarantee` too (see `slow_case`).
     """
-    return [i if i in keep else pytest.param(i, marks=pytest.mark.slow) for i in ids]
+    return [i if i in keep else slow_case(i, guarantee=i in guarantee) for i in ids]
+
+
+def slow_case(value, guarantee=False):
+    """A slow test parameter; `guarantee=True` makes it the representative of a guarantee the default run leaves out.
+
+    CI runs `pytest -m guarantee` besides the default run, so that every
+    guarantee is checked at least once per run for a fraction of `-m slow`'s time.
+    """
+    return pytest.param(value, marks=[pytest.mark.slow, pytest.mark.guarantee] if guarantee else [pytest.mark.slow])
+
+
+def selected_parameters(request, function, argument):
+    """The `argument` values of this session's selected tests named `function`, for a module fixture that computes only those."""
+    return [item.callspec.params[argument] for item in request.session.items if getattr(item, "originalname", None) == function]
 
 
 def toy_losses():

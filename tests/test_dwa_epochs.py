@@ -44,10 +44,21 @@ def test_an_interrupted_epoch_leaves_nothing_in_the_next_epoch_mean(toy):
     assert state["epochs_seen"] == 1.0
 
 
-def test_end_epoch_without_steps_returns_the_state_unchanged():
+def test_end_epoch_rolls_the_means_after_steps_and_without_steps_returns_the_state_unchanged():
     method = keras_mtl.DynamicWeightAverage(toy_losses())
     state = state_values(method, ["a", "b"])
     state.update(last_epoch_mean=np.array([3.0, 6.0], "float32"), second_last_epoch_mean=np.array([4.0, 5.0], "float32"), epochs_seen=np.float32(2.0))
+    # Two steps with losses summing to (2, 8): the epoch's mean (1, 4) becomes the last, (3, 6) the second last.
+    stepped = {**state, "epoch_loss_sum": np.array([2.0, 8.0], "float32"), "epoch_batches": np.float32(2.0)}
+    expected = {"last_epoch_mean": [1.0, 4.0], "second_last_epoch_mean": [3.0, 6.0], "epochs_seen": 3.0, "epoch_loss_sum": [0.0, 0.0], "epoch_batches": 0.0}
+    new_state = {**stepped, **method.end_epoch(stepped)}
+    for name, value in expected.items():
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(new_state[name]), value, err_msg=name)
+    # With these means the next weights are K·softmax(r/T), r = (1/3, 4/6), T = 2: not the first epochs' 1.
+    weights, _ = method.weights(keras.ops.ones((2,)), new_state, training=False)
+    ratios = np.array([1 / 3, 4 / 6]) / 2.0
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(weights), 2 * np.exp(ratios) / np.exp(ratios).sum(), rtol=1e-6)
+    # Without steps nothing changes.
     new_state = method.end_epoch(state)
     for name, value in state.items():
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(new_state.get(name, value)), value, err_msg=name)

@@ -10,6 +10,7 @@ QUICKSTART = Path(__file__).parents[1] / "examples" / "quickstart.py"
 
 
 @pytest.mark.slow
+@pytest.mark.guarantee
 def test_quickstart_runs_and_prints_uw_so_weights_that_sum_to_one():
     done = subprocess.run([sys.executable, str(QUICKSTART)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

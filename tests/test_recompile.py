@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import SubclassedToyModel, make_method, max_abs_difference, toy_losses, toy_model
+from support import dense_gradients
 
 import keras_mtl
 
@@ -46,14 +47,27 @@ def test_switching_methods_keeps_the_weights_and_starts_the_new_state_fresh(toy)
     model.fit(x, y, batch_size=10, epochs=1, verbose=0)
 
 
+def _step_and_expect(model, x, y, task_weights, weighted_heads):
+    """One train_on_batch; the layers' weights must be `dense_gradients.sgd_step` of the previous ones."""
+    before = _layer_weights(model)
+    logs = model.train_on_batch(x, y, return_dict=True)
+    gradients = dense_gradients.task_gradients(before, x, y, {"a": "mse", "b": "sce"})
+    np.testing.assert_allclose([logs["a_loss"], logs["b_loss"]], [gradients[t]["loss"] for t in "ab"], rtol=1e-5)
+    np.testing.assert_allclose([logs["a_weight"], logs["b_weight"]], task_weights, rtol=1e-6)
+    for got, want in zip(_layer_weights(model), dense_gradients.sgd_step(before, gradients, task_weights, 0.05, weighted_heads)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+
+
 def test_switching_to_a_gradient_method_and_back(toy):
+    # After UW-SO, the mean gradient's step (trunk along ½Σ∇L_k, heads their own ∇L_k), then EW's (∇ΣL_k):
+    # each new method's rule from the first step, none of UW-SO's weights left.
     x, y = toy
+    x, y = x[:10], {task: value[:10] for task, value in y.items()}
     model = _trained(make_method("uw_so"), toy)
     model.compile(keras.optimizers.SGD(0.05), loss=make_method("mean"))
-    history = model.fit(x, y, batch_size=10, epochs=1, verbose=0).history
-    assert np.isfinite(history["loss"][0]) and "a_weight" in history
+    _step_and_expect(model, x, y, [0.5, 0.5], weighted_heads=False)
     model.compile(keras.optimizers.SGD(0.05), loss=make_method("ew"))
-    model.fit(x, y, batch_size=10, epochs=1, verbose=0)
+    _step_and_expect(model, x, y, [1.0, 1.0], weighted_heads=True)
 
 
 def test_the_state_is_keyed_by_the_whole_configuration(toy):
@@ -115,8 +129,16 @@ def test_clone_model_after_a_switch(build, toy):
     clone = keras.models.clone_model(model)
     assert type(clone.multi_task_method) is keras_mtl.DynamicWeightAverage
     assert sorted(_state(clone)) == sorted(_state(model))
-    history = clone.fit(x, y, batch_size=10, epochs=1, verbose=0).history
-    assert np.isfinite(history["loss"][0])
+    original_state = _state(model)
+    history = clone.fit(x, y, batch_size=10, epochs=1, shuffle=False, verbose=0).history
+    # The clone's DWA runs its own rule: weight 1 in its first epoch, and that epoch's mean losses (4 equal
+    # batches: the logged means) kept for the next; the original's state is not touched.
+    assert history["a_weight"] == [1.0] and history["b_weight"] == [1.0]
+    state = _state(clone)
+    assert state["epochs_seen"] == 1.0
+    np.testing.assert_allclose(state["last_epoch_mean"], [history["a_loss"][0], history["b_loss"][0]], rtol=1e-5)
+    for name, value in _state(model).items():
+        np.testing.assert_array_equal(value, original_state[name], err_msg=name)
 
 
 def test_saved_files_after_a_switch_hold_the_current_state_only(toy, tmp_path):

@@ -191,6 +191,12 @@ class CAGrad(GradientMethod):
     Liu et al., "Conflict-Averse Gradient Descent for Multi-task Learning",
     NeurIPS 2021; c = 0.4.
 
+    Departures: the division by `1 + c²` is the authors' code's default
+    (`rescale=1`; the paper's Algorithm 1 has none), so the update is
+    TorchJD's (which returns the paper's unscaled one) times `1/(1 + c²)`,
+    0.862 at c = 0.4. Where `g_w* = 0` TorchJD returns zero weights, this
+    `ḡ / (1 + c²)` (see `cagrad_weights`).
+
     Args:
         losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         c: the size of the correction, c ≥ 0 (0 gives the mean gradient), default 0.4 (the paper's).

@@ -136,6 +136,16 @@ class SDMGrad(GradientMethod):
     code). Every batch must hold at least 3 samples (an error names the
     method otherwise).
 
+    Rounding: LibMTL, given the same batches and inner lr, follows the same
+    rule yet ends up to ~1e-2 away in w at K = 8 after 20 steps. The inner
+    steps do not contract (lr times the largest eigenvalue of the
+    normalised A, up to about K·lr, is far above 2), so rounding grows from
+    step to step: LibMTL's float32 and its 1e-8 added to s², or keeping w
+    in float32 rather than float64 between steps, each move w by that much.
+    Here the solve is float64 and w is stored in float32; the tests check
+    each step against the float64 rule from the same w (on TensorFlow to
+    1e-8; on JAX a step is up to ~5e-4 off, an open issue).
+
     Xiao, Ban & Ji, "Direction-oriented Multi-objective Learning: Simple
     and Provable Stochastic Algorithms", NeurIPS 2023 (arXiv 2305.18409).
 

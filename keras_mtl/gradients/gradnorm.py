@@ -23,6 +23,16 @@ class GradNorm(GradientMethod):
     Chen et al., "GradNorm: Gradient Normalization for Adaptive Loss Balancing
     in Deep Multitask Networks", ICML 2018; α = 1.5.
 
+    Departures: none from the paper's Algorithm 1 (w learned directly from
+    1, `L(0)` the first step's losses, `mean(G)·r^α` held constant, L1
+    loss, w and the network updated from the same step's gradients, w
+    renormalised to sum to K). The paper leaves the weights' optimizer
+    open: here it is the model's, at its learning rate. LibMTL departs:
+    it keeps w = 1 for the first epoch, takes `L(0)` as that epoch's mean
+    losses, learns `w = K·softmax(s)` (the gradient flows through the
+    softmax; no renormalisation), and takes `G_k` over all shared
+    parameters, so its weights follow another course from the first step.
+
     Args:
         losses: the per-task losses, `{task: loss}` or one loss for every task (see `MultiTaskLoss`); default None.
         alpha: α, the strength of the pull towards equal training rates, default 1.5 (the paper's).
@@ -50,12 +60,13 @@ class GradNorm(GradientMethod):
     def state_gradients(self, gradients, weights, state):
         """The gradient of GradNorm's loss with respect to the weights, from the state the step began with."""
         norms = gradient_norms(gradients.last_layer_gramian)
-        weighted_norms = weights * norms
+        # G_k = ‖∇_W w_k L_k‖ = |w_k| n_k: the paper's norm, also for a weight that a large step made negative.
+        weighted_norms = keras.ops.abs(weights) * norms
         relative_losses = keras.ops.divide_no_nan(gradients.losses, _initial_losses(gradients, state))
         rates = keras.ops.divide_no_nan(relative_losses, keras.ops.mean(relative_losses))
         target = keras.ops.stop_gradient(keras.ops.mean(weighted_norms) * rates**self.alpha)
-        # d/dw_k Σ_j |w_j n_j − target_j| with the target held fixed.
-        return {"gradnorm_weights": keras.ops.sign(weighted_norms - target) * norms}
+        # d/dw_k Σ_j |G_j − target_j| with the target held fixed.
+        return {"gradnorm_weights": keras.ops.sign(weighted_norms - target) * keras.ops.sign(weights) * norms}
 
     def after_update(self, state, losses_before, losses_after):
         """The weights, after the optimizer's step on them, rescaled to sum to K."""

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from agg_helpers import gramian, numpy, plain, random_jacobians
 from scipy.optimize import minimize
 
@@ -26,6 +27,20 @@ def test_symmetric_hand_case():
     # d = (1 + c) g0 / (1 + c^2) and w = (1 + c) / (2 (1 + c^2)) each.
     w = numpy(cagrad_weights(gramian(np.eye(2)), c=0.5))
     np.testing.assert_allclose(w, [1.5 / 2.5, 1.5 / 2.5], atol=1e-5)
+
+
+@pytest.mark.parametrize("c", [0.4, 1.0])
+def test_the_update_is_the_papers_divided_by_one_plus_c_squared(c):
+    # The authors' code's default (rescale=1); TorchJD returns the paper's unscaled weights
+    # a + sqrt(phi)/||g_w*|| w* (torchjd 0.18 gives (0.9472, 0.5) on the first case at c = 0.4).
+    # g1 = (1, 0), g2 = (0, 2): w* = (1, 0) while F'(0) = 1.5 - sqrt(phi) > 0 (c < 1.34), ||g_w*|| = 1.
+    root_phi = c * np.sqrt(1.25)
+    unscaled = np.array([0.5 + root_phi, 0.5])
+    w = numpy(cagrad_weights(gramian(np.array([[1.0, 0.0], [0.0, 2.0]])), c=c)).astype(np.float64)
+    np.testing.assert_allclose(w / unscaled, np.full(2, 1 / (1 + c**2)), rtol=1e-6)
+    # Orthonormal g1, g2: w* = (1/2, 1/2), ||g_w*|| = sqrt(1/2) = ||g0||, so the unscaled weights are (1 + c)/2.
+    w = numpy(cagrad_weights(gramian(np.eye(2)), c=c)).astype(np.float64)
+    np.testing.assert_allclose(w / np.full(2, (1 + c) / 2), np.full(2, 1 / (1 + c**2)), rtol=1e-6)
 
 
 def test_c_zero_gives_the_mean():

@@ -1,19 +1,22 @@
 """SDMGrad: the inner SGD-with-momentum solve of w on ``A = J_ξ J_ξ'^T``, ``d = J_ζ^T (w + λw~)/(1 + λ)``, against numpy float64."""
 
+import keras
 import numpy as np
 import pytest
 from agg_helpers import numpy, plain
 from agg_inputs import jacobian
-from parts_helpers import cross, hard_inputs, project_simplex, random_parts, run_combine
+from parts_helpers import cross, hard_inputs, parts_gradients, project_simplex, random_parts, run_combine
+from support.state_values import state_values
 
 import keras_mtl
 from keras_mtl.aggregators import sdmgrad, sdmgrad_weights
 
 
-def reference(steps, lambda_=0.3, n_iter=20, lr=10.0, momentum=0.5, scale_by_tasks=False, max_norm=None):
-    """Per step (d, u) of SDMGrad from w = 1/K, float64; and the final w."""
+def reference(steps, lambda_=0.3, n_iter=20, lr=10.0, momentum=0.5, scale_by_tasks=False, max_norm=None, stored=np.float64, start=None):
+    """Per step (d, u) of SDMGrad from w = ``start`` (1/K), float64, w kept between steps as ``stored``; and the final w."""
     num = len(steps[0][0])
-    w, preference = np.full(num, 1.0 / num), np.full(num, 1.0 / num)
+    preference = np.full(num, 1.0 / num)
+    w = preference if start is None else np.float64(start)
     out = []
     for xi, xi_prime, zeta in steps:
         a = cross(xi, xi_prime)
@@ -24,6 +27,7 @@ def reference(steps, lambda_=0.3, n_iter=20, lr=10.0, momentum=0.5, scale_by_tas
             velocity = momentum * velocity + a @ (w + lambda_ * preference)
             w = project_simplex(w - lr * velocity)
         u = (w + lambda_ * preference) / (1 + lambda_) * (num if scale_by_tasks else 1)
+        w = np.float64(stored(w))
         zeta = np.float64(zeta)
         if max_norm is not None:
             u = u * min(1.0, max_norm / np.linalg.norm(zeta.T @ u))
@@ -47,6 +51,36 @@ def test_two_steps_match_the_float64_reference_with_w_warm_started(options):
     np.testing.assert_allclose(state["sdmgrad_weights"], w, rtol=1e-5, atol=1e-7)
     if options.get("max_norm"):
         assert np.linalg.norm(got[0][0]) <= 0.5 * (1 + 1e-6)
+
+
+@pytest.mark.xfail(
+    keras.backend.backend() == "jax",
+    reason="Open: on JAX a single step's w is up to ~5e-4 from the float64 rule (float32-sized rounding, amplified "
+    "by the inner steps; TensorFlow matches to 1e-8). Found by this test; not traced yet.",
+    strict=False,
+)
+@pytest.mark.parametrize("ratio, lr", [(1.0, 5.0), (1e2, 5.0), (1e4, 5.0), (1e4, 10.0)])
+def test_eight_tasks_match_the_float64_rule_at_every_one_of_twenty_steps(ratio, lr):
+    # Where LibMTL (float32, 1e-8 added to s^2) was 7.6e-3 away after 20 steps. The inner steps do not contract
+    # (lr times A/s^2's largest eigenvalue, up to ~K·lr, is far above 2), so a last-bit difference grows from step
+    # to step: whether w is kept in float32 or float64 moves the float64 rule's w by up to ~1e-2 here, and so does
+    # JAX's float64 arithmetic against numpy's. So each step starts from the reference's own w (float32, as the
+    # state keeps it), and must give the reference's u, d and next w. The float32 product A = J_ξ J_ξ'ᵀ must be
+    # the reference's to the last bit on every backend: small integers times power-of-2 row scales make it exact.
+    rng = np.random.default_rng(0)
+    scales = 2.0 ** np.round(np.log2(np.logspace(0, np.log10(ratio), 8)))[:, None]
+    method = keras_mtl.SDMGrad(lr=lr)
+    state = state_values(method, [f"t{k}" for k in range(8)])
+    w = np.full(8, 1 / 8)
+    for _ in range(20):
+        common = rng.integers(-3, 4, size=(8, 20))
+        parts = [(common + rng.integers(-2, 3, size=(8, 20))) * scales for _ in range(3)]
+        state["sdmgrad_weights"] = np.float32(w)
+        direction, weights, new_state = method.combine(parts_gradients(parts), state, training=True)
+        [(want_direction, want_weights)], w = reference([parts], lr=lr, stored=np.float32, start=np.float32(w))
+        np.testing.assert_allclose(numpy(weights), want_weights, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(numpy(new_state["sdmgrad_weights"]), w, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(numpy(direction), want_direction, rtol=0, atol=1e-6 * np.abs(want_direction).max())
 
 
 def test_the_official_defaults_by_hand_on_two_tasks():

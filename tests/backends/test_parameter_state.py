@@ -14,6 +14,7 @@ import keras_mtl
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "support"))
 import three_tasks  # noqa: E402
+from state_values import gradient  # noqa: E402
 
 PARAMETER_METHODS = ["excess_mtl", "moco", "db_mtl"]
 
@@ -46,14 +47,39 @@ def test_a_functional_model_sizes_the_state_by_its_shared_parameters_at_compile(
 
 def test_a_layer_with_one_output_per_task_shares_its_experts_not_its_gates():
     model = keras_mtl.architectures.mmoe(keras.Input((6,)), {"a": 1, "b": 1}, num_experts=2, expert_units=(3,), tower_units=())
-    model.compile("sgd", keras_mtl.MoCo({"a": "mse", "b": "mse"}))
+    model.compile(keras.optimizers.SGD(0.1), keras_mtl.MoCo({"a": "mse", "b": "mse"}, beta=0.5, gamma=1.0))
     paths = model.multi_task_state.parameter_columns
     assert paths and all(path.startswith("mmoe/expert_") for path in paths), paths
     # Two experts of a 6×3 kernel and 3 biases.
     assert shapes(model)["tracked_gradients"] == (2, 2 * (18 + 3))
-    x, y = two_task_data()
-    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    # One SGD step by MoCo's rule (β = 0.5, γ = 1, ρ = 0.1) on the experts' per-task gradients J (the backend's autodiff
+    # of the model's own call, numpy after): Y = 0 − β(0 − J) = βJ, λ = Π_Δ(½ − γ(YYᵀ½ + ρ½)), the experts along Yᵀλ.
+    x, y = two_task_data(8)
+    trainable = [keras.ops.convert_to_tensor(v) for v in model.trainable_variables]
+    non_trainable = [keras.ops.convert_to_tensor(v) for v in model.non_trainable_variables]
+    columns = [next(i for i, v in enumerate(model.trainable_variables) if v.path == path) for path in paths]
+
+    def task_loss(task):
+        def loss(values):
+            outputs, _ = model.stateless_call(values, non_trainable, x, training=True)
+            return keras.ops.mean(keras.ops.square(outputs[task] - y[task]))
+
+        return loss
+
+    jacobian = np.stack([np.concatenate([np.ravel(keras.ops.convert_to_numpy(gradient(task_loss(task), trainable)[i])) for i in columns]) for task in ("a", "b")]).astype(np.float64)
+    tracked = 0.5 * jacobian
+    start = np.full(2, 0.5)
+    lambdas = start - 1.0 * (tracked @ tracked.T @ start + 0.1 * start)
+    lambdas = np.clip(lambdas - (lambdas.sum() - 1) / 2, 0, 1)  # Π_Δ for K = 2
+    assert np.abs(lambdas - 0.5).max() > 0.01  # λ moved
+    before = [np.float64(keras.ops.convert_to_numpy(model.trainable_variables[i])) for i in columns]
+    model.train_on_batch(x, y)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.multi_task_state["tracked_gradients"]), tracked, rtol=1e-5, atol=1e-7 * np.abs(tracked).max())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.multi_task_state["weights"]), lambdas, rtol=1e-6)
+    step = np.split(tracked.T @ lambdas, np.cumsum([w.size for w in before])[:-1])
+    for i, old, move in zip(columns, before, step):
+        moved = keras.ops.convert_to_numpy(model.trainable_variables[i]) - old
+        np.testing.assert_allclose(moved, -0.1 * move.reshape(old.shape), rtol=1e-3, atol=1e-3 * 0.1 * np.abs(move).max())
 
 
 class Subclassed(keras_mtl.MultiTaskMixin, keras.Model):

@@ -93,12 +93,34 @@ def test_a_batch_smaller_than_the_parts_is_an_error_naming_the_method_that_chang
         np.testing.assert_array_equal(ops.convert_to_numpy(got), ops.convert_to_numpy(expected))
 
 
+def _project_simplex(v):
+    u = np.sort(v)[::-1]
+    cumulative = np.cumsum(u) - 1.0
+    support = np.nonzero(u - cumulative / np.arange(1, len(v) + 1) > 0)[0][-1]
+    return np.maximum(v - cumulative[support] / (support + 1), 0.0)
+
+
 def test_the_last_smaller_batch_trains_when_it_can_be_cut():
+    # Batches of 4, 4 and 2, each dealt into two parts (rows 0, 2 | 1, 3; 4, 6 | 5, 7; 8 | 9). Per step, MoDo's
+    # rule (γ = ρ = 0.1) on the parts' closed-form gradients: λ ← Π_Δ(λ − γ(J_1 J_2ᵀ λ + ρ λ)), the trunk along
+    # ½(J_1 + J_2)ᵀ λ, the heads along the whole batch's gradient; the 2-sample batch included.
     x, y = data(np.random.default_rng(2), 10)
     model = modo_model(2)
+    weights = [np.float64(w) for w in model.get_weights()]
+    lambdas, logged = np.full(2, 0.5), []
+    for batch, parts in [(range(0, 4), ([0, 2], [1, 3])), (range(4, 8), ([4, 6], [5, 7])), (range(8, 10), ([8], [9]))]:
+        first, second = [np.stack([kernel.ravel() for kernel, _ in gradients(weights, x[rows], {t: y[t][rows] for t in TASKS})]) for rows in parts]
+        lambdas = _project_simplex(lambdas - 0.1 * (first @ second.T @ lambdas + 0.1 * lambdas))
+        logged.append(lambdas)
+        batch = list(batch)
+        heads = [head for _, head in gradients(weights, x[batch], {t: y[t][batch] for t in TASKS})]
+        weights = [weights[0] - 0.1 * (0.5 * (first + second).T @ lambdas).reshape(weights[0].shape)] + [w - 0.1 * h for w, h in zip(weights[1:], heads)]
     history = model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
-    assert not np.array_equal(model.get_weights()[0], modo_model(2).get_weights()[0])
+    # Logged: the epoch's mean of the steps' λ, weighted by the batches' sizes as Keras's metrics are.
+    np.testing.assert_allclose([history.history[f"{t}_weight"][0] for t in TASKS], np.average(logged, axis=0, weights=[4, 4, 2]), rtol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(model.multi_task_state["modo_weights"]), lambdas, rtol=1e-5, atol=1e-7)
+    for got, want in zip(model.get_weights(), weights):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
 
 
 def test_a_single_batch_too_small_to_cut_is_the_same_error():
