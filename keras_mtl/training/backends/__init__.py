@@ -11,7 +11,7 @@ import importlib
 
 import keras
 
-SUPPORTED = ("tensorflow", "jax")
+SUPPORTED = ("tensorflow", "jax", "torch")
 
 
 def engine():
@@ -19,7 +19,7 @@ def engine():
     backend = keras.backend.backend()
     if backend not in SUPPORTED:
         raise RuntimeError(
-            f"keras_mtl trains on the {' and '.join(SUPPORTED)} backends; Keras runs on {backend!r}. "
-            "Set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax before importing keras."
+            f"keras_mtl trains on the {', '.join(SUPPORTED[:-1])} and {SUPPORTED[-1]} backends; Keras runs on {backend!r}. "
+            f"Set KERAS_BACKEND to one of them ({', '.join(SUPPORTED)}) before importing keras."
         )
     return importlib.import_module(f"keras_mtl.training.backends.{backend}")
