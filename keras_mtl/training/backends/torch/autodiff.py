@@ -87,12 +87,15 @@ def batched_vjp(pull, cotangents):
     flat_outputs, leaves = pull.graph
     nested = _nested(leaves)
     flat_leaves = keras.tree.flatten(leaves)
-    with torch.enable_grad():
-        found = torch.autograd.grad(
-            flat_outputs, flat_leaves, [c.to(o.dtype) for o, c in zip(flat_outputs, keras.tree.flatten(cotangents))],
-            retain_graph=True, create_graph=nested, allow_unused=True, is_grads_batched=True,
-        )
+    pairs = [(o, c) for o, c in zip(flat_outputs, keras.tree.flatten(cotangents)) if o.requires_grad]
     count = keras.tree.flatten(cotangents)[0].shape[0]
+    found = [None] * len(flat_leaves)
+    if pairs:
+        with torch.enable_grad():
+            found = torch.autograd.grad(
+                [o for o, _ in pairs], flat_leaves, [c.to(o.dtype) for o, c in pairs],
+                retain_graph=True, create_graph=nested, allow_unused=True, is_grads_batched=True,
+            )
     gradients = [torch.zeros((count, *leaf.shape), dtype=leaf.dtype) if g is None else g for g, leaf in zip(found, flat_leaves)]
     return tuple(keras.tree.pack_sequence_as(leaves, gradients))
 

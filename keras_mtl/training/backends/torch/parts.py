@@ -14,6 +14,7 @@ their updates of them are dropped.
 """
 
 from keras_mtl.training.backends.torch import autodiff
+import keras
 from keras import ops
 
 from keras_mtl.training import tasks

@@ -72,7 +72,7 @@ def shared_variable_indices(model, task_dependencies):
 
 def input_dependencies(function, values):
     """For each output of `function(values)` (a tuple), the indices of `values` it depends on (autograd's graph, no backward pass)."""
-    outputs, pull = autodiff.vjp(function, values)
+    _, pull = autodiff.vjp(function, values)
     return autodiff.reached_leaves(pull.graph[0], pull.graph[1][0])
 
 
