@@ -1,5 +1,7 @@
 """The step's view of the model's variables, and stateless calls of the model or its parts."""
 
+import inspect
+
 import keras
 from keras import ops
 
@@ -56,8 +58,10 @@ def forward(model, layer, trainable_values, non_trainable_values, inputs):
     sum of the regularisation losses the call added).
     """
     values = Values(model, trainable_values, non_trainable_values)
+    # `stateless_call` passes its keywords to `call` as they are; a `call` without `training` takes none.
+    training = {"training": True} if "training" in inspect.signature(layer.call).parameters else {}
     outputs, non_trainable, losses = layer.stateless_call(
-        values.of(layer.trainable_variables), values.of(layer.non_trainable_variables), inputs, training=True, return_losses=True
+        values.of(layer.trainable_variables), values.of(layer.non_trainable_variables), inputs, return_losses=True, **training
     )
     return outputs, values.with_non_trainable(layer.non_trainable_variables, non_trainable), sum_of(losses)
 
