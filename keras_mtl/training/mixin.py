@@ -184,7 +184,7 @@ class MultiTaskMixin:
         arguments = inspect.signature(super().train_on_batch).bind(*args, **kwargs).arguments
         return_dict = arguments.pop("return_dict", False)
         logs = super().train_on_batch(**arguments, return_dict=True)
-        backends.engine().after_batch(self, logs)
+        backends.engine().after_batch(self, logs, wait=True)
         # Keras 3.15's own ordering of a non-dict result (private API).
         return logs if return_dict else self._flatten_metrics_in_order(logs)
 
@@ -232,10 +232,10 @@ class _EpochBoundaries(keras.callbacks.Callback):
         self.model._assign_state(self.model.multi_task_method.begin_epoch(self.model.multi_task_state.values()))
 
     def on_train_batch_end(self, batch, logs=None):
-        backends.engine().after_batch(self.model, logs)
+        backends.engine().after_batch(self.model, logs, wait=False)
 
     def on_epoch_end(self, epoch, logs=None):
-        backends.engine().after_batch(self.model, logs)
+        backends.engine().after_batch(self.model, logs, wait=True)
         self.model.end_epoch()
 
 

@@ -18,11 +18,12 @@ dividing by it makes the optimizer's sum over replicas the global `∇P`.
 import tensorflow as tf
 
 from keras_mtl.training import tasks
-from keras_mtl.training.backends.tensorflow.faults import StepGuard, gramian_check, task_gradient_checks, update_checks, variable_gradient_checks
+from keras_mtl.training.backends.tensorflow.faults import StepGuard
 from keras_mtl.training.backends.tensorflow.gradients import add_gradients, clean_pass, make_task_gradients, own_gradients, shared_indices
 from keras_mtl.training.backends.tensorflow.jacobians import per_task_gradients, shared_jacobian
 from keras_mtl.training.backends.tensorflow.losses import total_for_logs
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas
+from keras_mtl.training.steps.faults import gramian_check, task_gradient_checks, update_checks, variable_gradient_checks
 
 
 def gradient_penalty_step(model, x, y, sample_weight):
