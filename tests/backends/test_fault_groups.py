@@ -46,6 +46,8 @@ def everything(model):
 @pytest.mark.parametrize("method_id", ["uw", "mgda"])
 @pytest.mark.parametrize("steps_per_execution, faulty", [(1, 4), (1, 7), (4, 4), (4, 5), (4, 7)], ids=["1-first", "1-last", "4-first", "4-middle", "4-last"])
 def test_a_fault_in_a_group_raises_and_keeps_the_values_before_it(method_id, steps_per_execution, faulty):
+    if steps_per_execution > 1 and keras.backend.backend() == "torch":
+        pytest.skip("Keras' torch trainer runs one step per call (test_torch_one_device.py: the refusal)")
     x, y = data(BATCH * BATCHES)
     x[BATCH * faulty + 3, 2] = np.inf
     model = compiled(method_id, steps_per_execution)

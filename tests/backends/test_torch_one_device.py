@@ -1,4 +1,5 @@
-"""PyTorch trains on one device: a `keras.distribution` is refused, naming what to use instead, and nothing changes."""
+"""PyTorch runs one step at a time on one device: a `keras.distribution` is refused, naming what to use instead,
+as Keras refuses `steps_per_execution` > 1, and nothing changes."""
 
 import keras
 import numpy as np
@@ -29,3 +30,13 @@ def test_a_distribution_is_refused_and_nothing_changes(data_parallel, method_id)
     for old, new in zip(before, model.get_weights()):
         np.testing.assert_array_equal(new, old)
     assert int(model.optimizer.iterations.numpy()) == 0
+
+
+def test_steps_per_execution_above_one_is_refused_by_keras_and_nothing_changes():
+    model = compiled_toy_model("mgda", steps_per_execution=4)
+    x, y = toy_data()
+    before = [np.array(w) for w in model.get_weights()]
+    with pytest.raises(ValueError, match="`steps_per_execution` must be 1 with the PyTorch backend"):
+        model.fit(x, y, batch_size=10, epochs=1, verbose=0)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(new, old)

@@ -35,16 +35,13 @@ from keras import ops
 from keras_mtl.training import tasks
 from keras_mtl.training.backends.torch.bilevel import meta_weighted_step, sample_weighted_step
 from keras_mtl.training.backends.torch import replicas
-from keras_mtl.training.backends.torch.checks import Checks, check_losses, check_state
+from keras_mtl.training.backends.torch.checks import Checks
 from keras_mtl.training.backends.torch.penalty import gradient_penalty_step
 from keras_mtl.training.backends.torch.sam import sharpness_aware_step
 from keras_mtl.training.backends.torch.sharing import output_dependencies  # noqa: F401 (the engine's interface)
 from keras_mtl.training.backends.torch.steps import task_gradients_step, weighted_loss_step
 from keras_mtl.training.backends.torch.values import Values, forward, read_optimizer, sum_of
-
-
-class StepFault(ValueError):
-    """A training step's fault: the step was not applied."""
+from keras_mtl.training.steps.faults import StepFault, fault_message, loss_checks, state_checks
 
 
 def _values(variables):
@@ -84,7 +81,7 @@ def train_step(model, data):
 
 def _raise(checks, fault):
     if fault >= 0:
-        raise StepFault(checks.messages()[fault] + " (the step was not applied: nothing changed)")
+        raise StepFault(fault_message(checks.messages()[fault]))
 
 
 def _after_update(model, method, values, trainable, non_trainable, x, y, sample_weight, result):
@@ -93,10 +90,10 @@ def _after_update(model, method, values, trainable, non_trainable, x, y, sample_
     if method.needs_losses_after_update:
         y_pred, _, _ = forward(model, model, trainable, values.non_trainable, x)
         losses_after = ops.stop_gradient(ops.stack(tasks.task_losses(model, y, y_pred, sample_weight)))
-        check_losses(model, result.checks, losses_after, when="after the step")
+        result.checks.extend(loss_checks(model, losses_after, "after the step"))
     state = values.method_state(trainable, non_trainable)
     new_state = method.after_update(state, result.losses, losses_after)
-    check_state(method, result.checks, new_state)
+    result.checks.extend(state_checks(method, new_state))
     return values.with_state(new_state, trainable, non_trainable)
 
 
@@ -148,7 +145,7 @@ def first_batch_to_build(model, iterator, data_batch):
     return iterator, data_batch
 
 
-def after_batch(model, logs):
+def after_batch(model, logs, wait):
     """Nothing to do: a faulty step has raised already."""
 
 
