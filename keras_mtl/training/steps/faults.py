@@ -203,11 +203,14 @@ def result_checks(method, optimizer_variables, new_optimizer_values, variables, 
     Finite inputs can still overflow here: `Scalarization(weights=[1e30, 1])`
     gives finite losses, weighted losses and gradients, but Adam squares a
     gradient of 1e30 into an infinite second moment. Each is one finiteness
-    reduction over the new value. Its cost was not measured quietly: one run
-    on the project's shared 2-core CPU under load 13-16 (`fit` of a 64-512-512
-    MLP, two tasks, `ew`, Adam, batch 256, 60 steps, 8 alternating repeats,
-    JAX) gave 1.10× the step without it (medians; 1.22× minima), inside the
-    run-to-run spread.
+    reduction over the new value (and, on TensorFlow, a copy of the values
+    before the update, put back if one fails). Its cost was not measured
+    quietly: one run each on the project's shared 2-core CPU under load 13-16
+    (`fit` of a 64-512-512 MLP, two tasks, `ew`, Adam, batch 256, 60 steps,
+    `steps_per_execution=10`, 8 alternating repeats with and without it) gave
+    1.10× (JAX) and 0.89× (TensorFlow) the time without it (medians; minima
+    1.22× and 1.10×), inside the run-to-run spread of ±50%: measure it again
+    on a quiet machine.
     """
     name = method.display_name
     return [
