@@ -83,3 +83,24 @@ def test_train_on_batch_raises_a_fault_and_changes_nothing(method_id):
     x[3, 2] = 0.0
     model.train_on_batch(x, y)
     assert int(model.optimizer.iterations) == 2
+
+
+def test_a_step_that_would_overflow_the_optimizer_state_is_refused_and_named():
+    """Finite losses, weights, weighted losses and gradients, but Adam squares a 1e30-sized gradient into inf."""
+    x, y = data(BATCH * 2)
+    model = keras_mtl.MultiTaskModel(*_two_heads())
+    model.compile(keras.optimizers.Adam(0.01), loss=keras_mtl.Scalarization({"a": "mse", "b": "mse"}, weights=[1e30, 1.0]))
+    model.build((None, 5))
+    model.optimizer.build(model.trainable_variables)
+    before = everything(model)
+    with pytest.raises(Exception, match=r"the optimizer's '[^']*velocity[^']*' non-finite although every gradient it got is finite.*Scalarization"):
+        model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    for (path, value), (_, value_before) in zip(everything(model), before):
+        np.testing.assert_array_equal(value, value_before, err_msg=path)
+
+
+def _two_heads():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5,))
+    hidden = keras.layers.Dense(8, activation="tanh", name="trunk")(inputs)
+    return inputs, {"a": keras.layers.Dense(1, name="a")(hidden), "b": keras.layers.Dense(1, name="b")(hidden)}

@@ -52,7 +52,8 @@ from keras_mtl.training.backends.jax.sam import sharpness_aware_step
 from keras_mtl.training.backends.jax.sharing import output_dependencies  # noqa: F401 (the engine's interface)
 from keras_mtl.training.backends.jax.steps import task_gradients_step, weighted_loss_step
 from keras_mtl.training.backends.jax.values import Values, forward, read_optimizer, sum_of
-from keras_mtl.training.steps.faults import StepFault, fault_message, loss_checks, state_checks
+from keras_mtl.training.backends.jax.checks import Checks
+from keras_mtl.training.steps.faults import StepFault, fault_message, loss_checks, result_checks, state_checks
 
 
 def train_step(model, state, data):
@@ -64,12 +65,9 @@ def train_step(model, state, data):
     scale, values.learning_rate = read_optimizer(model, optimizer_values)
     result = _STEPS[method.train_step_kind](model, method, values, x, y, sample_weight, scale)
     overflowed, fault = result.checks.verdict()
-    # Known when the step is traced; `after_batch` raises the failed one's message.
-    model.multi_task_state.fault_messages = result.checks.messages()
     at = _pending_fault_position(model)
     pending = metrics_values[at] >= 0
-    faultless = (fault < 0) & ~pending
-    applied = ~overflowed & faultless
+    applied = ~overflowed & (fault < 0) & ~pending
     gradients = result.gradients
     if result.checks.loss_scaled:
         # LossScaleOptimizer skips a step when it sees a non-finite gradient
@@ -78,7 +76,16 @@ def train_step(model, state, data):
         gradients = [g * ops.cast(marker, g.dtype) for g in gradients]
     new_trainable, new_optimizer = model.optimizer.stateless_apply(optimizer_values, gradients, trainable)
     new_trainable, new_non_trainable = values.with_state(result.new_state, new_trainable, result.non_trainable)
-    new_trainable, new_non_trainable = _after_update(model, method, values, new_trainable, new_non_trainable, x, y, sample_weight, result)
+    # The checks of what the step would leave: the method's `after_update`, the new parameters and optimizer state.
+    after = Checks(result.checks.loss_scaled)
+    new_trainable, new_non_trainable = _after_update(model, method, values, new_trainable, new_non_trainable, x, y, sample_weight, result, after)
+    after.extend(result_checks(method, model.optimizer.variables, new_optimizer, model.trainable_variables, new_trainable))
+    _, late = after.verdict()
+    fault = jnp.where((fault < 0) & ~overflowed & (late >= 0), late + len(result.checks.items), fault)
+    # Known when the step is traced; `after_batch` raises the failed one's message.
+    model.multi_task_state.fault_messages = result.checks.messages() + after.messages()
+    faultless = (fault < 0) & ~pending
+    applied = ~overflowed & faultless
     # A fault changes nothing at all; an overflow only the loss scale (as LossScaleOptimizer does).
     keep = lambda flag, old, new: [jnp.where(flag, n, o) for o, n in zip(old, new)]
     new_trainable = keep(applied, trainable, new_trainable)
@@ -96,16 +103,16 @@ def _pending_fault_position(model):
     return next(i for i, variable in enumerate(model.metrics_variables) if variable is index)
 
 
-def _after_update(model, method, values, trainable, non_trainable, x, y, sample_weight, result):
+def _after_update(model, method, values, trainable, non_trainable, x, y, sample_weight, result, checks):
     """The method's `after_update` from the state the step left, with the losses after the step if it asks."""
     losses_after = None
     if method.needs_losses_after_update:
         y_pred, _, _ = forward(model, model, trainable, values.non_trainable, x)
         losses_after = ops.stop_gradient(ops.stack(tasks.task_losses(model, y, y_pred, sample_weight)))
-        result.checks.extend(loss_checks(model, losses_after, "after the step"))
+        checks.extend(loss_checks(model, losses_after, "after the step"))
     state = values.method_state(trainable, non_trainable)
     new_state = method.after_update(state, result.losses, losses_after)
-    result.checks.extend(state_checks(method, new_state))
+    checks.extend(state_checks(method, new_state))
     return values.with_state(new_state, trainable, non_trainable)
 
 

@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from keras_mtl.training.backends.tensorflow.replicas import sum_over_replicas
-from keras_mtl.training.steps.faults import fault_message
+from keras_mtl.training.steps.faults import fault_message, result_checks
 
 
 class StepGuard:
@@ -58,14 +58,29 @@ class StepGuard:
             return tf.identity(applied)
 
     def apply(self, updates, variables, applied):
-        """The optimizer's update, which LossScaleOptimizer skips (halving its scale) unless `applied`."""
+        """The optimizer's update, which LossScaleOptimizer skips (halving its scale) unless `applied`.
+
+        Returns the assertion that the values it left (parameters, optimizer
+        state) are finite (`faults.result_checks`); a failed one first puts
+        back the values from before the update. Not under a `tf.distribute`
+        strategy.
+        """
         if self.loss_scaled:
             # LossScaleOptimizer skips a step when it sees a non-finite
             # gradient; a step found non-finite elsewhere (a task's gradient
             # that the method weighted by 0) is shown to it as NaN.
             marker = tf.where(applied, 1.0, float("nan"))
             updates = [None if u is None else _times(u, marker) for u in updates]
-        self.model.optimizer.apply(updates, variables)
+        optimizer = self.model.optimizer
+        if tf.distribute.has_strategy():
+            # Under a strategy the optimizer assigns in a cross-replica context, where this step cannot put values back.
+            optimizer.apply(updates, variables)
+            return tf.no_op()
+        before = [(v, tf.identity(v)) for v in list(optimizer.variables) + list(variables)]
+        optimizer.apply(updates, variables)
+        new_values = lambda variables: [tf.convert_to_tensor(v) for v in variables]
+        checks = result_checks(self.model.multi_task_method, optimizer.variables, new_values(optimizer.variables), variables, new_values(variables))
+        return asserted(self.model, checks, put_back=before)
 
     def commit(self, new_state, applied):
         """Assigns a method's returned state where the step `applied`; keeps the old values otherwise.
@@ -78,12 +93,13 @@ class StepGuard:
             return tf.group([variable.assign(tf.where(applied, tf.cast(value, variable.dtype), variable)) for variable, value in pairs])
 
 
-def asserted(model, checks, excused=None):
+def asserted(model, checks, excused=None, put_back=()):
     """One op that asserts `checks` in order (each finite and within its bound, unless `excused`), raising the first failure's message.
 
     Before it raises, it puts back what the step's forward passes assigned
-    (batch statistics, random seeds: `remember_forward_state`), so that a
-    faulty step leaves nothing behind.
+    (batch statistics, random seeds: `remember_forward_state`) and the
+    `(variable, value before)` pairs of `put_back`, so that a faulty step
+    leaves nothing behind.
     """
     oks = []
     for i, check in enumerate(checks):
@@ -91,7 +107,7 @@ def asserted(model, checks, excused=None):
         if check.lower_bound is not None:
             ok = tf.logical_and(ok, tf.reduce_all(check.value >= tf.cast(check.lower_bound, check.value.dtype)))
         oks.append(ok if excused is None else tf.logical_or(excused[i], ok))
-    dependency = _rewound(model, tf.reduce_all(tf.stack(oks))) if oks else tf.no_op()
+    dependency = _rewound(model, tf.reduce_all(tf.stack(oks)), put_back) if oks else tf.no_op()
     for check, ok in zip(checks, oks):
         with tf.control_dependencies([dependency]):
             if excused is None and not check.shown:
@@ -122,10 +138,14 @@ def remember_forward_state(model):
     _FORWARD_STATE_AT_START[model] = [(v, tf.identity(v)) for v in model.non_trainable_variables if id(v) not in state]
 
 
-def _rewound(model, ok):
-    """Where not `ok`, assigns the forward-state variables their values from the step's start."""
-    remembered = _FORWARD_STATE_AT_START.get(model, [])
-    return tf.group([variable.assign(tf.where(ok, variable, start)) for variable, start in remembered])
+def _rewound(model, ok, put_back=()):
+    """Where not `ok`, assigns the forward-state variables (and `put_back`'s) their values from before."""
+    forward = [variable.assign(tf.where(ok, variable, start)) for variable, start in _FORWARD_STATE_AT_START.get(model, [])]
+    if not put_back:
+        return tf.group(forward)
+    # Only when it failed: every parameter and optimizer variable (outside any strategy, see `StepGuard.apply`).
+    with tf.control_dependencies(forward):
+        return tf.cond(ok, tf.no_op, lambda: tf.group([variable.assign(value) for variable, value in put_back]))
 
 
 def is_finite(tensor):

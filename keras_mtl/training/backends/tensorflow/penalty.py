@@ -52,6 +52,7 @@ def gradient_penalty_step(model, x, y, sample_weight):
     logged_total = total_for_logs(model, clean.global_losses, weights, clean.regularization)
     applied = guard.verdict(checks + update_checks(updates, variables))
     with tf.control_dependencies([clean.global_losses, applied]):
-        guard.apply(updates, variables, applied)
-    tasks.update_penalty_tracker(model, x, penalty, 1.0 - tf.cast(applied, tf.float32))
+        checked = guard.apply(updates, variables, applied)
+    with tf.control_dependencies([checked]):
+        tasks.update_penalty_tracker(model, x, penalty, 1.0 - tf.cast(applied, tf.float32))
     return clean.y_pred, clean.global_losses, weights, logged_total, applied

@@ -75,7 +75,8 @@ def apply_step(model, method, guard, updates, variables, new_state, applied, x, 
     (tensors whose reads of the model must come first).
     """
     with tf.control_dependencies([global_losses, applied, *wait_for]):
-        guard.apply(updates, variables, applied)
+        checked = guard.apply(updates, variables, applied)
+    with tf.control_dependencies([checked]):
         committed = guard.commit(new_state, applied)
     with tf.control_dependencies([committed]):
         update_after_step(model, method, guard, x, y, sample_weight, global_losses, applied)
