@@ -41,7 +41,7 @@ from keras_mtl.training.backends.torch.sam import sharpness_aware_step
 from keras_mtl.training.backends.torch.sharing import output_dependencies  # noqa: F401 (the engine's interface)
 from keras_mtl.training.backends.torch.steps import task_gradients_step, weighted_loss_step
 from keras_mtl.training.backends.torch.values import Values, forward, read_optimizer, sum_of
-from keras_mtl.training.steps.faults import StepFault, fault_message, loss_checks, state_checks
+from keras_mtl.training.steps.faults import StepFault, fault_message, loss_checks, result_checks, state_checks
 
 
 def _values(variables):
@@ -63,14 +63,15 @@ def train_step(model, data):
     gradients = [g.detach() for g in result.gradients]
     if overflowed:
         # LossScaleOptimizer skips a step when it sees a non-finite gradient and halves its scale; nothing else changes.
-        _, new_optimizer = model.optimizer.stateless_apply(optimizer_values, [g * float("nan") for g in gradients], trainable)
+        _, new_optimizer = _stateless_apply(model, optimizer_values, [g * float("nan") for g in gradients], trainable)
         new_trainable, new_non_trainable = trainable, non_trainable
     else:
-        new_trainable, new_optimizer = model.optimizer.stateless_apply(optimizer_values, gradients, trainable)
+        new_trainable, new_optimizer = _stateless_apply(model, optimizer_values, gradients, trainable)
         new_trainable, new_non_trainable = values.with_state(result.new_state, new_trainable, result.non_trainable)
-        checked = len(result.checks.items)
-        new_trainable, new_non_trainable = _after_update(model, method, values, new_trainable, new_non_trainable, x, y, sample_weight, result)
-        after = Checks(result.checks.loss_scaled, result.checks.items[checked:])
+        # The checks of what the step would leave: the method's `after_update`, the new parameters and optimizer state.
+        after = Checks(result.checks.loss_scaled)
+        new_trainable, new_non_trainable = _after_update(model, method, values, new_trainable, new_non_trainable, x, y, sample_weight, result, after)
+        after.extend(result_checks(method, model.optimizer.variables, new_optimizer, model.trainable_variables, new_trainable))
         _raise(after, after.verdict()[1])
     logs, metrics_values = _logs(model, metrics_values, x, y, result, not overflowed, sample_weight)
     for variables, new in ((model.trainable_variables, new_trainable), (model.non_trainable_variables, new_non_trainable), (model.optimizer.variables, new_optimizer), (model.metrics_variables, metrics_values)):
@@ -79,21 +80,29 @@ def train_step(model, data):
     return logs
 
 
+def _stateless_apply(model, optimizer_values, gradients, trainable):
+    """`optimizer.stateless_apply` on copies: Keras' torch optimizers update the values they get in place
+    (`torch._foreach_*` on what the stateless scope maps each variable to, Keras 3.15), and the values
+    read from the variables share their memory."""
+    copies = lambda values: [value.clone() for value in values]
+    return model.optimizer.stateless_apply(copies(optimizer_values), gradients, copies(trainable))
+
+
 def _raise(checks, fault):
     if fault >= 0:
         raise StepFault(fault_message(checks.messages()[fault]))
 
 
-def _after_update(model, method, values, trainable, non_trainable, x, y, sample_weight, result):
+def _after_update(model, method, values, trainable, non_trainable, x, y, sample_weight, result, checks):
     """The method's `after_update` from the state the step left, with the losses after the step if it asks."""
     losses_after = None
     if method.needs_losses_after_update:
         y_pred, _, _ = forward(model, model, trainable, values.non_trainable, x)
         losses_after = ops.stop_gradient(ops.stack(tasks.task_losses(model, y, y_pred, sample_weight)))
-        result.checks.extend(loss_checks(model, losses_after, "after the step"))
+        checks.extend(loss_checks(model, losses_after, "after the step"))
     state = values.method_state(trainable, non_trainable)
     new_state = method.after_update(state, result.losses, losses_after)
-    result.checks.extend(state_checks(method, new_state))
+    checks.extend(state_checks(method, new_state))
     return values.with_state(new_state, trainable, non_trainable)
 
 
