@@ -4,7 +4,6 @@ as Keras refuses `steps_per_execution` > 1, and nothing changes."""
 import keras
 import numpy as np
 import pytest
-
 from conftest import compiled_toy_model, toy_data
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "torch", reason="the PyTorch engine")

@@ -33,8 +33,8 @@ import keras
 from keras import ops
 
 from keras_mtl.training import tasks
-from keras_mtl.training.backends.torch.bilevel import meta_weighted_step, sample_weighted_step
 from keras_mtl.training.backends.torch import replicas
+from keras_mtl.training.backends.torch.bilevel import meta_weighted_step, sample_weighted_step
 from keras_mtl.training.backends.torch.checks import Checks
 from keras_mtl.training.backends.torch.penalty import gradient_penalty_step
 from keras_mtl.training.backends.torch.sam import sharpness_aware_step

@@ -96,7 +96,7 @@ def batched_vjp(pull, cotangents):
                 [o for o, _ in pairs], flat_leaves, [c.to(o.dtype) for o, c in pairs],
                 retain_graph=True, create_graph=nested, allow_unused=True, is_grads_batched=True,
             )
-    gradients = [torch.zeros((count, *leaf.shape), dtype=leaf.dtype) if g is None else g for g, leaf in zip(found, flat_leaves)]
+    gradients = [leaf.new_zeros((count, *leaf.shape)) if g is None else g for g, leaf in zip(found, flat_leaves)]
     return tuple(keras.tree.pack_sequence_as(leaves, gradients))
 
 
