@@ -20,7 +20,7 @@ def test_an_unsupported_backend_is_refused_at_compile(backend):
     environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run([sys.executable, "-c", PROGRAM], env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert f"keras_mtl trains on the tensorflow and jax backends; Keras runs on '{backend}'" in result.stderr
+    assert f"keras_mtl trains on the tensorflow, jax and torch backends; Keras runs on '{backend}'" in result.stderr
 
 
 PLAIN_MODEL = """

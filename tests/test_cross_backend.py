@@ -1,9 +1,10 @@
-"""TensorFlow and JAX agree: one step from the same weights and batch gives the same weights, for every method.
+"""TensorFlow, JAX and PyTorch agree: one step from the same weights and batch gives the same weights, for every method.
 
 Each backend runs in its own process (tests/support/one_step.py); random draws are fixed there, since
 each backend draws its own numbers for a seed.
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -21,6 +22,9 @@ sys.path.insert(0, str(SUPPORT))
 import three_tasks  # noqa: E402
 
 # Every id in parameter mode, a few in representation mode; the others with `-m slow`.
+# Each backend is compared with TensorFlow; PyTorch where it is installed (the `torch` extra).
+OTHER_BACKENDS = ["jax", pytest.param("torch", marks=pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed"))]
+BACKENDS = ["tensorflow", "jax"] + (["torch"] if importlib.util.find_spec("torch") else [])
 SPECS = keras_mtl.available() + three_tasks.representation_specs(default=True)
 # GradDrop (a coordinate-wise `combine` and random draws) stands for them in CI's `-m guarantee` run.
 SLOW_SPECS = [slow_case(s, guarantee=s == "graddrop@trunk") for s in three_tasks.representation_specs(default=False)]
@@ -29,6 +33,8 @@ SLOW_SPECS = [slow_case(s, guarantee=s == "graddrop@trunk") for s in three_tasks
 # Methods with each kind of state: learned (UW), remembered (Nash-MTL), a random stream (RLW),
 # a row per task and a column per shared parameter (MoCo).
 SAVED_SPECS = ["uw", "nash_mtl", "rlw", "moco"]
+# Each backend saves and the other continues: TensorFlow with JAX and with PyTorch.
+SAVE_PAIRS = [("tensorflow", "jax"), ("jax", "tensorflow"), ("tensorflow", "torch"), ("torch", "tensorflow")]
 
 
 def script(backend, name, *arguments):
@@ -40,7 +46,7 @@ def script(backend, name, *arguments):
 def one_step_on_each_backend(folder, specs):
     """`{backend: {spec: weights after one step}}`."""
     results = {}
-    for backend in ("tensorflow", "jax"):
+    for backend in BACKENDS:
         script(backend, "one_step.py", folder / f"{backend}.npz", *specs)
         results[backend] = np.load(folder / f"{backend}.npz")
     return results
@@ -57,20 +63,22 @@ def after_one_step_slow(tmp_path_factory, request):
     return one_step_on_each_backend(tmp_path_factory.mktemp("one_step_slow"), specs)
 
 
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
 @pytest.mark.parametrize("spec", SPECS)
-def test_one_step_matches_across_backends(after_one_step, spec):
-    assert_same_step(after_one_step, spec)
+def test_one_step_matches_across_backends(after_one_step, spec, backend):
+    assert_same_step(after_one_step, spec, backend)
 
 
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
 @pytest.mark.parametrize("spec", SLOW_SPECS)
-def test_one_step_matches_across_backends_in_representation_mode(after_one_step_slow, spec):
-    assert_same_step(after_one_step_slow, spec)
+def test_one_step_matches_across_backends_in_representation_mode(after_one_step_slow, spec, backend):
+    assert_same_step(after_one_step_slow, spec, backend)
 
 
-def assert_same_step(after_one_step, spec):
-    tensorflow, jax = after_one_step["tensorflow"][spec], after_one_step["jax"][spec]
+def assert_same_step(after_one_step, spec, backend):
+    tensorflow, other = after_one_step["tensorflow"][spec], after_one_step[backend][spec]
     # float32 rounding of a step of size ~0.1: the two backends sum in different orders.
-    np.testing.assert_allclose(jax, tensorflow, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(other, tensorflow, rtol=0, atol=1e-5)
     initial = np.concatenate([np.ravel(w) for w in three_tasks.initial_weights()])
     assert not np.array_equal(tensorflow[: initial.size], initial), "the step changed nothing"
 
@@ -79,7 +87,7 @@ def assert_same_step(after_one_step, spec):
 def continued(tmp_path_factory):
     """Per (saved on, loaded on): each saved spec's weights after one more epoch."""
     results = {}
-    for saved_on, loaded_on in (("tensorflow", "jax"), ("jax", "tensorflow")):
+    for saved_on, loaded_on in [pair for pair in SAVE_PAIRS if set(pair) <= set(BACKENDS)]:
         folder = tmp_path_factory.mktemp(f"saved_on_{saved_on}")
         script(saved_on, "save_and_continue.py", "save", folder, folder / "same.npz", *SAVED_SPECS)
         script(loaded_on, "save_and_continue.py", "continue", folder, folder / "other.npz", *SAVED_SPECS)
@@ -88,7 +96,9 @@ def continued(tmp_path_factory):
 
 
 @pytest.mark.parametrize("spec", SAVED_SPECS)
-@pytest.mark.parametrize("saved_on, loaded_on", [("tensorflow", "jax"), ("jax", "tensorflow")])
+@pytest.mark.parametrize("saved_on, loaded_on", SAVE_PAIRS)
 def test_a_model_saved_on_one_backend_continues_on_the_other(continued, spec, saved_on, loaded_on):
+    if (saved_on, loaded_on) not in continued:
+        pytest.skip("torch is not installed")
     same = continued[saved_on, saved_on][spec]
     np.testing.assert_allclose(continued[saved_on, loaded_on][spec], same, rtol=0, atol=1e-5)

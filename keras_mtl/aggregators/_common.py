@@ -54,14 +54,36 @@ def backend_function(fn, jit_compile=True):
     (the engine's train step). The positional and keyword arguments that are
     Python values (floats, strings, None, lists: the methods' options) are
     compile-time constants, one compilation per value; arrays are traced.
-    The undecorated function stays available as ``.python_function`` (as on
-    a ``tf.function``).
+    PyTorch: ``fn`` run eagerly, as Keras' torch trainer runs, inside
+    ``float64_promotion`` (without it Keras' torch ops compute many float64s
+    of the K x K algebra in float32). The
+    undecorated function stays available as ``.python_function`` (as on a
+    ``tf.function``).
     """
-    if keras.backend.backend() == "tensorflow":
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
         import tensorflow as tf  # the one TensorFlow import of the aggregators
 
         return tf.function(fn, jit_compile=jit_compile)
+    if backend == "torch":
+        return _torch_float64_eager(fn)
     return _jax_float64_jit(fn)
+
+
+def _torch_float64_eager(fn):
+    """``fn`` in float64 promotion, its numpy arguments made tensors as ``tf.function`` and ``jax.jit`` make them."""
+    tensor = lambda value: ops.convert_to_tensor(value) if isinstance(value, (np.ndarray, np.generic)) else value
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        # Imported here: the aggregators are imported before the engines.
+        from keras_mtl.training.backends.torch.precision import float64_promotion
+
+        with float64_promotion():
+            return fn(*[tensor(value) for value in args], **{name: tensor(value) for name, value in kwargs.items()})
+
+    call.python_function = fn
+    return call
 
 
 def xla_compiled(fn):

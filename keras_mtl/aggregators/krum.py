@@ -25,6 +25,18 @@ def _distances(gramian, squared):
     return sq_distances if squared else ops.sqrt(sq_distances)
 
 
+def _ranks(scores):
+    """Each score's place in ascending order, ties to the lower index (float64, (K,)).
+
+    Counted pairwise rather than by ``top_k``: PyTorch's ``topk`` does not
+    order ties by index.
+    """
+    num = scores.shape[0]
+    before = ops.arange(num)[None, :] < ops.arange(num)[:, None]
+    ahead = (scores[None, :] < scores[:, None]) | ((scores[None, :] == scores[:, None]) & before)
+    return ops.sum(ops.cast(ahead, "float64"), axis=1)
+
+
 @float64_function
 def krum_weights(gramian, n_byzantine=0, n_selected=1, squared=False):
     """Multi-Krum task weights: ``1/m`` on the m gradients with the least scores, 0 elsewhere.
@@ -70,8 +82,7 @@ def krum_weights(gramian, n_byzantine=0, n_selected=1, squared=False):
     others = ops.where(ops.eye(num) > 0, float("inf"), distances)
     nearest, _ = ops.top_k(-others, k=num - n_byzantine - 2)
     scores = -ops.sum(nearest, axis=1)
-    _, selected = ops.top_k(-scores, k=n_selected)
-    weights = ops.sum(ops.one_hot(selected, num, dtype="float64"), axis=0) / n_selected
+    weights = ops.cast(_ranks(scores) < n_selected, "float64") / n_selected
     return finite_or_zero(weights, ok)
 
 

@@ -1,9 +1,11 @@
 """SAM and F-MTL: sharpness-aware minimisation around any keras_mtl method (its step: the engines' `sam` modules)."""
 
 from keras_mtl.arguments import Boolean, Choice, Method, Real, declare_arguments
+from keras_mtl.flat.perturbation import sharpness_perturbation
 from keras_mtl.gradients.base import GradientMethod
 from keras_mtl.methods import MultiTaskLoss, WrappingMethod, inner_method
 from keras_mtl.registry import register
+from keras_mtl.training.steps.faults import gramian_check, perturbation_checks
 
 VARIANTS = ("fmtl", "naive")
 
@@ -79,6 +81,32 @@ class SAM(WrappingMethod, MultiTaskLoss):
 
     def get_config(self):
         return {**super().get_config(), "rho": self.rho, "adaptive": self.adaptive, "variant": self.variant}
+
+    # What the engines' SAM steps ask of SAM, so that they read none of its options.
+
+    def perturbation(self, gradients, parameters, variables):
+        """(ε for one group of parameters, normalised over the group; the checks of ε, naming `variables`)."""
+        deltas = sharpness_perturbation(gradients, parameters, self.rho, self.adaptive)
+        return deltas, perturbation_checks(deltas, variables, self.rho)
+
+    def combine_perturbed(self, clean, perturbed_jacobian, task_gradients, state):
+        """F-MTL's shared direction from the clean task gradients and the (K, P) Jacobian at the perturbations.
+
+        `task_gradients(jacobian)` makes a `TaskGradients` of a shared
+        Jacobian. Returns (direction, weights, new state, checks of the
+        Gramians combined): `A({g_i}) + A({g_i^SAM − g_i})`, the sharpness
+        part continuing from the clean part's state, or `A({g_i^SAM})` for
+        `variant="naive"`.
+        """
+        if self.variant == "naive":
+            perturbed = task_gradients(perturbed_jacobian)
+            direction, weights, new_state = self.method.combine(perturbed, state, training=True)
+            return direction, weights, new_state, [gramian_check(perturbed.gramian, "SAM's perturbed shared parameters")]
+        sharpness = task_gradients(perturbed_jacobian - clean.jacobian)
+        checks = [gramian_check(sharpness.gramian, "SAM's perturbed shared parameters (their difference from the clean gradients)")]
+        direction, weights, new_state = self.method.combine(clean, state, training=True)
+        sharp_direction, _, sharp_state = self.method.combine(sharpness, {**state, **new_state}, training=True)
+        return direction + sharp_direction, weights, {**new_state, **sharp_state}, checks
 
 
 def _check_wrappable(method):

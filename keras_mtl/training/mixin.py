@@ -141,7 +141,7 @@ class MultiTaskMixin:
         config = super().get_compile_config()
         if config is not None and self.multi_task_method is not None:
             config["loss"] = keras.saving.serialize_keras_object(self.multi_task_method)
-        return config
+        return _portable_optimizers(config)
 
     def compile_from_config(self, config):
         # Keras skips compiling on load when `compile` is overridden; we
@@ -189,7 +189,7 @@ class MultiTaskMixin:
         arguments = inspect.signature(super().train_on_batch).bind(*args, **kwargs).arguments
         return_dict = arguments.pop("return_dict", False)
         logs = super().train_on_batch(**arguments, return_dict=True)
-        backends.engine().after_batch(self, logs)
+        backends.engine().after_batch(self, logs, wait=True)
         # Keras 3.15's own ordering of a non-dict result (private API).
         return logs if return_dict else self._flatten_metrics_in_order(logs)
 
@@ -237,11 +237,26 @@ class _EpochBoundaries(keras.callbacks.Callback):
         self.model._assign_state(self.model.multi_task_method.begin_epoch(self.model.multi_task_state.values()))
 
     def on_train_batch_end(self, batch, logs=None):
-        backends.engine().after_batch(self.model, logs)
+        backends.engine().after_batch(self.model, logs, wait=False)
 
     def on_epoch_end(self, epoch, logs=None):
-        backends.engine().after_batch(self.model, logs)
+        backends.engine().after_batch(self.model, logs, wait=True)
         self.model.end_epoch()
+
+
+def _portable_optimizers(config):
+    """`config` with every optimizer named by its public module, so that another backend loads its own.
+
+    Keras 3.15 on PyTorch saves its optimizers under their torch module
+    (`keras.src.backend.torch.optimizers.torch_adam`), which another backend
+    would then import and train with; TensorFlow and JAX save
+    `keras.optimizers`, which each backend resolves to its own class.
+    """
+    if isinstance(config, dict):
+        config = {key: _portable_optimizers(value) for key, value in config.items()}
+        if str(config.get("module", "")).startswith("keras.src.backend.torch.optimizers"):
+            config.update(module="keras.optimizers", registered_name=None)
+    return config
 
 
 def _check_optimizer_can_train(optimizer, current_state, new_state, method):

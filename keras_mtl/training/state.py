@@ -42,8 +42,11 @@ class MultiTaskState(keras.layers.Layer):
         self._loaded_before_configure = None
         self.loss_trackers = []
         self.weight_trackers = []
-        # Training steps skipped for an overflow under a loss scale (keras_mtl.training.backends.tensorflow.faults).
+        # Training steps skipped for an overflow under a loss scale (keras_mtl.training.steps.faults).
         self.skipped_steps_tracker = keras.metrics.Sum(name="skipped_steps")
+        self.fault = PendingFault()
+        # The messages of the checks of the step last traced, indexed as `fault` counts them.
+        self.fault_messages = []
         # The value of a gradient penalty (`train_step_kind = "gradient_penalty"`), logged as `{method id}_penalty`.
         self.penalty_tracker = None
         # The paths of the shared variables the parameter-sized state has a column for (None: it has none).
@@ -176,3 +179,33 @@ class MultiTaskState(keras.layers.Layer):
             return
         for variable, value in zip(variables, values):
             variable.assign(value)
+
+
+class PendingFault(keras.metrics.Metric):
+    """The index of the first failed check of a faulty training step, -1 while there is none.
+
+    For engines whose compiled steps cannot raise (JAX): the step records its
+    fault here, every later step sees it pending and applies nothing, and the
+    host reads it when the value is there without waiting (`after_batch`), at
+    the latest when the epoch or `train_on_batch` ends, and raises. A metric,
+    so that Keras threads it through the steps of a `steps_per_execution`
+    group like every metric (and saves none of it); never reset by Keras, so
+    a pending fault outlives `reset_metrics` (validation, a new epoch) until
+    it is raised.
+    """
+
+    def __init__(self):
+        super().__init__(name="keras_mtl_pending_fault", dtype="int32")
+        self.index = self.add_variable(shape=(), initializer=keras.initializers.Constant(-1), dtype="int32", name="index")
+
+    def update_state(self, *args, **kwargs):
+        raise NotImplementedError("The training step sets the pending fault as a value (see the engine).")
+
+    def result(self):
+        return {}  # never in the logs
+
+    def reset_state(self):
+        """Keras resets metrics at every epoch and evaluation; a pending fault stays until `clear`."""
+
+    def clear(self):
+        self.index.assign(-1)

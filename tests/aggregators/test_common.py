@@ -1,4 +1,5 @@
 import numpy as np
+from keras import ops
 from agg_helpers import gramian, numpy, order_keys, orders_of, plain, random_jacobians
 from scipy.optimize import minimize
 
@@ -12,6 +13,19 @@ def test_prepare_gramian_zeroes_non_finite_input():
         assert not bool(numpy(ok))
         np.testing.assert_array_equal(numpy(g), np.zeros((2, 2)))
     assert np.all(numpy(finite_or_zero(np.float32([1.0, np.nan]), np.bool_(True))) == 0)
+
+
+def test_the_algebra_stays_float64_on_every_backend():
+    # Keras promotes float64 to float32 outside TensorFlow (ops.maximum(x, 0.0) of a float64 x is
+    # float32 on JAX without x64 and on PyTorch); a backend function keeps it. 1 + 1e-12 is 1 in float32.
+    def algebra(x):
+        x = _common.as_float64(x)
+        return ops.maximum(x, 0.0) + 1e-12, ops.divide_no_nan(x, x + 1.0), ops.minimum(x, 2.0)
+
+    for compiled in (plain(algebra), _common.backend_function(algebra)):
+        for value in compiled(np.float64([1.0, 3.0])):
+            assert ops.dtype(value) == "float64"
+        np.testing.assert_allclose(numpy(compiled(np.float64([1.0, 3.0]))[0])[0] - 1.0, 1e-12, rtol=1e-3)
 
 
 def test_project_weighted_simplex_matches_reference():

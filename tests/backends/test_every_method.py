@@ -1,7 +1,7 @@
 """Every method id on the backend this run uses: trains through `fit`, saves, loads and continues identically.
 
-Run on TensorFlow with the rest of the suite, and on JAX with
-`KERAS_BACKEND=jax pytest tests/backends tests/aggregators` (the README's test command runs both).
+Run on TensorFlow with the rest of the suite, and on JAX and PyTorch with
+`KERAS_BACKEND=jax pytest tests/backends tests/aggregators` (and `KERAS_BACKEND=torch`).
 """
 
 import sys

@@ -1,7 +1,8 @@
 """Faults on either backend: an error that names the task, and a model, optimizer and state left as they were.
 
 TensorFlow raises inside the step (`tf.debugging` assertions); a compiled JAX step cannot raise, so
-it applies nothing and `fit` raises the same message right after it.
+it applies nothing, records the fault in the model's state, and `fit` raises the same message once
+it reads it (see test_fault_groups.py).
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Method state with a column per shared parameter: sized at compile without data, checked when a step is traced.
 
-Runs on TensorFlow and on JAX (`KERAS_BACKEND=jax pytest tests/backends`).
+Runs on TensorFlow, JAX and PyTorch (`KERAS_BACKEND=jax pytest tests/backends`, `KERAS_BACKEND=torch`).
 """
 
 import sys

@@ -26,14 +26,19 @@ Under `keras.distribution.DataParallel` the step sees global arrays, so the
 losses, Gramians and directions are the global batch's without any explicit
 reduction, and every device computes the same update.
 
-Faults. A compiled JAX function cannot raise. Every check of the TensorFlow
-engine (`keras_mtl.training.backends.tensorflow.faults`) becomes a flag: a step with a fault
-changes nothing (parameters, optimizer, method state, batch statistics),
-and the step's logs carry the index of the first failed check, from which
-`MultiTaskMixin`'s epoch callback raises the same error, naming the task,
-right after the step. Under a `LossScaleOptimizer` a non-finite gradient
-skips the step as on TensorFlow (the loss scale halves) and is counted in
-`skipped_steps`.
+Faults. A compiled JAX function cannot raise: each check
+(`keras_mtl.training.steps.faults`) is a flag (`checks`). A step with a
+fault changes nothing (parameters, optimizer, method state, batch
+statistics, metrics) and records the index of its first failed check in
+the model's state (`MultiTaskState.fault`, a metric, so that Keras carries
+it through the steps of a `steps_per_execution` group); every later step
+sees it pending and changes nothing either. The host never waits for it:
+`after_batch` reads it when the step's value is already there, and at the
+end of the epoch (or of `train_on_batch`) in any case, then raises the
+failed check's message, naming the task, with the model holding the values
+from before the faulty step. Under a `LossScaleOptimizer` a non-finite
+gradient skips the step as on TensorFlow (the loss scale halves) and is
+counted in `skipped_steps`.
 """
 
 import jax.numpy as jnp
@@ -42,21 +47,13 @@ from keras import ops
 
 from keras_mtl.training import tasks
 from keras_mtl.training.backends.jax.bilevel import meta_weighted_step, sample_weighted_step
-from keras_mtl.training.backends.jax.checks import check_losses, check_state
 from keras_mtl.training.backends.jax.penalty import gradient_penalty_step
 from keras_mtl.training.backends.jax.sam import sharpness_aware_step
 from keras_mtl.training.backends.jax.sharing import output_dependencies  # noqa: F401 (the engine's interface)
 from keras_mtl.training.backends.jax.steps import task_gradients_step, weighted_loss_step
 from keras_mtl.training.backends.jax.values import Values, forward, read_optimizer, sum_of
-
-
-# The log entry that carries the index of a step's first failed check out of
-# the compiled step, where nothing can raise.
-FAULT_LOG = "keras_mtl_fault"
-
-
-class StepFault(ValueError):
-    """A training step's fault, raised right after the compiled step that found it (and applied nothing)."""
+from keras_mtl.training.backends.jax.checks import Checks
+from keras_mtl.training.steps.faults import StepFault, fault_message, loss_checks, result_checks, state_checks
 
 
 def train_step(model, state, data):
@@ -68,9 +65,9 @@ def train_step(model, state, data):
     scale, values.learning_rate = read_optimizer(model, optimizer_values)
     result = _STEPS[method.train_step_kind](model, method, values, x, y, sample_weight, scale)
     overflowed, fault = result.checks.verdict()
-    # Known when the step is traced; the epoch callback raises the failed one's message.
-    model.multi_task_state.fault_messages = result.checks.messages()
-    applied = (~overflowed) & (fault < 0)
+    at = _pending_fault_position(model)
+    pending = metrics_values[at] >= 0
+    applied = ~overflowed & (fault < 0) & ~pending
     gradients = result.gradients
     if result.checks.loss_scaled:
         # LossScaleOptimizer skips a step when it sees a non-finite gradient
@@ -79,30 +76,43 @@ def train_step(model, state, data):
         gradients = [g * ops.cast(marker, g.dtype) for g in gradients]
     new_trainable, new_optimizer = model.optimizer.stateless_apply(optimizer_values, gradients, trainable)
     new_trainable, new_non_trainable = values.with_state(result.new_state, new_trainable, result.non_trainable)
-    new_trainable, new_non_trainable = _after_update(model, method, values, new_trainable, new_non_trainable, x, y, sample_weight, result)
+    # The checks of what the step would leave: the method's `after_update`, the new parameters and optimizer state.
+    after = Checks(result.checks.loss_scaled)
+    new_trainable, new_non_trainable = _after_update(model, method, values, new_trainable, new_non_trainable, x, y, sample_weight, result, after)
+    after.extend(result_checks(method, model.optimizer.variables, new_optimizer, model.trainable_variables, new_trainable))
+    _, late = after.verdict()
+    fault = jnp.where((fault < 0) & ~overflowed & (late >= 0), late + len(result.checks.items), fault)
+    # Known when the step is traced; `after_batch` raises the failed one's message.
+    model.multi_task_state.fault_messages = result.checks.messages() + after.messages()
+    faultless = (fault < 0) & ~pending
+    applied = ~overflowed & faultless
     # A fault changes nothing at all; an overflow only the loss scale (as LossScaleOptimizer does).
-    keep = lambda old, new: [jnp.where(applied, n, o) for o, n in zip(old, new)]
-    new_trainable = keep(trainable, new_trainable)
-    new_non_trainable = keep(non_trainable, new_non_trainable)
-    if not result.checks.loss_scaled:
-        new_optimizer = keep(optimizer_values, new_optimizer)
-    else:
-        new_optimizer = [jnp.where(fault < 0, n, o) for o, n in zip(optimizer_values, new_optimizer)]
-    logs, metrics_values = _logs(model, metrics_values, x, y, result, applied, sample_weight)
-    logs[FAULT_LOG] = fault
-    return logs, (new_trainable, new_non_trainable, new_optimizer, metrics_values)
+    keep = lambda flag, old, new: [jnp.where(flag, n, o) for o, n in zip(old, new)]
+    new_trainable = keep(applied, trainable, new_trainable)
+    new_non_trainable = keep(applied, non_trainable, new_non_trainable)
+    new_optimizer = keep(faultless if result.checks.loss_scaled else applied, optimizer_values, new_optimizer)
+    logs, new_metrics = _logs(model, metrics_values, x, y, result, applied, sample_weight)
+    new_metrics = keep(faultless, metrics_values, new_metrics)
+    new_metrics[at] = jnp.where(pending, metrics_values[at], fault)
+    return logs, (new_trainable, new_non_trainable, new_optimizer, new_metrics)
 
 
-def _after_update(model, method, values, trainable, non_trainable, x, y, sample_weight, result):
+def _pending_fault_position(model):
+    """Where `MultiTaskState.fault` is in the model's metrics variables (the step's state)."""
+    index = model.multi_task_state.fault.index
+    return next(i for i, variable in enumerate(model.metrics_variables) if variable is index)
+
+
+def _after_update(model, method, values, trainable, non_trainable, x, y, sample_weight, result, checks):
     """The method's `after_update` from the state the step left, with the losses after the step if it asks."""
     losses_after = None
     if method.needs_losses_after_update:
         y_pred, _, _ = forward(model, model, trainable, values.non_trainable, x)
         losses_after = ops.stop_gradient(ops.stack(tasks.task_losses(model, y, y_pred, sample_weight)))
-        check_losses(model, result.checks, losses_after, when="after the step")
+        checks.extend(loss_checks(model, losses_after, "after the step"))
     state = values.method_state(trainable, non_trainable)
     new_state = method.after_update(state, result.losses, losses_after)
-    check_state(method, result.checks, new_state)
+    checks.extend(state_checks(method, new_state))
     return values.with_state(new_state, trainable, non_trainable)
 
 
@@ -156,18 +166,29 @@ def first_batch_to_build(model, iterator, data_batch):
     return iterator, data_batch
 
 
-def after_batch(model, logs):
-    """Takes the fault entry out of a step's `logs` (or an epoch's); raises the failed check's error.
+def after_batch(model, logs, wait):
+    """Raises a pending fault's error: when its value is there (`wait`: in any case), never waiting for a step.
 
-    Keras' JAX `fit` keeps the step's values outside the model during an
-    epoch; they are put back first (`jax_state_sync`), so the model the
-    error leaves behind holds the values from before the faulty step.
+    During Keras' JAX `fit` the step's values live outside the model
+    (`_jax_state`, private, Keras 3.15); they are put back first
+    (`jax_state_sync`), so the model the error leaves behind holds the
+    values from before the faulty step.
     """
-    fault = logs.pop(FAULT_LOG, None) if logs is not None else None
-    if fault is not None and int(fault) >= 0:
-        if getattr(model, "_jax_state", None) is not None:
-            model.jax_state_sync()
-        raise StepFault(model.multi_task_state.fault_messages[int(fault)] + " (the step was not applied: nothing changed)")
+    pending = model.multi_task_state.fault
+    jax_state = getattr(model, "_jax_state", None)
+    if jax_state and not model._jax_state_synced:
+        value = jax_state["metrics_variables"][_pending_fault_position(model)]
+        if not wait and not value.is_ready():
+            return
+    else:
+        value = pending.index.value
+    index = int(value)
+    if index < 0:
+        return
+    if jax_state:
+        model.jax_state_sync()
+    pending.clear()
+    raise StepFault(fault_message(model.multi_task_state.fault_messages[index]))
 
 
 _STEPS = {

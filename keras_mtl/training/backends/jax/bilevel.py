@@ -13,10 +13,11 @@ import keras
 from keras import ops
 
 from keras_mtl.training import tasks
-from keras_mtl.training.backends.jax.checks import CAUSES, Checks, check_losses, check_method, check_variable_gradients
+from keras_mtl.training.backends.jax.checks import Checks
 from keras_mtl.training.backends.jax.sam import replaced
 from keras_mtl.training.backends.jax.steps import StepResult, finish_updates, input_dependencies, shared_variable_indices
 from keras_mtl.training.backends.jax.values import flat, forward, split_like
+from keras_mtl.training.steps.faults import alignment_check, loss_checks, main_gradient_check, outer_checks, state_checks, task_gradient_checks, variable_gradient_checks, weight_checks
 
 
 def meta_weighted_step(model, method, values, x, y, sample_weight, scale):
@@ -35,14 +36,13 @@ def meta_weighted_step(model, method, values, x, y, sample_weight, scale):
 
     _, vjp, (y_pred, non_trainable, losses, regularization) = jax.vjp(scaled_losses, values.trainable, has_aux=True)
     losses = ops.stop_gradient(losses)
-    check_losses(model, checks, losses)
+    checks.extend(loss_checks(model, losses))
     no_tasks, one_hot = ops.zeros((num_tasks,)), ops.eye(num_tasks)
     pull = lambda batch, inner, regularizer: vjp((batch, inner, ops.convert_to_tensor(regularizer, "float32")))[0]
     jacobian = ops.stack([flat(pull(no_tasks, one_hot[k], 0.0)) for k in range(num_tasks)]) / scale
-    for k, name in enumerate(model.task_names):
-        checks.add(jacobian[k], f"keras_mtl: the gradient of task '{name}' with respect to the model's parameters on the inner part of the batch is not finite although its loss is finite ({CAUSES})", overflow=True)
+    checks.extend(task_gradient_checks(jacobian, model.task_names, "the model's parameters on the inner part of the batch"))
     regularization_gradients = pull(no_tasks, no_tasks, 1.0)
-    check_variable_gradients(model, checks, regularization_gradients, variables, "the regularisation gradient")
+    checks.extend(variable_gradient_checks(regularization_gradients, variables, "the regularisation gradient"))
 
     state = values.method_state()
     weights, _ = method.weights(losses, state, training=True)
@@ -57,15 +57,13 @@ def meta_weighted_step(model, method, values, x, y, sample_weight, scale):
 
     outer_gradients, outer_loss = jax.grad(scaled_outer_loss, has_aux=True)(moved)
     outer_direction = flat(outer_gradients) / scale
-    name = method.display_name
-    checks.add(outer_loss, f"keras_mtl: {name}'s outer loss (on the outer part of the batch, at the virtual step) is not finite")
-    checks.add(outer_direction, f"keras_mtl: {name}'s outer gradient (at the virtual step) is not finite although the outer loss is", overflow=True)
+    checks.extend(outer_checks(method, outer_loss, outer_direction))
     new_state = method.meta_update(state, ops.matmul(jacobian, outer_direction), values.learning_rate)
     new_weights, _ = method.weights(losses, {**state, **new_state}, training=True)
     new_weights = ops.stop_gradient(new_weights)
-    check_method(method, model, checks, new_weights, new_state, losses)
+    checks.extend(state_checks(method, new_state) + weight_checks(method, new_weights, losses, model.task_names, weighted_losses=True))
     gradients = pull(new_weights, no_tasks, 0.0)
-    check_variable_gradients(model, checks, gradients, variables)
+    checks.extend(variable_gradient_checks(gradients, variables))
     updates = finish_updates(model, checks, gradients, regularization_gradients, {}, values, scale)
     total = ops.sum(new_weights * losses) + ops.stop_gradient(regularization)
     return StepResult(y_pred, losses, new_weights, total, updates, non_trainable, new_state, checks)
@@ -93,13 +91,12 @@ def sample_weighted_step(model, method, values, x, y, sample_weight, scale):
 
     (scaled_per_sample, _, _), vjp, (y_pred, non_trainable, losses, regularization) = jax.vjp(scaled_losses, values.trainable, has_aux=True)
     losses = ops.stop_gradient(losses)
-    check_losses(model, checks, losses)
+    checks.extend(loss_checks(model, losses))
     no_samples = ops.zeros_like(scaled_per_sample)
     pull = lambda samples, holdout, regularizer: vjp((samples, ops.convert_to_tensor(holdout, "float32"), ops.convert_to_tensor(regularizer, "float32")))[0]
     holdout_gradients = pull(no_samples, 1.0, 0.0)
     main_direction = flat([holdout_gradients[i] for i in shared]) / scale
-    name = method.display_name
-    checks.add(main_direction, f"keras_mtl: {name}'s main-task gradient on the hold-out part is not finite although its loss is finite", overflow=True)
+    checks.add(main_gradient_check(method, main_direction))
 
     def training_losses_at(shared_values):
         moved_pred, _, _ = forward(model, model, replaced(values, shared, shared_values), values.non_trainable, x)
@@ -108,12 +105,12 @@ def sample_weighted_step(model, method, values, x, y, sample_weight, scale):
     # The clean pass again, along v: the same dropout masks and batch statistics.
     tangents = [ops.cast(t, values.trainable[i].dtype) for i, t in zip(shared, split_like(main_direction, shared_variables))]
     _, scores = jax.jvp(training_losses_at, ([values.trainable[i] for i in shared],), (tangents,))
-    checks.add(scores, f"keras_mtl: {name}'s alignments of the training samples' gradients with the main task's are not finite", overflow=True)
+    checks.add(alignment_check(method, scores))
     sample_weights = ops.stop_gradient(method.sample_weights(scores, lambda total: total))
     task_weights = ops.sum(sample_weights, axis=1)
-    check_method(method, model, checks, task_weights, {})
+    checks.extend(weight_checks(method, task_weights, losses, model.task_names))
     gradients = pull(sample_weights, 0.0, 0.0)
-    check_variable_gradients(model, checks, gradients, variables)
+    checks.extend(variable_gradient_checks(gradients, variables))
     updates = finish_updates(model, checks, gradients, pull(no_samples, 0.0, 1.0), {}, values, scale)
     total = ops.sum(losses) + ops.stop_gradient(regularization)
     return StepResult(y_pred, losses, task_weights, total, updates, non_trainable, {}, checks)

@@ -17,8 +17,8 @@ import jax
 from keras import ops
 
 from keras_mtl.training import tasks
-from keras_mtl.training.backends.jax.checks import check_gramian, check_task_gradients
 from keras_mtl.training.backends.jax.values import flat, forward, output_vjps
+from keras_mtl.training.steps.faults import Check, gramian_check, task_gradient_checks
 
 
 def part_jacobians(model, values, clean, x, y, sample_weight, scale, checks):
@@ -28,20 +28,20 @@ def part_jacobians(model, values, clean, x, y, sample_weight, scale, checks):
     shared variables and the non-trainable values it left. A batch with
     fewer samples than parts is a fault naming the method (known when the
     step is traced: JAX shapes are static), so the step changes nothing
-    and the error is raised right after it, as every fault is.
+    and `fit` raises the error once it reads the fault, as for every fault.
     """
     method = model.multi_task_method
     parts = method.batch_parts
     size = ops.shape(jax.tree_util.tree_leaves(x)[0])[0]
-    checks.bound(ops.convert_to_tensor(size), parts, tasks.too_small_batch_message(method, size))
+    checks.add(Check(ops.convert_to_tensor(size), tasks.too_small_batch_message(method, size), lower_bound=parts))
     if size < parts:
         return [ops.zeros_like(clean.jacobian)] * parts
     jacobians = []
     for i, (part_x, part_y, part_weight) in enumerate(tasks.batch_parts(x, y, sample_weight, parts)):
         jacobian = _jacobian(model, values, clean, part_x, part_y, part_weight, scale)
         where = f"the shared parameters on part {i + 1} of {parts} of the batch"
-        check_task_gradients(model, checks, jacobian, where)
-        check_gramian(checks, ops.matmul(jacobian, ops.transpose(jacobian)), where)
+        checks.extend(task_gradient_checks(jacobian, model.task_names, where))
+        checks.add(gramian_check(ops.matmul(jacobian, ops.transpose(jacobian)), where))
         jacobians.append(jacobian)
     return jacobians
 

@@ -14,9 +14,10 @@ import jax
 import keras
 from keras import ops
 
-from keras_mtl.training.backends.jax.checks import Checks, check_gramian, check_variable_gradients
+from keras_mtl.training.backends.jax.checks import Checks
 from keras_mtl.training.backends.jax.steps import StepResult, clean_task_gradients, finish_updates, task_gradients_of
 from keras_mtl.training.backends.jax.values import Values
+from keras_mtl.training.steps.faults import gramian_check, variable_gradient_checks
 
 
 def gradient_penalty_step(model, method, values, x, y, sample_weight, scale):
@@ -41,9 +42,9 @@ def gradient_penalty_step(model, method, values, x, y, sample_weight, scale):
     variables = model.trainable_variables
     own = [sum(task[i] for task in per_task) for i in range(len(variables))]
     reached = traced["reached"]
-    check_variable_gradients(model, checks, [own[i] for i in reached], [variables[i] for i in reached])
-    check_gramian(checks, gramian, "the shared parameters")
-    check_variable_gradients(model, checks, penalty_gradients, variables, f"{method.display_name}'s penalty gradient")
+    checks.extend(variable_gradient_checks([own[i] for i in reached], [variables[i] for i in reached]))
+    checks.add(gramian_check(gramian, "the shared parameters"))
+    checks.extend(variable_gradient_checks(penalty_gradients, variables, f"{method.display_name}'s penalty gradient"))
     updates = [g + p for g, p in zip(own, penalty_gradients)]
     updates = finish_updates(model, checks, updates, regularization_gradients, {}, values, scale)
     weights = ops.ones((len(model.task_names),))

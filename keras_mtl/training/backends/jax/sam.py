@@ -4,11 +4,11 @@ import jax
 import keras
 from keras import ops
 
-from keras_mtl.flat.perturbation import sharpness_perturbation
 from keras_mtl.training import tasks
-from keras_mtl.training.backends.jax.checks import Checks, check_direction, check_gramian, check_method, check_perturbation, check_variable_gradients
+from keras_mtl.training.backends.jax.checks import Checks
 from keras_mtl.training.backends.jax.steps import StepResult, clean_task_gradients, finish_updates, task_gradients_of, weighted_loss_step
 from keras_mtl.training.backends.jax.values import Values, flat, forward, split_like
+from keras_mtl.training.steps.faults import gramian_check, method_checks, variable_gradient_checks
 
 
 def sharpness_aware_step(model, sam, values, x, y, sample_weight, scale):
@@ -38,8 +38,8 @@ def _total_loss_sharpness_step(model, sam, values, x, y, sample_weight, scale):
     learned = {id(v) for v in model.multi_task_state.trainable_variables}
     indices = [i for i, v in enumerate(model.trainable_variables) if id(v) not in learned]
     variables = [model.trainable_variables[i] for i in indices]
-    deltas = sharpness_perturbation([result.gradients[i] / scale for i in indices], [values.trainable[i] for i in indices], sam.rho, sam.adaptive)
-    check_perturbation(result.checks, sam, deltas, variables)
+    deltas, checks = sam.perturbation([result.gradients[i] / scale for i in indices], [values.trainable[i] for i in indices], variables)
+    result.checks.extend(checks)
     weights = ops.stop_gradient(result.weights)
 
     def scaled_total(perturbed):
@@ -47,7 +47,7 @@ def _total_loss_sharpness_step(model, sam, values, x, y, sample_weight, scale):
         return (ops.sum(weights * ops.stack(tasks.task_losses(model, y, y_pred, sample_weight))) + regularization) * scale
 
     sam_gradients = jax.grad(scaled_total)(perturbed_values(values, indices, deltas))
-    check_variable_gradients(model, result.checks, sam_gradients, variables, "SAM's gradient at the perturbed parameters")
+    result.checks.extend(variable_gradient_checks(sam_gradients, variables, "SAM's gradient at the perturbed parameters"))
     result.gradients = replaced(Values(model, result.gradients, values.non_trainable), indices, sam_gradients)
     return result
 
@@ -63,40 +63,31 @@ def _per_task_sharpness_step(model, sam, values, x, y, sample_weight, scale):
     sam_rows = []
     for k in range(len(model.task_names)):
         head = [i for i in sorted(clean.dependencies[k]) if i not in shared]
-        check_variable_gradients(model, checks, [clean.per_task[k][i] for i in head], [variables[i] for i in head])
+        checks.extend(variable_gradient_checks([clean.per_task[k][i] for i in head], [variables[i] for i in head]))
         # Shared part and head normalised separately.
-        deltas = sharpness_perturbation(split_like(clean.jacobian[k], shared_variables), [values.trainable[i] for i in shared], sam.rho, sam.adaptive)
+        deltas, delta_checks = sam.perturbation(split_like(clean.jacobian[k], shared_variables), [values.trainable[i] for i in shared], shared_variables)
         if head:
-            deltas += sharpness_perturbation([clean.per_task[k][i] / scale for i in head], [values.trainable[i] for i in head], sam.rho, sam.adaptive)
+            head_deltas, head_checks = sam.perturbation([clean.per_task[k][i] / scale for i in head], [values.trainable[i] for i in head], [variables[i] for i in head])
+            deltas, delta_checks = deltas + head_deltas, delta_checks + head_checks
         indices = shared + head
-        check_perturbation(checks, sam, deltas, [variables[i] for i in indices])
+        checks.extend(delta_checks)
 
         def scaled_task_loss(perturbed, k=k, indices=indices):
             y_pred, _, _ = forward(model, model, replaced(values, indices, perturbed), values.non_trainable, x)
             return tasks.task_losses(model, y, y_pred, sample_weight)[k] * scale
 
         gradients = jax.grad(scaled_task_loss)(perturbed_values(values, indices, deltas))
-        check_variable_gradients(model, checks, gradients, [variables[i] for i in indices], "SAM's gradient at the perturbed parameters")
+        checks.extend(variable_gradient_checks(gradients, [variables[i] for i in indices], "SAM's gradient at the perturbed parameters"))
         sam_rows.append(flat(gradients[: len(shared)]))
         for i, gradient in zip(head, gradients[len(shared) :]):
             updates[i] = gradient
     sam_jacobian = ops.stack(sam_rows) / scale
     clean_gradients = task_gradients_of(model, values, clean, clean.jacobian)
-    check_gramian(checks, clean_gradients.gramian, "the shared parameters")
+    checks.add(gramian_check(clean_gradients.gramian, "the shared parameters"))
     state = values.method_state()
-    if sam.variant == "naive":
-        perturbed = task_gradients_of(model, values, clean, sam_jacobian)
-        check_gramian(checks, perturbed.gramian, "SAM's perturbed shared parameters")
-        direction, weights, new_state = method.combine(perturbed, state, training=True)
-    else:
-        sharpness = task_gradients_of(model, values, clean, sam_jacobian - clean.jacobian)
-        check_gramian(checks, sharpness.gramian, "SAM's perturbed shared parameters (their difference from the clean gradients)")
-        # A stateful method steps twice: the sharpness part continues from the clean part's state.
-        direction, weights, new_state = method.combine(clean_gradients, state, training=True)
-        sharp_direction, _, sharp_state = method.combine(sharpness, {**state, **new_state}, training=True)
-        direction, new_state = direction + sharp_direction, {**new_state, **sharp_state}
-    check_method(method, model, checks, weights, new_state)
-    check_direction(method, checks, direction)
+    direction, weights, new_state, gramian_checks = sam.combine_perturbed(clean_gradients, sam_jacobian, lambda jacobian: task_gradients_of(model, values, clean, jacobian), state)
+    checks.extend(gramian_checks)
+    checks.extend(method_checks(method, new_state, weights, direction, model.task_names, clean.losses))
     for i, piece in zip(shared, split_like(direction * scale, shared_variables)):
         updates[i] = piece
     updates = finish_updates(model, checks, updates, clean.regularization_gradients, method.state_gradients(clean_gradients, weights, state), values, scale)

@@ -9,9 +9,10 @@ from keras import ops
 
 from keras_mtl.gradients.base import TaskGradients
 from keras_mtl.training import sharing, tasks
-from keras_mtl.training.backends.jax.checks import CAUSES, Checks, check_direction, check_gramian, check_losses, check_method, check_variable_gradients
+from keras_mtl.training.backends.jax.checks import Checks
 from keras_mtl.training.backends.jax.parts import part_jacobians
 from keras_mtl.training.backends.jax.values import flat, forward, one_hot_cotangent, output_vjps, split_like
+from keras_mtl.training.steps.faults import gramian_check, learned_state_checks, loss_checks, method_checks, state_checks, task_gradient_checks, total_check, update_checks, variable_gradient_checks, weight_checks
 
 
 @dataclass
@@ -44,18 +45,10 @@ def weighted_loss_step(model, method, values, x, y, sample_weight, scale):
 
     gradients, (y_pred, non_trainable, losses, weights, new_state, total) = jax.grad(scaled_total, has_aux=True)(values.trainable)
     losses = ops.stop_gradient(losses)
-    check_losses(model, checks, losses)
-    check_method(method, model, checks, weights, new_state, losses)
-    checks.add(total, f"keras_mtl: {method.display_name}'s weighted total loss is not finite")
-    check_variable_gradients(model, checks, gradients, model.trainable_variables)
-    learned = {id(v) for v in model.multi_task_state.trainable_variables}
-    for gradient, variable in zip(gradients, model.trainable_variables):
-        if id(variable) in learned:
-            checks.add(
-                ops.square(gradient / scale),
-                f"keras_mtl: {method.display_name}'s gradient for its learned '{variable.name}' overflows float32 when squared "
-                "(as Adam-style optimizers square it): a task's loss is too large for this method",
-            )
+    checks.extend(loss_checks(model, losses))
+    checks.extend(state_checks(method, new_state) + weight_checks(method, weights, losses, model.task_names, weighted_losses=True) + [total_check(method, total)])
+    checks.extend(variable_gradient_checks(gradients, model.trainable_variables))
+    checks.extend(learned_state_checks(method, model.multi_task_state, gradients, model.trainable_variables, scale))
     return StepResult(y_pred, losses, weights, total, gradients, non_trainable, new_state, checks)
 
 
@@ -139,12 +132,11 @@ def clean_task_gradients(model, values, x, y, sample_weight, scale, checks):
     sharing.check_shared_parameters(model, [model.trainable_variables[i] for i in shared])
     outputs, vjp, (y_pred, non_trainable, losses, regularization) = jax.vjp(task_losses, values.trainable, has_aux=True)
     losses = ops.stop_gradient(losses)
-    check_losses(model, checks, losses)
+    checks.extend(loss_checks(model, losses))
 
     per_task = [gradients[0] for gradients in output_vjps(model, vjp, outputs, num_tasks)]
     jacobian = ops.stack([flat([task[i] for i in shared]) for task in per_task]) / scale
-    for k, name in enumerate(model.task_names):
-        checks.add(jacobian[k], f"keras_mtl: the gradient of task '{name}' with respect to the shared parameters is not finite although its loss is finite ({CAUSES})", overflow=True)
+    checks.extend(task_gradient_checks(jacobian, model.task_names, "the shared parameters"))
     regularization_gradients = vjp(one_hot_cotangent(outputs, num_tasks))[0]
     return CleanTaskGradients(y_pred, non_trainable, losses, regularization, per_task, regularization_gradients, dependencies, shared, jacobian)
 
@@ -168,16 +160,15 @@ def _parameter_step(model, method, values, x, y, sample_weight, scale):
     variables = model.trainable_variables
     shared = clean.shared
     own = [None if i in shared else sum(task[i] for task in clean.per_task) for i in range(len(variables))]
-    check_variable_gradients(model, checks, [g for g in own if g is not None], [v for g, v in zip(own, variables) if g is not None])
+    checks.extend(variable_gradient_checks([g for g in own if g is not None], [v for g, v in zip(own, variables) if g is not None]))
     losses_after = _losses_after(model, values, x, y, sample_weight, shared) if method.needs_losses_after else None
     gradients = task_gradients_of(model, values, clean, clean.jacobian, losses_after)
-    check_gramian(checks, gradients.gramian, "the shared parameters")
+    checks.add(gramian_check(gradients.gramian, "the shared parameters"))
     if method.batch_parts > 1:
         gradients.part_jacobians = part_jacobians(model, values, clean, x, y, sample_weight, scale, checks)
     state = values.method_state()
     direction, weights, new_state = method.combine(gradients, state, training=True)
-    check_method(method, model, checks, weights, new_state)
-    check_direction(method, checks, direction)
+    checks.extend(method_checks(method, new_state, weights, direction, model.task_names, clean.losses))
     updates = list(own)
     for i, piece in zip(shared, split_like(direction * scale, [variables[i] for i in shared])):
         updates[i] = piece
@@ -189,12 +180,11 @@ def _parameter_step(model, method, values, x, y, sample_weight, scale):
 def finish_updates(model, checks, updates, regularization_gradients, state_gradients, values, scale):
     """Adds the regularisation gradients and the method's state gradients; zero where nothing reaches."""
     variables = model.trainable_variables
-    check_variable_gradients(model, checks, regularization_gradients, variables, "the regularisation gradient")
+    checks.extend(variable_gradient_checks(regularization_gradients, variables, "the regularisation gradient"))
     updates = [r if u is None else u + r for u, r in zip(updates, regularization_gradients)]
     for variable, gradient in model.multi_task_state.updated(state_gradients):
         updates[values.trainable_indices([variable])[0]] = gradient * scale
-    for update, variable in zip(updates, variables):
-        checks.add(update, f"keras_mtl: the update of variable '{variable.path}' is not finite although every task's gradient and weight is")
+    checks.extend(update_checks(updates, variables))
     return updates
 
 
@@ -239,27 +229,25 @@ def _representation_step(model, method, values, x, y, sample_weight, scale):
 
     outputs, heads_vjp, (y_pred, non_trainable, losses, head_regularization_value) = jax.vjp(heads, representation, [values.trainable[i] for i in head_indices], has_aux=True)
     losses = ops.stop_gradient(losses)
-    check_losses(model, checks, losses)
+    checks.extend(loss_checks(model, losses))
 
     per_task = output_vjps(model, heads_vjp, outputs, num_tasks)
     jacobian = ops.stack([ops.reshape(ops.cast(g[0], "float32"), (-1,)) for g in per_task]) / scale
-    for k, name in enumerate(model.task_names):
-        checks.add(jacobian[k], f"keras_mtl: the gradient of task '{name}' with respect to the shared representation is not finite although its loss is finite ({CAUSES})", overflow=True)
+    checks.extend(task_gradient_checks(jacobian, model.task_names, "the shared representation"))
     updates = [None] * len(variables)
     for position, i in enumerate(head_indices):
         updates[i] = sum(task[1][position] for task in per_task)
-    check_variable_gradients(model, checks, [updates[i] for i in head_indices], [variables[i] for i in head_indices])
+    checks.extend(variable_gradient_checks([updates[i] for i in head_indices], [variables[i] for i in head_indices]))
     gramian = ops.matmul(jacobian, ops.transpose(jacobian))
-    check_gramian(checks, gramian, "the shared representation")
+    checks.add(gramian_check(gramian, "the shared representation"))
     gradients = TaskGradients(jacobian=jacobian, losses=losses, gramian=gramian, last_layer_gramian=gramian, learning_rate=values.learning_rate)
     state = values.method_state()
     direction, weights, new_state = method.combine(gradients, state, training=True)
-    check_method(method, model, checks, weights, new_state)
-    check_direction(method, checks, direction)
+    checks.extend(method_checks(method, new_state, weights, direction, model.task_names, losses))
     # One backward pass through the trunk: the direction, and the trunk's regularisation.
     output_gradient = ops.cast(ops.reshape(direction * scale, ops.shape(representation)), representation.dtype)
     (trunk_gradients,) = trunk_vjp((output_gradient, ops.ones((), "float32")))
-    check_variable_gradients(model, checks, trunk_gradients, split.trunk.trainable_variables)
+    checks.extend(variable_gradient_checks(trunk_gradients, split.trunk.trainable_variables))
     for position, i in enumerate(trunk_indices):
         updates[i] = trunk_gradients[position] if updates[i] is None else updates[i] + trunk_gradients[position]
     head_regularization = heads_vjp(one_hot_cotangent(outputs, num_tasks))[1]

@@ -12,6 +12,7 @@ import tensorflow as tf
 from keras_mtl.training import tasks
 from keras_mtl.training.backends.tensorflow.bilevel import meta_weighted_step, sample_weighted_step
 from keras_mtl.training.backends.tensorflow.gradients import gradient_train_step
+from keras_mtl.training.backends.tensorflow.faults import remember_forward_state
 from keras_mtl.training.backends.tensorflow.losses import global_task_losses, total_for_logs, regularization_loss, task_loss_vector
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas, on_first_replica, sum_over_replicas
 from keras_mtl.training.backends.tensorflow.penalty import gradient_penalty_step
@@ -33,6 +34,7 @@ _TRAIN_STEPS = {
 def train_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     step = _TRAIN_STEPS[model.multi_task_method.train_step_kind]
+    remember_forward_state(model)
     y_pred, global_losses, weights, total, applied = step(model, x, y, sample_weight)
     skipped = on_first_replica(1.0 - tf.cast(applied, tf.float32))
     tasks.update_trackers(model, x, total, global_losses, weights, skipped)
@@ -82,7 +84,7 @@ def first_batch_to_build(model, iterator, data_batch):
     return iterator, data_batch
 
 
-def after_batch(model, logs):
+def after_batch(model, logs, wait):
     """Nothing to do: a TensorFlow step raises its faults itself (`faults.StepGuard`)."""
 
 

@@ -14,21 +14,14 @@ other steps (`faults`): the batch's losses before anything, then gradients
 import tensorflow as tf
 
 from keras_mtl.training import tasks
-from keras_mtl.training.backends.tensorflow.faults import (
-    Check,
-    StepGuard,
-    state_checks,
-    task_gradient_checks,
-    update_checks,
-    variable_gradient_checks,
-    weight_checks,
-)
+from keras_mtl.training.backends.tensorflow.faults import StepGuard
 from keras_mtl.training.backends.tensorflow.gradients import add_gradients, shared_indices, split_like
 from keras_mtl.training.backends.tensorflow.jacobians import global_jacobian, per_task_gradients
 from keras_mtl.training.backends.tensorflow.losses import global_task_losses, regularization_loss, task_loss_vector, total_for_logs
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
 from keras_mtl.training.backends.tensorflow.replicas import sum_over_replicas
 from keras_mtl.training.backends.tensorflow.weighted import apply_step
+from keras_mtl.training.steps.faults import alignment_check, main_gradient_check, outer_checks, state_checks, task_gradient_checks, update_checks, variable_gradient_checks, weight_checks
 
 
 def meta_weighted_step(model, x, y, sample_weight):
@@ -71,9 +64,7 @@ def meta_weighted_step(model, x, y, sample_weight):
     outer_loss, outer_gradients = perturbed(model, before_step, variables, split_like(-virtual_step, variables), outer_gradient)
     outer_loss = sum_over_replicas(outer_loss)
     outer_direction = global_jacobian([outer_gradients], variables, loss_scale)[0]
-    name = method.display_name
-    checks.append(Check(outer_loss, f"keras_mtl: {name}'s outer loss (on the outer part of the batch, at the virtual step) is not finite", ("outer loss:", outer_loss)))
-    checks.append(Check(outer_direction, f"keras_mtl: {name}'s outer gradient (at the virtual step) is not finite although the outer loss is", overflow=True))
+    checks += outer_checks(method, outer_loss, outer_direction)
     new_state = method.meta_update(values, tf.linalg.matvec(jacobian, outer_direction), learning_rate)
     new_weights, _ = method.weights(global_losses, {**values, **new_state}, training=True)
     checks += state_checks(method, new_state) + weight_checks(method, new_weights, global_losses, model.task_names, weighted_losses=True)
@@ -110,8 +101,7 @@ def sample_weighted_step(model, x, y, sample_weight):
     shared = shared_indices(model, [tape.gradient(loss, variables) for loss in losses])
     shared_variables = [variables[i] for i in shared]
     main_direction = global_jacobian([tape.gradient(scaled_holdout, shared_variables)], shared_variables, loss_scale)[0]
-    name = method.display_name
-    checks = [Check(main_direction, f"keras_mtl: {name}'s main-task gradient on the hold-out part is not finite although its loss is finite", overflow=True)]
+    checks = [main_gradient_check(method, main_direction)]
 
     def alignments(shared_values):
         with tf.autodiff.ForwardAccumulator(shared_values, split_like(main_direction, shared_variables)) as accumulator:
@@ -120,7 +110,7 @@ def sample_weighted_step(model, x, y, sample_weight):
 
     # The clean pass again, along v: the same dropout masks and batch statistics.
     scores = perturbed(model, before_step, shared_variables, [tf.zeros_like(v) for v in shared_variables], alignments)
-    checks.append(Check(scores, f"keras_mtl: {name}'s alignments of the training samples' gradients with the main task's are not finite", overflow=True))
+    checks.append(alignment_check(method, scores))
     sample_weights = tf.stop_gradient(method.sample_weights(scores, sum_over_replicas))
     task_weights = sum_over_replicas(tf.reduce_sum(sample_weights, axis=1))
     checks += weight_checks(method, task_weights, global_losses, model.task_names)

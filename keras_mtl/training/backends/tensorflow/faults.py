@@ -1,146 +1,27 @@
-"""Non-finite values in a training step: a clear error, or a skipped step.
+"""The TensorFlow verdict on a step's checks (`keras_mtl.training.steps.faults`): assertions, or a skip.
 
-Every training step applies one rule, decided before the optimizer's update:
-
-- A non-finite task loss, or a negative one for a method that needs
-  non-negative losses, is an error that names the task
-  (`MultiTaskMixin.global_task_losses`).
-- Non-finite gradients behind finite losses (an `inf` input under a
-  saturating activation: `tanh(inf) = 1` is finite, its gradient `inf·0` is
-  NaN; or an overflow in the backward pass), and a Gramian of finite task
-  gradients that overflows float32 (a gradient norm above ~1.8e19), are,
-  under a `LossScaleOptimizer` (mixed precision), an overflow: the step is
-  skipped as LossScaleOptimizer skips it (parameters, optimizer variables
-  and iteration count stay, the loss scale halves), and `fit` counts it in
-  `skipped_steps`. Without a loss scale they are an error that names the
-  task whose gradient (gradient methods) or the variable whose gradient
-  (loss weightings) is not finite.
-- Non-finite task weights, weighted losses, combined direction or method
-  state on a step that would be applied are an error that names the method,
-  the task or state variable, and shows the values: the method, not the data,
-  is at fault, and a loss scale cannot help. So is a finite gradient of a
-  loss weighting's learned variables (UW's log-variances) whose square
-  overflows float32, which Adam-style optimizers would turn into NaN.
-
-After an error or a skip the method's state (everything in the model's
-`MultiTaskState`) is what it was before the step, bit for bit: methods
+The step's checks are asserted in order before any update, so the first
+failure raises its message (with the values it shows) and nothing is
+applied; under a loss scale an overflow skips the step instead. Methods
 return their new state and `StepGuard` assigns it only to a step that
-applies, so a skipped step can leave no stale state behind (Nash-MTL's
-cached weights, a draw counter, running moments).
-Forward-pass side effects (batch-normalisation statistics, random seeds)
-advance as in stock Keras. Under `jit_compile=True` (not the default)
-XLA compiles every assertion away, the loss check's too: faults then go
-unreported.
+applies, so a skipped step leaves no stale state behind (Nash-MTL's cached
+weights, a draw counter, running moments), and a failed assertion first
+puts back what the forward passes assigned (batch statistics, random
+seeds). On a step skipped under a loss scale those advance, as in stock
+Keras.
+Under `steps_per_execution` > 1 the steps of a group before the faulty one
+are applied, as on every backend. Under `jit_compile=True` (not the
+default) XLA compiles every assertion away, the loss check's too: faults
+then go unreported.
 """
 
-from dataclasses import dataclass
+import weakref
 
 import keras
 import tensorflow as tf
 
 from keras_mtl.training.backends.tensorflow.replicas import sum_over_replicas
-
-# What makes a gradient non-finite while its loss is finite.
-CAUSES = "e.g. an inf input under a saturating activation such as tanh, or an overflow in the backward pass"
-
-
-@dataclass(frozen=True)
-class Check:
-    """A tensor that must be finite, and the error to raise if it is not (with `values` shown)."""
-
-    tensor: tf.Tensor
-    message: str
-    values: tuple = ()
-    # A gradient: an overflow under a loss scale, which skips the step.
-    overflow: bool = False
-
-
-def task_gradient_checks(jacobian, task_names, where):
-    """One check per row of a (K, P) Jacobian, naming the task; `where` says what it is the gradient of."""
-    return [
-        Check(jacobian[k], f"keras_mtl: the gradient of task '{name}' with respect to {where} is not finite although its loss is finite ({CAUSES})", overflow=True)
-        for k, name in enumerate(task_names)
-    ]
-
-
-def gramian_check(gramian, where):
-    """The K×K Gramian, float32 like the Jacobian: it overflows once a task's gradient norm passes ~1.8e19.
-
-    An overflow that the Jacobian alone does not show; the aggregators would
-    read it as a non-finite input and weigh every task by 0.
-    """
-    return Check(
-        gramian,
-        f"keras_mtl: the Gramian of the task gradients with respect to {where} is not finite although every task's gradient is: "
-        "a gradient norm above ~1.8e19 overflows float32",
-        ("diagonal (squared gradient norms):", tf.linalg.diag_part(gramian)),
-        overflow=True,
-    )
-
-
-def variable_gradient_checks(gradients, variables, what="the gradient"):
-    """One check per variable that gets a gradient, naming the variable."""
-    return [
-        Check(gradient, f"keras_mtl: {what} of variable '{variable.path}' is not finite although every task's loss is finite ({CAUSES})", overflow=True)
-        for gradient, variable in zip(gradients, variables)
-        if gradient is not None
-    ]
-
-
-def weight_checks(method, weights, losses, task_names, weighted_losses=False):
-    """Per task, its weight and, for a loss weighting, its weighted loss `w_k·L_k` (a finite weight can overflow it)."""
-    name = method.display_name
-    checks = []
-    for k, task in enumerate(task_names):
-        values = ("weight:", weights[k], "loss:", losses[k])
-        checks.append(Check(weights[k], f"keras_mtl: {name} gave task '{task}' a non-finite weight", values))
-        if weighted_losses:
-            checks.append(Check(weights[k] * losses[k], f"keras_mtl: {name}: the weighted loss (weight × loss) of task '{task}' is not finite", values))
-    return checks
-
-
-def learned_state_checks(method, state, gradients, variables, loss_scale):
-    """The gradients of the method's learned variables (UW's log-variances), unscaled, squared.
-
-    Their gradient is a weighted loss (`∂/∂s ½e^{−s}L = −½e^{−s}L`): a loss
-    near 1e20 gives a finite gradient whose square, which Adam-style
-    optimizers take, overflows float32 and turns the variable into NaN one
-    step later.
-    """
-    learned = {id(v) for v in state.trainable_variables}
-    return [
-        Check(
-            tf.square(gradient / loss_scale),
-            f"keras_mtl: {method.display_name}'s gradient for its learned '{variable.name}' overflows float32 when squared "
-            "(as Adam-style optimizers square it): a task's loss is too large for this method",
-            ("gradient:", gradient / loss_scale),
-        )
-        for gradient, variable in zip(gradients, variables)
-        if gradient is not None and id(variable) in learned
-    ]
-
-
-def direction_check(method, direction):
-    return Check(direction, f"keras_mtl: {method.display_name}'s combined direction is not finite although every task's gradient and weight is")
-
-
-def update_checks(updates, variables):
-    """The last line: every update the optimizer gets, per variable."""
-    return [
-        Check(update, f"keras_mtl: the update of variable '{variable.path}' is not finite although every task's gradient and weight is")
-        for update, variable in zip(updates, variables)
-        if update is not None
-    ]
-
-
-def state_checks(method, new_state):
-    """The method's new floating-point state, as the step computed it."""
-    name = method.display_name
-    return [
-        Check(value, f"keras_mtl: {name}'s state '{key}' is not finite after this step", ("value:", value))
-        for key, value in new_state.items()
-        if value.dtype.is_floating
-    ]
+from keras_mtl.training.steps.faults import fault_message, result_checks
 
 
 class StepGuard:
@@ -165,30 +46,41 @@ class StepGuard:
         asserted: it was computed from the overflowed gradients.
         """
         upstream_finite = tf.constant(True)
-        faults = []
+        faults, excused = [], []
         for check in checks:
-            finite = is_finite(check.tensor)
             if check.overflow and self.loss_scaled:
-                upstream_finite = tf.logical_and(upstream_finite, finite)
+                upstream_finite = tf.logical_and(upstream_finite, is_finite(check.value))
             else:
-                faults.append((check, tf.logical_or(tf.logical_not(upstream_finite), finite)))
+                faults.append(check)
+                excused.append(tf.logical_not(upstream_finite))
         applied = _on_every_replica(upstream_finite) if self.loss_scaled else tf.constant(True)
-        dependency = tf.no_op()
-        for check, ok in faults:
-            with tf.control_dependencies([dependency]):
-                dependency = tf.debugging.Assert(ok, [check.message, *check.values], summarize=8)
-        with tf.control_dependencies([dependency]):
+        with tf.control_dependencies([asserted(self.model, faults, excused if self.loss_scaled else None)]):
             return tf.identity(applied)
 
     def apply(self, updates, variables, applied):
-        """The optimizer's update, which LossScaleOptimizer skips (halving its scale) unless `applied`."""
+        """The optimizer's update, which LossScaleOptimizer skips (halving its scale) unless `applied`.
+
+        Returns the assertion that the values it left (parameters, optimizer
+        state) are finite (`faults.result_checks`); a failed one first puts
+        back the values from before the update. Not under a `tf.distribute`
+        strategy.
+        """
         if self.loss_scaled:
             # LossScaleOptimizer skips a step when it sees a non-finite
             # gradient; a step found non-finite elsewhere (a task's gradient
             # that the method weighted by 0) is shown to it as NaN.
             marker = tf.where(applied, 1.0, float("nan"))
             updates = [None if u is None else _times(u, marker) for u in updates]
-        self.model.optimizer.apply(updates, variables)
+        optimizer = self.model.optimizer
+        if tf.distribute.has_strategy():
+            # Under a strategy the optimizer assigns in a cross-replica context, where this step cannot put values back.
+            optimizer.apply(updates, variables)
+            return tf.no_op()
+        before = [(v, tf.identity(v)) for v in list(optimizer.variables) + list(variables)]
+        optimizer.apply(updates, variables)
+        new_values = lambda variables: [tf.convert_to_tensor(v) for v in variables]
+        checks = result_checks(self.model.multi_task_method, optimizer.variables, new_values(optimizer.variables), variables, new_values(variables))
+        return asserted(self.model, checks, put_back=before)
 
     def commit(self, new_state, applied):
         """Assigns a method's returned state where the step `applied`; keeps the old values otherwise.
@@ -201,13 +93,64 @@ class StepGuard:
             return tf.group([variable.assign(tf.where(applied, tf.cast(value, variable.dtype), variable)) for variable, value in pairs])
 
 
+def asserted(model, checks, excused=None, put_back=()):
+    """One op that asserts `checks` in order (each finite and within its bound, unless `excused`), raising the first failure's message.
+
+    Before it raises, it puts back what the step's forward passes assigned
+    (batch statistics, random seeds: `remember_forward_state`) and the
+    `(variable, value before)` pairs of `put_back`, so that a faulty step
+    leaves nothing behind.
+    """
+    oks = []
+    for i, check in enumerate(checks):
+        ok = is_finite(check.value)
+        if check.lower_bound is not None:
+            ok = tf.logical_and(ok, tf.reduce_all(check.value >= tf.cast(check.lower_bound, check.value.dtype)))
+        oks.append(ok if excused is None else tf.logical_or(excused[i], ok))
+    dependency = _rewound(model, tf.reduce_all(tf.stack(oks)), put_back) if oks else tf.no_op()
+    for check, ok in zip(checks, oks):
+        with tf.control_dependencies([dependency]):
+            if excused is None and not check.shown:
+                dependency = _verbatim(check)
+            else:
+                dependency = tf.debugging.Assert(ok, [fault_message(check.message), *check.shown], summarize=8)
+    return dependency
+
+
+def _verbatim(check):
+    """The assertion of a check with nothing to show, whose message comes out verbatim (`Assert` escapes its quotes)."""
+    value = check.value.values if isinstance(check.value, tf.IndexedSlices) else check.value
+    asserted = tf.debugging.check_numerics(value, fault_message(check.message))
+    if check.lower_bound is not None:
+        with tf.control_dependencies([asserted]):
+            asserted = tf.debugging.assert_greater_equal(value, tf.cast(check.lower_bound, value.dtype), message=fault_message(check.message))
+    return asserted
+
+
+# Per model, the values `remember_forward_state` read in the step being traced (a plain mapping: a
+# Keras layer would track the variables in a list set as its attribute).
+_FORWARD_STATE_AT_START = weakref.WeakKeyDictionary()
+
+
+def remember_forward_state(model):
+    """Reads, at the start of a step, the non-trainable variables its forward passes assign (not the method's state)."""
+    state = {id(v) for v in model.multi_task_state.weights}
+    _FORWARD_STATE_AT_START[model] = [(v, tf.identity(v)) for v in model.non_trainable_variables if id(v) not in state]
+
+
+def _rewound(model, ok, put_back=()):
+    """Where not `ok`, assigns the forward-state variables (and `put_back`'s) their values from before."""
+    forward = [variable.assign(tf.where(ok, variable, start)) for variable, start in _FORWARD_STATE_AT_START.get(model, [])]
+    if not put_back:
+        return tf.group(forward)
+    # Only when it failed: every parameter and optimizer variable (outside any strategy, see `StepGuard.apply`).
+    with tf.control_dependencies(forward):
+        return tf.cond(ok, tf.no_op, lambda: tf.group([variable.assign(value) for variable, value in put_back]))
+
+
 def is_finite(tensor):
     """True where every entry of the tensor (or IndexedSlices) is finite."""
     return tf.reduce_all(tf.math.is_finite(tensor.values if isinstance(tensor, tf.IndexedSlices) else tensor))
-
-
-def all_true(flags):
-    return tf.reduce_all(tf.stack(flags)) if flags else tf.constant(True)
 
 
 def _on_every_replica(flag):

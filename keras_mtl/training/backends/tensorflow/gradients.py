@@ -32,22 +32,14 @@ import tensorflow as tf
 
 from keras_mtl.gradients.base import TaskGradients
 from keras_mtl.training import sharing, tasks
-from keras_mtl.training.backends.tensorflow.faults import (
-    StepGuard,
-    direction_check,
-    gramian_check,
-    state_checks,
-    task_gradient_checks,
-    update_checks,
-    variable_gradient_checks,
-    weight_checks,
-)
+from keras_mtl.training.backends.tensorflow.faults import StepGuard
 from keras_mtl.training.backends.tensorflow.jacobians import flat, per_task_gradients, shared_jacobian
 from keras_mtl.training.backends.tensorflow.losses import global_task_losses, regularization_loss, shared_variable_indices, task_loss_vector, total_for_logs
 from keras_mtl.training.backends.tensorflow.parts import part_jacobians
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas, sum_over_replicas
 from keras_mtl.training.backends.tensorflow.weighted import apply_step
+from keras_mtl.training.steps.faults import gramian_check, method_checks, task_gradient_checks, update_checks, variable_gradient_checks
 
 
 def gradient_train_step(model, x, y, sample_weight):
@@ -116,11 +108,6 @@ def place_state_gradients(updates, variables, model, state_gradients, loss_scale
     """The method's gradients of its trainable state, global on every replica like the direction."""
     for variable, gradient in model.multi_task_state.updated(state_gradients):
         place(updates, indices_of(variables, [variable]), [gradient * loss_scale / num_replicas()])
-
-
-def method_checks(method, new_state, weights, direction, task_names, losses):
-    """What a gradient method computed: its new state, its weights and its direction."""
-    return state_checks(method, new_state) + weight_checks(method, weights, losses, task_names) + [direction_check(method, direction)]
 
 
 @dataclass

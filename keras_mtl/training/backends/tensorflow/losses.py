@@ -3,7 +3,9 @@
 import tensorflow as tf
 
 from keras_mtl.training import tasks
+from keras_mtl.training.backends.tensorflow.faults import asserted
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas, sum_over_replicas
+from keras_mtl.training.steps.faults import loss_checks
 
 
 def task_loss_vector(model, y, y_pred, sample_weight):
@@ -56,17 +58,8 @@ def global_task_losses(model, losses, when="of the batch"):
     these losses (a control dependency).
     """
     global_losses = tf.stop_gradient(sum_over_replicas(losses))
-    method = model.multi_task_method
-    bounds = method.loss_lower_bounds(len(model.task_names))
-    checked = []
-    for k, name in enumerate(model.task_names):
-        loss = tf.debugging.check_numerics(global_losses[k], f"keras_mtl: the loss of task '{name}' ({when}) is not finite")
-        if bounds is not None:
-            message = tasks.bound_message(method, name, bounds[k], when)
-            with tf.control_dependencies([tf.debugging.assert_greater_equal(loss, tf.constant(bounds[k], loss.dtype), message=message)]):
-                loss = tf.identity(loss)
-        checked.append(loss)
-    return tf.stack(checked)
+    with tf.control_dependencies([asserted(model, loss_checks(model, global_losses, when))]):
+        return tf.identity(global_losses)
 
 
 def total_for_logs(model, global_losses, weights, regularization, method_regularization=0.0):

@@ -23,9 +23,9 @@ statistics) to the values the clean pass left, and drops their updates.
 import tensorflow as tf
 
 from keras_mtl.training import tasks
-from keras_mtl.training.backends.tensorflow.faults import gramian_check, task_gradient_checks
 from keras_mtl.training.backends.tensorflow.jacobians import global_jacobian, per_task_gradients
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
+from keras_mtl.training.steps.faults import gramian_check, task_gradient_checks
 
 
 def part_jacobians(model, x, y, sample_weight, shared_variables, checks):

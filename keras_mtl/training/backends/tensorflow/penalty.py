@@ -18,11 +18,12 @@ dividing by it makes the optimizer's sum over replicas the global `∇P`.
 import tensorflow as tf
 
 from keras_mtl.training import tasks
-from keras_mtl.training.backends.tensorflow.faults import StepGuard, gramian_check, task_gradient_checks, update_checks, variable_gradient_checks
+from keras_mtl.training.backends.tensorflow.faults import StepGuard
 from keras_mtl.training.backends.tensorflow.gradients import add_gradients, clean_pass, make_task_gradients, own_gradients, shared_indices
 from keras_mtl.training.backends.tensorflow.jacobians import per_task_gradients, shared_jacobian
 from keras_mtl.training.backends.tensorflow.losses import total_for_logs
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas
+from keras_mtl.training.steps.faults import gramian_check, task_gradient_checks, update_checks, variable_gradient_checks
 
 
 def gradient_penalty_step(model, x, y, sample_weight):
@@ -51,6 +52,7 @@ def gradient_penalty_step(model, x, y, sample_weight):
     logged_total = total_for_logs(model, clean.global_losses, weights, clean.regularization)
     applied = guard.verdict(checks + update_checks(updates, variables))
     with tf.control_dependencies([clean.global_losses, applied]):
-        guard.apply(updates, variables, applied)
-    tasks.update_penalty_tracker(model, x, penalty, 1.0 - tf.cast(applied, tf.float32))
+        checked = guard.apply(updates, variables, applied)
+    with tf.control_dependencies([checked]):
+        tasks.update_penalty_tracker(model, x, penalty, 1.0 - tf.cast(applied, tf.float32))
     return clean.y_pred, clean.global_losses, weights, logged_total, applied

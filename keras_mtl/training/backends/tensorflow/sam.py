@@ -8,24 +8,23 @@ an error otherwise), before the update.
 
 import tensorflow as tf
 
-from keras_mtl.training.backends.tensorflow.faults import Check, StepGuard, gramian_check, task_gradient_checks, update_checks, variable_gradient_checks
+from keras_mtl.training.backends.tensorflow.faults import StepGuard
 from keras_mtl.training.backends.tensorflow.gradients import (
     add_gradients,
     clean_pass,
     make_task_gradients,
-    method_checks,
     place,
     place_state_gradients,
     shared_indices,
     split_like,
 )
-from keras_mtl.flat.perturbation import sharpness_perturbation
 from keras_mtl.training import tasks
 from keras_mtl.training.backends.tensorflow.jacobians import flat, per_task_gradients, shared_jacobian
 from keras_mtl.training.backends.tensorflow.losses import regularization_loss, task_loss_vector, total_for_logs
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas, sum_over_replicas
 from keras_mtl.training.backends.tensorflow.weighted import apply_step, weighted_gradients
+from keras_mtl.training.steps.faults import gramian_check, method_checks, perturbed_gradient_checks, task_gradient_checks, update_checks, variable_gradient_checks
 
 
 def sam_train_step(model, x, y, sample_weight):
@@ -44,15 +43,6 @@ def sam_train_step(model, x, y, sample_weight):
     return y_pred, global_losses, weights, logged_total, applied
 
 
-def perturbation_checks(deltas, variables, rho):
-    """ε must be finite: it is bounded by ρ (by ρ·max|θ| when adaptive) when the gradient is."""
-    return [Check(delta, f"keras_mtl: SAM's perturbation of variable '{variable.path}' is not finite (rho={rho})") for delta, variable in zip(deltas, variables)]
-
-
-def perturbed_gradient_checks(gradients, variables):
-    return variable_gradient_checks(gradients, variables, "SAM's gradient at the perturbed parameters")
-
-
 def _total_loss_step(model, sam, x, y, sample_weight, before_step):
     """Plain SAM on the weighted total: the clean pass sets the weights and updates the state.
 
@@ -67,7 +57,7 @@ def _total_loss_step(model, sam, x, y, sample_weight, before_step):
     perturbed_indices = [i for i, v in enumerate(variables) if id(v) not in weighting_ids and updates[i] is not None]
     params = [variables[i] for i in perturbed_indices]
     global_gradients = [sum_over_replicas(updates[i]) / loss_scale for i in perturbed_indices]
-    deltas = sharpness_perturbation(global_gradients, params, sam.rho, sam.adaptive)
+    deltas, delta_checks = sam.perturbation(global_gradients, params, params)
     fixed_weights = tf.stop_gradient(weights)
 
     def perturbed_gradients(values):
@@ -79,7 +69,7 @@ def _total_loss_step(model, sam, x, y, sample_weight, before_step):
         return inner_tape.gradient(inner_scaled, values)
 
     sam_gradients = perturbed(model, before_step, params, deltas, perturbed_gradients)
-    checks += perturbation_checks(deltas, params, sam.rho) + perturbed_gradient_checks(sam_gradients, params)
+    checks += delta_checks + perturbed_gradient_checks(sam_gradients, params)
     place(updates, perturbed_indices, sam_gradients)
     return y_pred, global_losses, weights, logged_total, updates, variables, new_state, checks
 
@@ -108,11 +98,12 @@ def _per_task_step(model, sam, x, y, sample_weight, before_step):
         head_variables = [variables[i] for i in head]
         checks += variable_gradient_checks([per_task[k][i] for i in head], head_variables)
         # Shared part and head normalised separately, from global gradients.
-        deltas = sharpness_perturbation(split_like(jacobian[k], shared_variables), shared_variables, sam.rho, sam.adaptive)
+        deltas, delta_checks = sam.perturbation(split_like(jacobian[k], shared_variables), shared_variables, shared_variables)
         if head:
             head_gradients = [sum_over_replicas(per_task[k][i]) / loss_scale for i in head]
-            deltas += sharpness_perturbation(head_gradients, head_variables, sam.rho, sam.adaptive)
-        checks += perturbation_checks(deltas, shared_variables + head_variables, sam.rho)
+            head_deltas, head_checks = sam.perturbation(head_gradients, head_variables, head_variables)
+            deltas, delta_checks = deltas + head_deltas, delta_checks + head_checks
+        checks += delta_checks
 
         def task_gradients_at_perturbation(values, k=k):
             with tf.GradientTape() as inner_tape:
@@ -130,18 +121,9 @@ def _per_task_step(model, sam, x, y, sample_weight, before_step):
     with tf.control_dependencies([global_losses, sam_jacobian]):
         clean_gradients = make_task_gradients(jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
         checks.append(gramian_check(clean_gradients.gramian, "the shared parameters"))
-        if sam.variant == "naive":
-            perturbed_gradients = make_task_gradients(sam_jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
-            checks.append(gramian_check(perturbed_gradients.gramian, "SAM's perturbed shared parameters"))
-            direction, weights, new_state = method.combine(perturbed_gradients, values, training=True)
-        else:
-            sharpness = make_task_gradients(sam_jacobian - jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
-            checks.append(gramian_check(sharpness.gramian, "SAM's perturbed shared parameters (their difference from the clean gradients)"))
-            # A stateful method steps twice: the sharpness part continues from the clean part's state.
-            direction, weights, new_state = method.combine(clean_gradients, values, training=True)
-            sharp_direction, _, sharp_state = method.combine(sharpness, {**values, **new_state}, training=True)
-            direction += sharp_direction
-            new_state = {**new_state, **sharp_state}
+        task_gradients = lambda jacobian: make_task_gradients(jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
+        direction, weights, new_state, gramian_checks = sam.combine_perturbed(clean_gradients, sam_jacobian, task_gradients, values)
+        checks += gramian_checks
         checks += method_checks(method, new_state, weights, direction, model.task_names, global_losses)
         place(updates, shared, split_like(direction * loss_scale / num_replicas(), shared_variables))
         add_gradients(updates, regularization_gradients)

@@ -8,9 +8,10 @@ under a loss scale, an error otherwise): see `keras_mtl.training.backends.tensor
 
 import tensorflow as tf
 
-from keras_mtl.training.backends.tensorflow.faults import Check, StepGuard, learned_state_checks, state_checks, variable_gradient_checks, weight_checks
+from keras_mtl.training.backends.tensorflow.faults import StepGuard
 from keras_mtl.training.backends.tensorflow.losses import global_task_losses, regularization_loss, task_loss_vector, total_for_logs
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas
+from keras_mtl.training.steps.faults import learned_state_checks, state_checks, total_check, variable_gradient_checks, weight_checks
 
 
 def weighted_gradients(model, method, x, y, sample_weight):
@@ -39,7 +40,7 @@ def weighted_gradients(model, method, x, y, sample_weight):
     checks = (
         state_checks(method, new_state)
         + weight_checks(method, weights, global_losses, model.task_names, weighted_losses=True)
-        + [Check(logged_total, f"keras_mtl: {method.display_name}'s weighted total loss is not finite", ("total:", logged_total))]
+        + [total_check(method, logged_total)]
         + variable_gradient_checks(gradients, variables)
         + learned_state_checks(method, state, gradients, variables, model.optimizer.scale_loss(tf.constant(1.0)))
     )
@@ -74,7 +75,8 @@ def apply_step(model, method, guard, updates, variables, new_state, applied, x, 
     (tensors whose reads of the model must come first).
     """
     with tf.control_dependencies([global_losses, applied, *wait_for]):
-        guard.apply(updates, variables, applied)
+        checked = guard.apply(updates, variables, applied)
+    with tf.control_dependencies([checked]):
         committed = guard.commit(new_state, applied)
     with tf.control_dependencies([committed]):
         update_after_step(model, method, guard, x, y, sample_weight, global_losses, applied)

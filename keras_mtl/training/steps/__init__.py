@@ -1,0 +1,1 @@
+"""What a training step computes, written once for every backend (see `keras_mtl.training.backends`)."""
