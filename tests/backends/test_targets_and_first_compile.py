@@ -108,7 +108,7 @@ def test_keras_one_rule_and_sparse_labels_are_kept():
     # The hand-computed mse of task a, from the same weights.
     model = toy_model()
     x, _ = toy_data(n=20)
-    expected = np.mean((np.array(model(x)["a"])[:, 0] - y["a"][:, 0]) ** 2)
+    expected = np.mean((keras.ops.convert_to_numpy(model(x)["a"])[:, 0] - y["a"][:, 0]) ** 2)
     np.testing.assert_allclose(reference[0], expected, rtol=1e-5)
     by_name = losses_of(y, {"a": "mse", "b": "sparse_categorical_crossentropy"})
     assert np.isfinite(by_name[1])
