@@ -18,10 +18,32 @@ import sys
 from pathlib import Path
 
 # The loaders of `keras_mtl.benchmark.compare.DATASETS`, by name (a test checks they agree).
-DATASETS = ("celeb_a", "gradnorm_toy", "multi_fashion", "multi_mnist", "multi_mnist_5k", "multi_mnist_5k_sum", "qm9pack")
+DATASETS = (
+    "celeb_a",
+    "gradnorm_toy",
+    "multi_fashion",
+    "multi_mnist",
+    "multi_mnist_5k",
+    "multi_mnist_5k_sum",
+    "qm9pack",
+)
 # Representative loss weightings and gradient methods, few enough for the
 # default run to take minutes on a CPU (`--methods` picks any others).
-DEFAULT_METHODS = ("ew", "uw", "uw_so", "dwa", "rlw", "famo", "mean", "gradnorm", "pcgrad", "mgda", "cagrad", "nash_mtl", "upgrad")
+DEFAULT_METHODS = (
+    "ew",
+    "uw",
+    "uw_so",
+    "dwa",
+    "rlw",
+    "famo",
+    "mean",
+    "gradnorm",
+    "pcgrad",
+    "mgda",
+    "cagrad",
+    "nash_mtl",
+    "upgrad",
+)
 # The UW-SO temperature grid of Kirchdorfer et al. (2024), chosen on validation data.
 TEMPERATURES = (1.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0)
 SAM_VARIANTS = ("fmtl", "naive")
@@ -123,9 +145,18 @@ that only checks the machinery: its verdicts mean nothing.
 """
 
 COMMANDS = {
-    "benchmark": ("keras_mtl.benchmark.compare", "compare methods on a data set (metrics, Δm%%, differences from EW with intervals)"),
-    "speed": ("keras_mtl.benchmark.speed", "time one training step of every method against equal weighting, and fit against stock Keras"),
-    "study": ("keras_mtl.benchmark.study", "check the reference papers' claims; write a report with a verdict per claim"),
+    "benchmark": (
+        "keras_mtl.benchmark.compare",
+        "compare methods on a data set (metrics, Δm%%, differences from EW with intervals)",
+    ),
+    "speed": (
+        "keras_mtl.benchmark.speed",
+        "time one training step of every method against equal weighting, and fit against stock Keras",
+    ),
+    "study": (
+        "keras_mtl.benchmark.study",
+        "check the reference papers' claims; write a report with a verdict per claim",
+    ),
 }
 
 
@@ -169,12 +200,25 @@ def _positive_float(text):
 
 
 def _add_benchmark_arguments(parser):
-    parser.add_argument("--dataset", default="multi_mnist_5k_sum", choices=DATASETS, help="the data set (default: multi_mnist_5k_sum, MultiMNIST-5k with a digit-sum regression task; see README)")
+    parser.add_argument(
+        "--dataset",
+        default="multi_mnist_5k_sum",
+        choices=DATASETS,
+        help="the data set (default: multi_mnist_5k_sum, MultiMNIST-5k with a digit-sum regression task; see README)",
+    )
     parser.add_argument("--methods", nargs="+", default=None, help=f"method ids (default: {' '.join(DEFAULT_METHODS)})")
-    parser.add_argument("--seeds", type=_positive_int, default=2, help="seeds per method, 0 .. N-1 (intervals need 2 or more)")
+    parser.add_argument(
+        "--seeds", type=_positive_int, default=2, help="seeds per method, 0 .. N-1 (intervals need 2 or more)"
+    )
     parser.add_argument("--epochs", type=_positive_int, default=5)
     parser.add_argument("--batch-size", type=_positive_int, default=64)
-    parser.add_argument("--learning-rates", type=_positive_float, nargs="+", default=[1e-3], help="a grid; each method keeps its best by validation Δm%% (default: 0.001)")
+    parser.add_argument(
+        "--learning-rates",
+        type=_positive_float,
+        nargs="+",
+        default=[1e-3],
+        help="a grid; each method keeps its best by validation Δm%% (default: 0.001)",
+    )
     parser.add_argument(
         "--temperatures",
         type=_positive_float,
@@ -182,20 +226,54 @@ def _add_benchmark_arguments(parser):
         default=list(TEMPERATURES),
         help=f"UW-SO's temperature grid, the best chosen on validation Δm%% (default: {' '.join(f'{t:g}' for t in TEMPERATURES)}, Kirchdorfer et al. 2024)",
     )
-    parser.add_argument("--scalarization-grid", choices=["on", "off"], default="off", help="also train the scalarization grid (the brute-force reference)")
-    parser.add_argument("--max-examples", type=_positive_int, default=None, help="cut every split to this many examples (quick trials)")
+    parser.add_argument(
+        "--scalarization-grid",
+        choices=["on", "off"],
+        default="off",
+        help="also train the scalarization grid (the brute-force reference)",
+    )
+    parser.add_argument(
+        "--max-examples", type=_positive_int, default=None, help="cut every split to this many examples (quick trials)"
+    )
     parser.add_argument("--output", default="benchmark_results", help="folder of the results and the cached runs")
-    parser.add_argument("--tensorboard", metavar="DIR", default=None, help="write each trained run's TensorBoard logs to DIR/RUN")
-    parser.add_argument("--model", metavar="MODULE:FUNCTION", default=None, type=_reference, help="your model: build(data, tasks) -> uncompiled keras_mtl model with one output per task (default: a small CNN/MLP)")
-    parser.add_argument("--data", metavar="MODULE:FUNCTION", default=None, type=_reference, help="your data: load() -> keras_mtl.datasets.MultiTaskData (replaces --dataset)")
+    parser.add_argument(
+        "--tensorboard", metavar="DIR", default=None, help="write each trained run's TensorBoard logs to DIR/RUN"
+    )
+    parser.add_argument(
+        "--model",
+        metavar="MODULE:FUNCTION",
+        default=None,
+        type=_reference,
+        help="your model: build(data, tasks) -> uncompiled keras_mtl model with one output per task (default: a small CNN/MLP)",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="MODULE:FUNCTION",
+        default=None,
+        type=_reference,
+        help="your data: load() -> keras_mtl.datasets.MultiTaskData (replaces --dataset)",
+    )
     _add_ray_arguments(parser)
 
 
 def _add_ray_arguments(parser):
-    parser.add_argument("--ray", action="store_true", help="train the runs in parallel as Ray tasks on a local Ray instance (pip install 'keras_mtl[ray]')")
-    parser.add_argument("--ray-address", metavar="ADDRESS", default=None, help="train on the running Ray cluster at ADDRESS (implies --ray)")
-    parser.add_argument("--cpus-per-run", type=_positive_float, default=1.0, help="CPUs each Ray task reserves (default: 1)")
-    parser.add_argument("--gpus-per-run", type=_non_negative_float, default=0.0, help="GPUs each Ray task reserves (default: 0)")
+    parser.add_argument(
+        "--ray",
+        action="store_true",
+        help="train the runs in parallel as Ray tasks on a local Ray instance (pip install 'keras_mtl[ray]')",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        default=None,
+        help="train on the running Ray cluster at ADDRESS (implies --ray)",
+    )
+    parser.add_argument(
+        "--cpus-per-run", type=_positive_float, default=1.0, help="CPUs each Ray task reserves (default: 1)"
+    )
+    parser.add_argument(
+        "--gpus-per-run", type=_non_negative_float, default=0.0, help="GPUs each Ray task reserves (default: 0)"
+    )
 
 
 def _reference(text):
@@ -207,21 +285,67 @@ def _reference(text):
 def _add_speed_arguments(parser):
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
     parser.add_argument("--tasks", nargs="+", type=_positive_int, default=[2, 4, 8], help="task counts, parameter mode")
-    parser.add_argument("--representation-tasks", nargs="+", type=_positive_int, default=[2, 4, 8, 40], help="task counts, representation mode (MLP)")
-    parser.add_argument("--methods", nargs="+", default=None, help=f"method ids or sam+ID[:naive] (default: all, and {' '.join(DEFAULT_SAM_ROWS)})")
+    parser.add_argument(
+        "--representation-tasks",
+        nargs="+",
+        type=_positive_int,
+        default=[2, 4, 8, 40],
+        help="task counts, representation mode (MLP)",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help=f"method ids or sam+ID[:naive] (default: all, and {' '.join(DEFAULT_SAM_ROWS)})",
+    )
     parser.add_argument("--steps", type=_positive_int, default=20, help="timed train_on_batch steps per round")
-    parser.add_argument("--repeats", type=_positive_int, default=3, help="interleaved rounds; each figure is their median (default: 3)")
-    parser.add_argument("--fit-steps", type=_non_negative_int, default=16, help="batches per timed fit epoch (default: 16; 0: no fit columns)")
-    parser.add_argument("--steps-per-execution", type=_positive_int, nargs="+", default=[1, 8], help="the steps_per_execution values fit is timed with (default: 1 8)")
-    parser.add_argument("--busy-load", type=_positive_float, default=None, help="the 1-minute load average above which a cell is busy (default: 1 + half the cores)")
-    parser.add_argument("--require-quiet", action="store_true", help="abort, instead of marking cells busy, at the first load reading above the busy threshold")
-    parser.add_argument("--batched", action="store_true", help="also time each gradient method with task_gradients='batched' (one vectorised backward pass) and show its ratio to the default sequential passes")
-    parser.add_argument("--peer", choices=["torchjd"], default=None, help="also time the same cells in TorchJD on PyTorch (pip install 'keras_mtl[torchjd]'); default methods: those both have")
+    parser.add_argument(
+        "--repeats", type=_positive_int, default=3, help="interleaved rounds; each figure is their median (default: 3)"
+    )
+    parser.add_argument(
+        "--fit-steps",
+        type=_non_negative_int,
+        default=16,
+        help="batches per timed fit epoch (default: 16; 0: no fit columns)",
+    )
+    parser.add_argument(
+        "--steps-per-execution",
+        type=_positive_int,
+        nargs="+",
+        default=[1, 8],
+        help="the steps_per_execution values fit is timed with (default: 1 8)",
+    )
+    parser.add_argument(
+        "--busy-load",
+        type=_positive_float,
+        default=None,
+        help="the 1-minute load average above which a cell is busy (default: 1 + half the cores)",
+    )
+    parser.add_argument(
+        "--require-quiet",
+        action="store_true",
+        help="abort, instead of marking cells busy, at the first load reading above the busy threshold",
+    )
+    parser.add_argument(
+        "--batched",
+        action="store_true",
+        help="also time each gradient method with task_gradients='batched' (one vectorised backward pass) and show its ratio to the default sequential passes",
+    )
+    parser.add_argument(
+        "--peer",
+        choices=["torchjd"],
+        default=None,
+        help="also time the same cells in TorchJD on PyTorch (pip install 'keras_mtl[torchjd]'); default methods: those both have",
+    )
 
 
 def _add_study_arguments(parser):
-    parser.add_argument("--tiny", action="store_true", help="a minimal configuration that runs in seconds (checks the machinery only)")
-    parser.add_argument("--seeds", type=_positive_int, default=None, help="paired seeds per run (default: 4; --tiny: 2)")
+    parser.add_argument(
+        "--tiny", action="store_true", help="a minimal configuration that runs in seconds (checks the machinery only)"
+    )
+    parser.add_argument(
+        "--seeds", type=_positive_int, default=None, help="paired seeds per run (default: 4; --tiny: 2)"
+    )
     parser.add_argument("--output", default="study_results", help="folder of report.md and the plots")
     parser.add_argument("--cache", default=None, help="folder of the cached runs (default: OUTPUT/runs)")
     _add_ray_arguments(parser)
@@ -237,7 +361,11 @@ def _version():
 def build_parser():
     """The `keras-mtl` parser and `{command: its parser}`, one sub-command per entry of `COMMANDS`."""
     # No abbreviated options: a mistyped `--epoch` must be an error, not `--epochs`.
-    parser = argparse.ArgumentParser(prog="keras-mtl", description="Multi-task learning for Keras 3: compare and time methods, check published claims.", allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="keras-mtl",
+        description="Multi-task learning for Keras 3: compare and time methods, check published claims.",
+        allow_abbrev=False,
+    )
     parser.add_argument("--version", action="version", version=f"keras-mtl {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     subparsers = {}
@@ -247,7 +375,11 @@ def build_parser():
         ("study", _add_study_arguments, STUDY_HELP),
     ):
         subparsers[name] = commands.add_parser(
-            name, help=COMMANDS[name][1], description=description, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+            name,
+            help=COMMANDS[name][1],
+            description=description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,
         )
         add_arguments(subparsers[name])
     return parser, subparsers
@@ -292,7 +424,9 @@ def parse(argv=None):
     if (getattr(args, "ray", False) or getattr(args, "ray_address", None)) and importlib.util.find_spec("ray") is None:
         subparsers[args.command].error("--ray needs the ray package: pip install 'keras_mtl[ray]'")
     if getattr(args, "tensorboard", None) and importlib.util.find_spec("tensorboard") is None:
-        subparsers[args.command].error("--tensorboard needs the tensorboard package: pip install 'keras_mtl[tensorboard]'")
+        subparsers[args.command].error(
+            "--tensorboard needs the tensorboard package: pip install 'keras_mtl[tensorboard]'"
+        )
     return args
 
 

@@ -26,6 +26,8 @@ for method_id in ["ew", "uw_so", "gradnorm"]:
     history = model.fit(train, epochs=5, verbose=0, shuffle=False).history
     results = model.evaluate(test, verbose=0, return_dict=True)
     # Each task's error relative to its scale, so that the two are comparable.
-    relative = {t: round(results[f"{t}_mean_absolute_error"] / s, 3) for t, s in zip(data.tasks, data.metadata["scales"])}
+    relative = {
+        t: round(results[f"{t}_mean_absolute_error"] / s, 3) for t, s in zip(data.tasks, data.metadata["scales"])
+    }
     weights = {t: round(history[f"{t}_weight"][-1], 3) for t in data.tasks}
     print(f"{method_id:9s} test MAE / scale {relative}  last epoch's mean task weights {weights}")

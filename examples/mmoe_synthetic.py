@@ -60,13 +60,17 @@ def synthetic_tasks(correlation, num_samples, seed):
 
 def mmoe_model(seed):
     keras.utils.set_random_seed(seed)
-    return keras_mtl.architectures.mmoe(keras.Input((DIMENSION,)), TASKS, num_experts=8, expert_units=(16,), tower_units=(8,))
+    return keras_mtl.architectures.mmoe(
+        keras.Input((DIMENSION,)), TASKS, num_experts=8, expert_units=(16,), tower_units=(8,)
+    )
 
 
 def shared_bottom_model(seed):
     # The paper's size: 100·113 + 113·8·2 = 13,108 weights, about MMoE's 100·16·8 = 12,800 in experts.
     keras.utils.set_random_seed(seed)
-    return keras_mtl.architectures.shared_bottom(keras.Input((DIMENSION,)), TASKS, bottom_units=(113,), tower_units=(8,))
+    return keras_mtl.architectures.shared_bottom(
+        keras.Input((DIMENSION,)), TASKS, bottom_units=(113,), tower_units=(8,)
+    )
 
 
 MODELS = {"shared_bottom": shared_bottom_model, "mmoe": mmoe_model}
@@ -115,13 +119,18 @@ def main():
             shared_bottom, mmoe = np.array(mse["shared_bottom", part]), np.array(mse["mmoe", part])
             row += [_mean_std(shared_bottom), _mean_std(mmoe), _mean_std(shared_bottom - mmoe)]
         print("  ".join(f"{cell:>13}" for cell in row))
-    print(f"(MSE averaged over the two tasks; mean ± std over {args.seeds} seeds; adv. = shared bottom − MMoE, positive when")
+    print(
+        f"(MSE averaged over the two tasks; mean ± std over {args.seeds} seeds; adv. = shared bottom − MMoE, positive when"
+    )
     print(f" MMoE is better; {args.train} training samples, {args.epochs} epochs; {time.time() - start:.0f} s)")
 
 
 def _split(x, y, num_train):
     """((x, y) for training, (x, y) for testing): the first `num_train` samples, then the rest."""
-    return tuple((x[part], {task: values[part] for task, values in y.items()}) for part in (slice(None, num_train), slice(num_train, None)))
+    return tuple(
+        (x[part], {task: values[part] for task, values in y.items()})
+        for part in (slice(None, num_train), slice(num_train, None))
+    )
 
 
 def _mean_std(values):

@@ -44,14 +44,18 @@ def train(method_id, strategy):
     with strategy.scope():
         inputs = keras.Input((8,))
         hidden = keras.layers.Dense(16, activation="tanh", name="trunk")(inputs)
-        model = keras_mtl.MultiTaskModel(inputs, {"a": keras.layers.Dense(1, name="a")(hidden), "b": keras.layers.Dense(1, name="b")(hidden)})
+        model = keras_mtl.MultiTaskModel(
+            inputs, {"a": keras.layers.Dense(1, name="a")(hidden), "b": keras.layers.Dense(1, name="b")(hidden)}
+        )
         model.compile(keras.optimizers.SGD(0.05), loss=keras_mtl.get(method_id, {"a": "mse", "b": "mse"}))
     model.fit(data.with_options(options), epochs=2, verbose=0)
     return [w.tolist() for w in model.get_weights()]
 
 
 def worker(index, ports, method_id, output):
-    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}})
+    os.environ["TF_CONFIG"] = json.dumps(
+        {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+    )
     import tensorflow as tf
 
     weights = train(method_id, tf.distribute.MultiWorkerMirroredStrategy())
@@ -67,7 +71,9 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         outputs = [os.path.join(folder, f"worker{i}.json") for i in range(2)]
         workers = [
-            subprocess.Popen([sys.executable, __file__, "--worker", str(i), ",".join(map(str, ports)), method_id, outputs[i]])
+            subprocess.Popen(
+                [sys.executable, __file__, "--worker", str(i), ",".join(map(str, ports)), method_id, outputs[i]]
+            )
             for i in range(2)
         ]
         if any(w.wait(timeout=600) != 0 for w in workers):

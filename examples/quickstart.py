@@ -27,11 +27,14 @@ model = keras_mtl.MultiTaskModel(
 )
 model.compile(
     optimizer="adam",
-    loss=keras_mtl.get("uw_so", {"kind": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                                 "size": "mse"}),
+    loss=keras_mtl.get("uw_so", {"kind": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "size": "mse"}),
 )
-history = model.fit(x, {"kind": kinds, "size": sizes}, epochs=5, verbose=2)  # logs kind_loss, kind_weight, size_loss, ...
+history = model.fit(
+    x, {"kind": kinds, "size": sizes}, epochs=5, verbose=2
+)  # logs kind_loss, kind_weight, size_loss, ...
 
 print("\nepoch  kind_loss  size_loss  kind_weight  size_weight")
-for epoch, logs in enumerate(zip(*(history.history[k] for k in ("kind_loss", "size_loss", "kind_weight", "size_weight"))), start=1):
+for epoch, logs in enumerate(
+    zip(*(history.history[k] for k in ("kind_loss", "size_loss", "kind_weight", "size_weight"))), start=1
+):
     print(f"{epoch:5d}  {logs[0]:9.4f}  {logs[1]:9.2f}  {logs[2]:11.4f}  {logs[3]:11.4f}")

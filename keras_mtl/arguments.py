@@ -34,7 +34,9 @@ class Argument:
     def check(self, value, name, owner):
         if value is None and self.optional:
             return None
-        return self._check(value, lambda problem, error=ValueError: _fail(owner, name, problem or self.describe(), value, error))
+        return self._check(
+            value, lambda problem, error=ValueError: _fail(owner, name, problem or self.describe(), value, error)
+        )
 
     def describe(self):
         """The accepted values, in words: the end of "`x` must be …"."""
@@ -243,7 +245,11 @@ class PerTask(Argument):
         self.item, self.by_name, self.optional = item, by_name, optional
 
     def _describe(self):
-        form = "a dict {task: value} or a list in the model's output order" if self.by_name else "a list in the model's output order"
+        form = (
+            "a dict {task: value} or a list in the model's output order"
+            if self.by_name
+            else "a list in the model's output order"
+        )
         return f"{form}, each value {self.item.describe()}"
 
     def _check(self, value, fail):
@@ -275,7 +281,9 @@ def per_task(values, task_names, name, owner):
         missing = sorted(set(task_names) - set(values))
         unknown = sorted(set(values) - set(task_names))
         if missing or unknown:
-            raise ValueError(f"{owner}: `{name}` must name every task {task_names} once; missing {missing}, unknown {unknown}.")
+            raise ValueError(
+                f"{owner}: `{name}` must name every task {task_names} once; missing {missing}, unknown {unknown}."
+            )
         return [values[task] for task in task_names]
     if len(values) != len(task_names):
         raise ValueError(f"{owner}: `{name}` has {len(values)} entries for {len(task_names)} tasks {task_names}.")
@@ -348,9 +356,15 @@ class Tasks(Argument):
         return "a non-empty dict {task name: output units ≥ 1}"
 
     def _check(self, value, fail):
-        if not isinstance(value, dict) or not all(isinstance(task, str) for task in value) or not all(_is_real(units) for units in value.values()):
+        if (
+            not isinstance(value, dict)
+            or not all(isinstance(task, str) for task in value)
+            or not all(_is_real(units) for units in value.values())
+        ):
             fail(None, TypeError)
-        if not value or not all(math.isfinite(units) and units == int(units) and units >= 1 for units in value.values()):
+        if not value or not all(
+            math.isfinite(units) and units == int(units) and units >= 1 for units in value.values()
+        ):
             fail(None)
         return {task: int(units) for task, units in value.items()}
 
@@ -388,7 +402,9 @@ def declare_arguments(**declarations):
         target.arguments = {**inherited, **target.__dict__.get("arguments", {}), **declarations}
         init = target.__dict__.get("__init__")
         if init is not None and not getattr(init, "checks_arguments", False):
-            target.__init__ = _checking(init, lambda self: target.arguments, lambda self: type(self).__name__, method=True)
+            target.__init__ = _checking(
+                init, lambda self: target.arguments, lambda self: type(self).__name__, method=True
+            )
         return target
 
     return decorate

@@ -16,9 +16,27 @@ import keras_mtl
 
 # The scripts that tests run in subprocesses import this checkout's keras_mtl,
 # not whichever copy is installed (an editable install may point elsewhere).
-os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(Path(__file__).parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+)
 
-ALL_WEIGHTINGS = ("ew", "scalarization", "uw", "uw_o", "uw_so", "dwa", "rlw", "gls", "imtl_l", "slaw", "famo", "stch", "si", "softadapt", "uw_log1p")
+ALL_WEIGHTINGS = (
+    "ew",
+    "scalarization",
+    "uw",
+    "uw_o",
+    "uw_so",
+    "dwa",
+    "rlw",
+    "gls",
+    "imtl_l",
+    "slaw",
+    "famo",
+    "stch",
+    "si",
+    "softadapt",
+    "uw_log1p",
+)
 INPUT_DIM = 6
 
 
@@ -43,7 +61,11 @@ def slow_case(value, guarantee=False):
 
 def selected_parameters(request, function, argument):
     """The `argument` values of this session's selected tests named `function`, for a module fixture that computes only those."""
-    return [item.callspec.params[argument] for item in request.session.items if getattr(item, "originalname", None) == function]
+    return [
+        item.callspec.params[argument]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == function
+    ]
 
 
 def toy_losses():

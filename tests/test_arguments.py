@@ -18,8 +18,22 @@ from keras_mtl import architectures
 from keras_mtl.arguments import Losses, Text, undeclared
 from keras_mtl.registry import _METHODS, available
 
-LAYERS = [architectures.CGC, architectures.CrossStitch, architectures.DSelectK, architectures.MMoE, architectures.TaskAttention]
-BUILDERS = [architectures.shared_bottom, architectures.cross_stitch, architectures.mmoe, architectures.cgc, architectures.ple, architectures.dselect_k, architectures.mtan]
+LAYERS = [
+    architectures.CGC,
+    architectures.CrossStitch,
+    architectures.DSelectK,
+    architectures.MMoE,
+    architectures.TaskAttention,
+]
+BUILDERS = [
+    architectures.shared_bottom,
+    architectures.cross_stitch,
+    architectures.mmoe,
+    architectures.cgc,
+    architectures.ple,
+    architectures.dselect_k,
+    architectures.mtan,
+]
 TARGETS = [_METHODS[i] for i in available()] + LAYERS + BUILDERS
 # String arguments: a string is the right type for them, whatever it says.
 TAKES_ANY_STRING = (Text, Losses)
@@ -27,7 +41,9 @@ TAKES_ANY_STRING = (Text, Losses)
 
 def test_every_architecture_is_listed():
     listed = {target.__name__ for target in LAYERS + BUILDERS}
-    public = {name for name in dir(architectures) if not name.startswith("_") and callable(getattr(architectures, name))}
+    public = {
+        name for name in dir(architectures) if not name.startswith("_") and callable(getattr(architectures, name))
+    }
     assert public == listed
 
 
@@ -88,7 +104,10 @@ def test_every_declared_argument_is_a_constructor_argument(target):
     "make, message",
     [
         # The cases of issue 17, each with the error it now gives.
-        (lambda: keras_mtl.SmoothTchebycheff(warmup_epochs=math.nan), "SmoothTchebycheff: `warmup_epochs` must be an integer ≥ 0, got nan"),
+        (
+            lambda: keras_mtl.SmoothTchebycheff(warmup_epochs=math.nan),
+            "SmoothTchebycheff: `warmup_epochs` must be an integer ≥ 0, got nan",
+        ),
         (lambda: keras_mtl.SoftAdapt(window=math.inf), "SoftAdapt: `window` must be an integer ≥ 2, got inf"),
         (lambda: keras_mtl.Krum(n_byzantine=math.nan), "Krum: `n_byzantine` must be an integer ≥ 0"),
         (lambda: keras_mtl.TrimmedMean(trim_number=math.inf), "TrimmedMean: `trim_number` must be an integer ≥ 0"),
@@ -96,13 +115,19 @@ def test_every_declared_argument_is_a_constructor_argument(target):
         (lambda: keras_mtl.SDMGrad(n_iter=math.inf), "SDMGrad: `n_iter` must be an integer ≥ 1"),
         (lambda: architectures.MMoE(2, num_experts=math.nan), "MMoE: `num_experts` must be an integer ≥ 1"),
         (lambda: architectures.CGC(2, num_shared_experts=math.inf), "CGC: `num_shared_experts` must be an integer ≥ 1"),
-        (lambda: architectures.ple(keras.Input((4,)), {"a": 1}, num_levels=math.nan), "ple: `num_levels` must be an integer ≥ 1"),
+        (
+            lambda: architectures.ple(keras.Input((4,)), {"a": 1}, num_levels=math.nan),
+            "ple: `num_levels` must be an integer ≥ 1",
+        ),
         (lambda: keras_mtl.DualBalancing(beta="0.9"), "DualBalancing: `beta` must be a finite number in [0, 1)"),
         (lambda: keras_mtl.DualBalancing(beta_sigma="x"), "DualBalancing: `beta_sigma` must be a finite number ≥ 0"),
         (lambda: keras_mtl.MoCo(rho="x"), "MoCo: `rho` must be a finite number ≥ 0"),
         (lambda: keras_mtl.SmoothTchebycheff(preference="abc"), "SmoothTchebycheff: `preference` must be a list"),
         (lambda: keras_mtl.SmoothTchebycheff(preference=0.5), "SmoothTchebycheff: `preference` must be a list"),
-        (lambda: architectures.mmoe(keras.Input((4,)), {"a": 1}, expert_units=math.nan), "mmoe: `expert_units` must be"),
+        (
+            lambda: architectures.mmoe(keras.Input((4,)), {"a": 1}, expert_units=math.nan),
+            "mmoe: `expert_units` must be",
+        ),
         (lambda: architectures.mmoe(keras.Input((4,)), {"a": 1}, tower_units=math.inf), "mmoe: `tower_units` must be"),
         (lambda: keras_mtl.SoftAdapt(beta=math.nan), "SoftAdapt: `beta` must be a finite number, got nan"),
         (lambda: keras_mtl.AutoLambda(initial_weight=-0.1), "AutoLambda: `initial_weight` must be a finite number ≥ 0"),
@@ -143,7 +168,10 @@ def test_stch_preference_must_have_one_entry_per_task():
         keras_mtl.SmoothTchebycheff(preference=[1, 2]).build_state(None, ["a", "b", "c"])
 
 
-@pytest.mark.parametrize("target, base, name", [(keras_mtl.SoftAdapt, keras.losses.Loss, "window"), (architectures.MMoE, keras.layers.Layer, "num_experts")])
+@pytest.mark.parametrize(
+    "target, base, name",
+    [(keras_mtl.SoftAdapt, keras.losses.Loss, "window"), (architectures.MMoE, keras.layers.Layer, "num_experts")],
+)
 def test_a_refused_argument_runs_no_constructor_body(target, base, name, monkeypatch):
     """The checks run before the body: the body's first line, the base constructor, never runs."""
     entered = []

@@ -20,7 +20,13 @@ def _gradients(jacobian, losses=(1.0, 1.0, 1.0), learning_rate=0.1):
     jacobian = np.asarray(jacobian, "float32")
     gramian = keras.ops.convert_to_tensor(jacobian @ jacobian.T)
     losses = keras.ops.convert_to_tensor(np.asarray(losses, "float32"))
-    return TaskGradients(jacobian=keras.ops.convert_to_tensor(jacobian), losses=losses, gramian=gramian, last_layer_gramian=gramian, learning_rate=learning_rate)
+    return TaskGradients(
+        jacobian=keras.ops.convert_to_tensor(jacobian),
+        losses=losses,
+        gramian=gramian,
+        last_layer_gramian=gramian,
+        learning_rate=learning_rate,
+    )
 
 
 # Tasks in order (aux, main, other): g_main = (2, 0); aux helps (1, 1),
@@ -44,7 +50,10 @@ def test_gcossim_by_hand():
 
 
 def test_zero_gradients_give_zero_auxiliary_weights():
-    for method in (keras_mtl.HydaLearn("mse", main_task="main", first_order=True), keras_mtl.GradientCosineSimilarity("mse", main_task="main")):
+    for method in (
+        keras_mtl.HydaLearn("mse", main_task="main", first_order=True),
+        keras_mtl.GradientCosineSimilarity("mse", main_task="main"),
+    ):
         np.testing.assert_array_equal(_weights(method, [[0.0, 0.0]] * 3), [0.0, 1.0, 0.0])
 
 
@@ -56,7 +65,11 @@ def _model():
     z = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros", name="shared")(inputs)
     return keras_mtl.MultiTaskModel(
         inputs,
-        {"main": keras.layers.Identity(name="main")(z), "help": keras.layers.Rescaling(2.0, name="help")(z), "oppose": keras.layers.Identity(name="oppose")(z)},
+        {
+            "main": keras.layers.Identity(name="main")(z),
+            "help": keras.layers.Rescaling(2.0, name="help")(z),
+            "oppose": keras.layers.Identity(name="oppose")(z),
+        },
     )
 
 
@@ -91,7 +104,9 @@ def test_exact_lookahead_matches_first_order_for_a_small_step():
     weights = []
     for first_order in (False, True):
         model = _model()
-        model.compile(keras.optimizers.SGD(1e-4), loss=keras_mtl.HydaLearn("mse", main_task="main", first_order=first_order))
+        model.compile(
+            keras.optimizers.SGD(1e-4), loss=keras_mtl.HydaLearn("mse", main_task="main", first_order=first_order)
+        )
         weights.append(model.fit(x, y, batch_size=64, epochs=1, verbose=0).history["help_weight"][0])
     assert weights[0] == pytest.approx(weights[1], rel=1e-2)
 
@@ -120,7 +135,9 @@ def test_exact_lookahead_by_hand_with_trainable_heads():
     y = {"main": rng.normal(size=(32, 1)).astype("float32"), "aux": rng.normal(size=(32, 1)).astype("float32")}
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(5, activation="tanh", name="shared")(inputs)
-    model = keras_mtl.MultiTaskModel(inputs, {name: keras.layers.Dense(1, name=name)(hidden) for name in ("main", "aux")})
+    model = keras_mtl.MultiTaskModel(
+        inputs, {name: keras.layers.Dense(1, name=name)(hidden) for name in ("main", "aux")}
+    )
     shared = model.get_layer("shared").trainable_variables
     eta = 0.5
 

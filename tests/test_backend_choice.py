@@ -18,7 +18,9 @@ model.compile("sgd", loss=keras_mtl.get("uw", {"a": "mse", "b": "mse"}))
 @pytest.mark.parametrize("backend", ["numpy"])
 def test_an_unsupported_backend_is_refused_at_compile(backend):
     environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, "-c", PROGRAM], env=environment, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", PROGRAM], env=environment, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode != 0
     assert f"keras_mtl trains on the tensorflow, jax and torch backends; Keras runs on '{backend}'" in result.stderr
 
@@ -37,5 +39,7 @@ model.fit(keras.ops.zeros((4, 3)), {"a": keras.ops.zeros((4, 1)), "b": keras.ops
 def test_keras_mtl_imports_and_a_plain_model_gets_its_error_on_other_backends(backend):
     """keras_mtl's methods are Keras tree nodes on every backend's tree (the refusal of a plain keras.Model)."""
     environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, "-c", PLAIN_MODEL], env=environment, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", PLAIN_MODEL], env=environment, capture_output=True, text=True, timeout=300
+    )
     assert "Mix keras_mtl.MultiTaskMixin into your model" in result.stderr, result.stderr[-2000:]

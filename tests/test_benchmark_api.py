@@ -39,11 +39,18 @@ def test_the_example_benchmarks_its_own_model_and_data(tmp_path):
     assert len(runs) == 8
     baseline = next(r for r in runs if r["config"]["label"] == "single_task:size")
     assert list(baseline["test"]) == ["size"] and baseline["config"]["model"].endswith(":build_model")
-    assert all(math.isfinite(v) for r in runs for v in r["test"].values()), [(r["config"]["label"], r["test"]) for r in runs]
-    assert table["verdict"][1] == "reference" and table["verdict"][2] in (report.BETTER, report.WORSE, report.UNDECIDED, report.NO_SPREAD)
+    assert all(math.isfinite(v) for r in runs for v in r["test"].values()), [
+        (r["config"]["label"], r["test"]) for r in runs
+    ]
+    assert table["verdict"][1] == "reference" and table["verdict"][2] in (
+        report.BETTER,
+        report.WORSE,
+        report.UNDECIDED,
+        report.NO_SPREAD,
+    )
 
 
-USER_MODULE = '''
+USER_MODULE = """
 import keras
 import numpy as np
 import keras_mtl
@@ -65,14 +72,30 @@ def load():
     y = {"up": (x[:, :1] > 0).astype("float32"), "level": x[:, 1:2] * 2}
     split = lambda a, b: (x[a:b], {k: v[a:b] for k, v in y.items()})
     return MultiTaskData.from_arrays({"up": classification(2), "level": regression()}, split(0, 40), split(40, 50), split(50, 60))
-'''
+"""
 
 
 def test_the_command_takes_the_users_model_and_data_as_module_function(tmp_path, monkeypatch, capsys):
     (tmp_path / "my_mtl_code.py").write_text(USER_MODULE)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    args = keras_mtl_cli.parse(["benchmark", "--model", "my_mtl_code:build", "--data", "my_mtl_code:load", "--methods", "ew", "--seeds", "1", "--epochs", "1", "--output", "out"])
+    args = keras_mtl_cli.parse(
+        [
+            "benchmark",
+            "--model",
+            "my_mtl_code:build",
+            "--data",
+            "my_mtl_code:load",
+            "--methods",
+            "ew",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--output",
+            "out",
+        ]
+    )
     result = compare.run(args)
     import my_mtl_code
 
@@ -117,12 +140,23 @@ def shared_encoder_model(data, tasks):
     """One input per task (its domain's images), one shared encoder, one head per task: LibMTL's multi-input setting."""
     encoder = keras.Sequential([keras.layers.Dense(8, activation="relu")], name="encoder")
     inputs = {name: keras.Input(data.input_shape[name], name=f"{name}_images") for name in tasks}
-    return keras_mtl.MultiTaskModel(inputs, {name: spec.head(name)(encoder(inputs[name])) for name, spec in tasks.items()})
+    return keras_mtl.MultiTaskModel(
+        inputs, {name: spec.head(name)(encoder(inputs[name])) for name, spec in tasks.items()}
+    )
 
 
 def test_the_benchmark_takes_tasks_with_inputs_of_their_own(tmp_path):
     data = datasets.zip_tasks({"amazon": _domain("amazon", 40, 0), "webcam": _domain("webcam", 24, 1)})
-    table = compare_methods(shared_encoder_model, data, methods=["ew", "pcgrad"], seeds=1, epochs=1, batch_size=8, output=tmp_path, progress=False)
+    table = compare_methods(
+        shared_encoder_model,
+        data,
+        methods=["ew", "pcgrad"],
+        seeds=1,
+        epochs=1,
+        batch_size=8,
+        output=tmp_path,
+        progress=False,
+    )
     assert list(table["method"]) == [report.SINGLE_TASK, "ew", "pcgrad"]
     assert np.isfinite(table[["amazon", "webcam", "delta_m"]].to_numpy(dtype=float)).all()
 
@@ -138,15 +172,34 @@ def test_a_run_that_raises_is_in_the_table_with_its_error_and_is_not_cached(tmp_
     data = datasets.gradnorm_toy(num_train=40, num_validation=16, num_test=16, input_dim=4, output_dim=2)
     trainer = _Breaks(compare.build_model, {"toy": data})
     configs = [
-        {"dataset": "toy", "max_examples": None, "epochs": 1, "batch_size": 16, "label": label, "method_id": method_id, "method_kwargs": kwargs, "seed": 0, "learning_rate": 1e-3}
-        for label, method_id, kwargs in [("single_task:task_0", "single_task", {"task": "task_0"}), ("single_task:task_1", "single_task", {"task": "task_1"}), ("ew", "ew", {}), ("uw", "uw", {})]
+        {
+            "dataset": "toy",
+            "max_examples": None,
+            "epochs": 1,
+            "batch_size": 16,
+            "label": label,
+            "method_id": method_id,
+            "method_kwargs": kwargs,
+            "seed": 0,
+            "learning_rate": 1e-3,
+        }
+        for label, method_id, kwargs in [
+            ("single_task:task_0", "single_task", {"task": "task_0"}),
+            ("single_task:task_1", "single_task", {"task": "task_1"}),
+            ("ew", "ew", {}),
+            ("uw", "uw", {}),
+        ]
     ]
     results, trained = runner.execute(configs, tmp_path, trainer, progress=False)
     assert trained == 4
     broken = results[3]
-    assert broken["error"] == "RuntimeError: the user's model broke" and all(math.isnan(v) for v in broken["test"].values())
+    assert broken["error"] == "RuntimeError: the user's model broke" and all(
+        math.isnan(v) for v in broken["test"].values()
+    )
     assert not cache.run_path(tmp_path, configs[3]).exists() and cache.run_path(tmp_path, configs[2]).exists()
-    rows = {row["method"]: row for row in report.summarize(results[2:], results[:2], {"task_0": False, "task_1": False})}
+    rows = {
+        row["method"]: row for row in report.summarize(results[2:], results[:2], {"task_0": False, "task_1": False})
+    }
     assert rows["uw"]["verdict"] == "failed: RuntimeError: the user's model broke" and rows["uw"]["rank"] == 2.0
     assert "run 4/4 uw seed 0 lr 0.001: failed: RuntimeError: the user's model broke" in capsys.readouterr().err
     # The next invocation tries the failed run again, and only it.
@@ -154,8 +207,26 @@ def test_a_run_that_raises_is_in_the_table_with_its_error_and_is_not_cached(tmp_
 
 
 def test_first_ctrl_c_stops_keeping_the_finished_runs_and_says_how_to_resume(tmp_path):
-    argv = ["--dataset", "gradnorm_toy", "--max-examples", "120", "--epochs", "2", "--batch-size", "8", "--seeds", "4", "--methods", "ew", "uw", "--output", str(tmp_path)]
-    process = subprocess.Popen([sys.executable, "-m", "keras_mtl.benchmark", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = [
+        "--dataset",
+        "gradnorm_toy",
+        "--max-examples",
+        "120",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--seeds",
+        "4",
+        "--methods",
+        "ew",
+        "uw",
+        "--output",
+        str(tmp_path),
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_mtl.benchmark", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 240
     while not list((tmp_path / "runs").glob("*.json")) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
@@ -164,13 +235,22 @@ def test_first_ctrl_c_stops_keeping_the_finished_runs_and_says_how_to_resume(tmp
     kept = sorted((tmp_path / "runs").glob("*.json"))
     assert process.returncode == 130, err[-2000:]
     assert 1 <= len(kept) < 16
-    assert f"Stopped. The {len(kept)} finished runs are kept in {tmp_path / 'runs'}" in err and "To resume, run the same command again" in err
+    assert (
+        f"Stopped. The {len(kept)} finished runs are kept in {tmp_path / 'runs'}" in err
+        and "To resume, run the same command again" in err
+    )
     assert "Traceback" not in err
 
 
 def test_the_benchmark_runs_on_jax(tmp_path):
     script = f"import runpy; table = runpy.run_path({str(EXAMPLE)!r})['main'](num_examples=200, epochs=1, seeds=1, methods=['ew', 'pcgrad'], output={str(tmp_path)!r}); print(keras_backend(), table['delta_m'].notna().all())"
     script = "import keras\nkeras_backend = keras.backend.backend\n" + script
-    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "jax True"

@@ -6,7 +6,15 @@ import pytest
 
 from keras_mtl.benchmark import cache
 
-CONFIG = {"dataset": "gradnorm_toy", "epochs": 1, "label": "uw_so", "method_id": "uw_so", "method_kwargs": {"temperature": 3.0}, "seed": 1, "learning_rate": 0.001}
+CONFIG = {
+    "dataset": "gradnorm_toy",
+    "epochs": 1,
+    "label": "uw_so",
+    "method_id": "uw_so",
+    "method_kwargs": {"temperature": 3.0},
+    "seed": 1,
+    "learning_rate": 0.001,
+}
 RESULT = {"config": CONFIG, "test": {"a": 0.5}, "validation": {"a": 0.4}, "seconds_per_step": 0.01, "history": {}}
 
 
@@ -24,7 +32,9 @@ def test_a_saved_result_reads_back_with_its_format_version(path):
 
 
 def test_the_file_name_follows_the_whole_configuration(tmp_path):
-    assert cache.run_path(tmp_path, CONFIG) != cache.run_path(tmp_path, {**CONFIG, "method_kwargs": {"temperature": 5.0}})
+    assert cache.run_path(tmp_path, CONFIG) != cache.run_path(
+        tmp_path, {**CONFIG, "method_kwargs": {"temperature": 5.0}}
+    )
     assert cache.run_path(tmp_path, {"label": "sam+pcgrad:naive", "seed": 0}).name.startswith("sam_pcgrad_naive_seed0_")
 
 

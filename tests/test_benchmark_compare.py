@@ -33,7 +33,12 @@ def test_mean_ranks_rank_each_task_in_its_direction_and_share_ties():
 
 
 def test_mean_ranks_put_nan_and_missing_metrics_last():
-    scores = {"x": {"acc": 0.9, "err": math.nan}, "y": {"acc": math.nan, "err": 0.5}, "z": {"acc": 0.1, "err": 2.0}, "w": {"acc": 0.5}}
+    scores = {
+        "x": {"acc": 0.9, "err": math.nan},
+        "y": {"acc": math.nan, "err": 0.5},
+        "z": {"acc": 0.1, "err": 2.0},
+        "w": {"acc": 0.5},
+    }
     # acc: x 1, w 2, z 3, y (NaN) 4; err: y 1, z 2, x (NaN) and w (missing) tie for 3–4 (3.5 each).
     assert report.mean_ranks(scores, HIGHER) == {"x": 2.25, "y": 2.5, "z": 2.5, "w": 2.75}
 
@@ -67,14 +72,24 @@ def test_verdicts(mean, low, high, expected):
 
 
 def _run(label, lr, seed, validation, test, seconds=0.01, method_id=None, task=None, kwargs=None):
-    config = {"label": label, "method_id": method_id or label, "method_kwargs": kwargs or ({"task": task} if task else {}), "learning_rate": lr, "seed": seed}
+    config = {
+        "label": label,
+        "method_id": method_id or label,
+        "method_kwargs": kwargs or ({"task": task} if task else {}),
+        "learning_rate": lr,
+        "seed": seed,
+    }
     return {"config": config, "validation": validation, "test": test, "seconds_per_step": seconds}
 
 
 def _baselines(seeds=(0,)):
     # Single-task baselines: acc 0.8 and err 2.0 on test, so Δm% = −50 (acc − 0.8)/0.8 + 25 (err − 2)/2.
-    return [_run("single_task:acc", 0.1, s, {"acc": 0.8}, {"acc": 0.8}, method_id=report.SINGLE_TASK, task="acc") for s in seeds] + [
-        _run("single_task:err", 0.1, s, {"err": 2.0}, {"err": 2.0}, method_id=report.SINGLE_TASK, task="err") for s in seeds
+    return [
+        _run("single_task:acc", 0.1, s, {"acc": 0.8}, {"acc": 0.8}, method_id=report.SINGLE_TASK, task="acc")
+        for s in seeds
+    ] + [
+        _run("single_task:err", 0.1, s, {"err": 2.0}, {"err": 2.0}, method_id=report.SINGLE_TASK, task="err")
+        for s in seeds
     ]
 
 
@@ -97,7 +112,9 @@ def test_summarize_pairs_methods_with_ew_by_seed():
     ]
     rows = {row["method"]: row for row in report.summarize(runs, _baselines(), HIGHER)}
     for label, deltas in (("paired", paired), ("noisy", noisy)):
-        reference = stats.ttest_rel([deltas[s] for s in range(3)], [ew_deltas[s] for s in range(3)]).confidence_interval(0.95)
+        reference = stats.ttest_rel(
+            [deltas[s] for s in range(3)], [ew_deltas[s] for s in range(3)]
+        ).confidence_interval(0.95)
         row = rows[label]
         assert row["vs_ew"] == pytest.approx(np.mean([deltas[s] - ew_deltas[s] for s in range(3)]))
         assert (row["vs_ew_low"], row["vs_ew_high"]) == pytest.approx((reference.low, reference.high))
@@ -107,7 +124,10 @@ def test_summarize_pairs_methods_with_ew_by_seed():
 
 
 def test_summarize_with_one_seed_gives_no_interval():
-    runs = [_run("ew", 0.1, 0, {"acc": 0.8, "err": 2.0}, {"acc": 0.8, "err": 2.0}), _run("m", 0.1, 0, {"acc": 0.8, "err": 2.0}, {"acc": 0.7, "err": 2.0})]
+    runs = [
+        _run("ew", 0.1, 0, {"acc": 0.8, "err": 2.0}, {"acc": 0.8, "err": 2.0}),
+        _run("m", 0.1, 0, {"acc": 0.8, "err": 2.0}, {"acc": 0.7, "err": 2.0}),
+    ]
     row = report.summarize(runs, _baselines(), HIGHER)[2]
     assert row["verdict"] == report.ONE_SEED and row["vs_ew"] == pytest.approx(6.25) and row["vs_ew_low"] is None
     assert "(n/a, 1 seed)" in _table_text(report.summarize(runs, _baselines(), HIGHER))
@@ -115,7 +135,8 @@ def test_summarize_with_one_seed_gives_no_interval():
 
 def test_summarize_picks_learning_rate_and_temperature_by_validation_not_test():
     baselines = [
-        _run("single_task:acc", lr, 0, {"acc": val}, {"acc": 0.8}, method_id=report.SINGLE_TASK, task="acc") for lr, val in [(0.1, 0.5), (0.01, 0.9)]
+        _run("single_task:acc", lr, 0, {"acc": val}, {"acc": 0.8}, method_id=report.SINGLE_TASK, task="acc")
+        for lr, val in [(0.1, 0.5), (0.01, 0.9)]
     ] + [_run("single_task:err", 0.1, 0, {"err": 1.0}, {"err": 2.5}, method_id=report.SINGLE_TASK, task="err")]
     runs = [
         # At lr 0.1 the method is better on validation but worse on test: 0.1 must be chosen.
@@ -125,13 +146,23 @@ def test_summarize_picks_learning_rate_and_temperature_by_validation_not_test():
         _run("ew", 0.1, 1, {"acc": 0.8, "err": 1.0}, {"acc": 0.8, "err": 2.5}, seconds=0.02),
         # UW-SO: T = 3 is best on validation, T = 1 on test; a diverged T = 5 is never chosen.
         *(
-            _run("uw_so", 0.1, 0, {"acc": val, "err": 1.0}, {"acc": test, "err": 2.5}, method_id="uw_so", kwargs={"temperature": t})
+            _run(
+                "uw_so",
+                0.1,
+                0,
+                {"acc": val, "err": 1.0},
+                {"acc": test, "err": 2.5},
+                method_id="uw_so",
+                kwargs={"temperature": t},
+            )
             for t, val, test in [(1.0, 0.7, 0.95), (3.0, 0.85, 0.7), (5.0, math.nan, math.nan)]
         ),
     ]
     rows = {row["method"]: row for row in report.summarize(runs, baselines, HIGHER)}
     assert list(rows) == [report.SINGLE_TASK, "m", "ew", "uw_so"]
-    assert rows["m"]["learning_rate"] == 0.1 and rows["m"]["delta_m"] == pytest.approx(22.5) and rows["m"]["tuned"] == ""
+    assert (
+        rows["m"]["learning_rate"] == 0.1 and rows["m"]["delta_m"] == pytest.approx(22.5) and rows["m"]["tuned"] == ""
+    )
     assert rows["uw_so"]["tuned"] == "temperature=3" and rows["uw_so"]["acc"] == 0.7
     assert rows["ew"]["seeds"] == 2 and rows["ew"]["delta_m"] == pytest.approx(0.0)
     assert rows["m"]["time_vs_ew"] == pytest.approx(0.03 / 0.015)
@@ -142,7 +173,11 @@ def test_summarize_picks_learning_rate_and_temperature_by_validation_not_test():
 def test_a_diverged_method_ranks_last_and_gets_no_verdict():
     runs = [
         _run(label, 0.1, seed, {"acc": 0.8, "err": 2.0}, test)
-        for label, test in (("ew", {"acc": 0.8, "err": 2.0}), ("diverged", {"acc": math.nan, "err": math.nan}), ("worse", {"acc": 0.1, "err": 9.0}))
+        for label, test in (
+            ("ew", {"acc": 0.8, "err": 2.0}),
+            ("diverged", {"acc": math.nan, "err": math.nan}),
+            ("worse", {"acc": 0.1, "err": 9.0}),
+        )
         for seed in (0, 1)
     ]
     rows = {row["method"]: row for row in report.summarize(runs, _baselines(), HIGHER)}
@@ -157,7 +192,11 @@ def _table_text(rows):
 
 
 def test_the_printed_table_keeps_every_column_in_a_file():
-    runs = [_run(label, 0.1, s, {"acc": 0.8, "err": 2.0}, {"acc": _acc_for(d + s), "err": 2.0}) for label, d in (("ew", 0.0), ("m", -5.0)) for s in (0, 1)]
+    runs = [
+        _run(label, 0.1, s, {"acc": 0.8, "err": 2.0}, {"acc": _acc_for(d + s), "err": 2.0})
+        for label, d in (("ew", 0.0), ("m", -5.0))
+        for s in (0, 1)
+    ]
     text = _table_text(report.summarize(runs, _baselines(), HIGHER))
     header, *lines = text.strip().splitlines()
     for column in ("method", "lr", "acc", "err", "Δm% ↓", "vs EW, 95% CI", "verdict", "rank ↓", "time/step × ew"):
@@ -173,7 +212,17 @@ def _tiny_data():
 
 
 def _config(method_id, seed, learning_rate=1e-3, epochs=1, kwargs=None):
-    return {"dataset": "tiny", "max_examples": None, "epochs": epochs, "batch_size": 16, "label": method_id, "method_id": method_id, "method_kwargs": kwargs or {}, "seed": seed, "learning_rate": learning_rate}
+    return {
+        "dataset": "tiny",
+        "max_examples": None,
+        "epochs": epochs,
+        "batch_size": 16,
+        "label": method_id,
+        "method_id": method_id,
+        "method_kwargs": kwargs or {},
+        "seed": seed,
+        "learning_rate": learning_rate,
+    }
 
 
 def test_training_batches_depend_only_on_the_seed():
@@ -259,13 +308,36 @@ def test_auxiliary_task_methods_take_the_first_task_as_main():
 
 
 def _benchmark(output, *extra):
-    argv = ["benchmark", "--dataset", "gradnorm_toy", "--seeds", "1", "--epochs", "1", "--max-examples", "40", "--batch-size", "16"]
+    argv = [
+        "benchmark",
+        "--dataset",
+        "gradnorm_toy",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--max-examples",
+        "40",
+        "--batch-size",
+        "16",
+    ]
     return compare.run(keras_mtl_cli.parse(argv + ["--output", str(output), *extra]))
 
 
 def test_benchmark_writes_its_outputs_resumes_and_retrains_a_corrupt_cache_file(tmp_path, capsys):
     # Krum needs 3 tasks or more: the toy's 2 leave it out with a note.
-    first = _benchmark(tmp_path, "--methods", "ew", "uw_so", "krum", "--temperatures", "1", "3", "--tensorboard", str(tmp_path / "logs"))
+    first = _benchmark(
+        tmp_path,
+        "--methods",
+        "ew",
+        "uw_so",
+        "krum",
+        "--temperatures",
+        "1",
+        "3",
+        "--tensorboard",
+        str(tmp_path / "logs"),
+    )
     out, err = capsys.readouterr()
     assert "skipping krum" in out
     assert "UW-SO temperature from 1 3" in out
@@ -301,20 +373,34 @@ def test_benchmark_writes_its_outputs_resumes_and_retrains_a_corrupt_cache_file(
     out, _ = capsys.readouterr()
     assert second["trained"] == 1
     assert f"training {truncated} again: it is not readable JSON" in out
-    assert sorted((tmp_path / "runs").iterdir()) == runs and {path: path.stat().st_mtime_ns for path in mtimes} == mtimes
+    assert (
+        sorted((tmp_path / "runs").iterdir()) == runs and {path: path.stat().st_mtime_ns for path in mtimes} == mtimes
+    )
     assert json.loads(truncated.read_text())["config"]["method_id"] == "ew"
     # The retrained run is the same run: same metrics, to the bit (only its step time differs).
     timing = ("seconds_per_step", "time_vs_ew")
-    assert [{k: v for k, v in row.items() if k not in timing} for row in second["rows"]] == [{k: v for k, v in row.items() if k not in timing} for row in first["rows"]]
+    assert [{k: v for k, v in row.items() if k not in timing} for row in second["rows"]] == [
+        {k: v for k, v in row.items() if k not in timing} for row in first["rows"]
+    ]
 
 
 def test_width_scales_every_shared_layer_and_a_zero_weight_decay_changes_nothing():
     data = _tiny_data()
-    dense = [layer.units for layer in compare.build_model(data, data.tasks, width=0.5).layers if isinstance(layer, keras.layers.Dense)]
+    dense = [
+        layer.units
+        for layer in compare.build_model(data, data.tasks, width=0.5).layers
+        if isinstance(layer, keras.layers.Dense)
+    ]
     # The MLP trunk's 128 and 64 units halved; the two heads keep their 2 outputs.
     assert dense == [64, 32, 2, 2]
-    image = datasets.MultiTaskData(*[data.train.map(lambda x, y: (keras.ops.zeros((28, 28, 1)), y))] * 3, tasks=data.tasks)
-    filters = [layer.filters for layer in compare.build_model(image, data.tasks, width=2.0).layers if isinstance(layer, keras.layers.Conv2D)]
+    image = datasets.MultiTaskData(
+        *[data.train.map(lambda x, y: (keras.ops.zeros((28, 28, 1)), y))] * 3, tasks=data.tasks
+    )
+    filters = [
+        layer.filters
+        for layer in compare.build_model(image, data.tasks, width=2.0).layers
+        if isinstance(layer, keras.layers.Conv2D)
+    ]
     assert filters == [32, 64]
     # A decay of 0 is the benchmark's run (no `weight_decay` key), to the bit; a decay of 0.5 changes the result.
     plain = compare.train_run(_config("ew", 0), data)

@@ -59,14 +59,26 @@ class _FaultyTrainer(compare.Trainer):
 
 
 def _config(label, seed):
-    return {"dataset": "tiny", "max_examples": None, "epochs": 1, "batch_size": 16, "label": label, "method_id": "ew", "method_kwargs": {}, "seed": seed, "learning_rate": 1e-3}
+    return {
+        "dataset": "tiny",
+        "max_examples": None,
+        "epochs": 1,
+        "batch_size": 16,
+        "label": label,
+        "method_id": "ew",
+        "method_kwargs": {},
+        "seed": seed,
+        "learning_rate": 1e-3,
+    }
 
 
 def test_a_killed_worker_loses_nothing_and_a_failing_run_is_reported_once(local_ray, tmp_path):
     configs = [_config("ew", 0), _config("ew", 1), _config("broken", 0)]
     folder = tmp_path / "runs"
     folder.mkdir()
-    results, trained = runner.execute(configs, folder, _FaultyTrainer(tmp_path), ray=runner.RayOptions(), progress=False)
+    results, trained = runner.execute(
+        configs, folder, _FaultyTrainer(tmp_path), ray=runner.RayOptions(), progress=False
+    )
     assert trained == 3 and (tmp_path / "killed").exists()
     # The killed run was retried on another worker: its result is the run's, to the bit, and cached.
     in_process = compare.Trainer(compare.build_model, {"tiny": TINY})(_config("ew", 1))
@@ -95,6 +107,11 @@ def test_the_users_code_from_the_current_folder_reaches_the_workers(local_ray, t
         "    return MultiTaskData.from_arrays({'p': regression(), 'q': regression()}, split(0, 20), split(20, 25), split(25, 30))\n"
     )
     monkeypatch.chdir(tmp_path)
-    build, load = compare.load_reference("ray_user_code:build", "--model"), compare.load_reference("ray_user_code:load", "--data")
-    table = compare_methods(build, load, methods=["ew"], seeds=1, epochs=1, batch_size=8, output=tmp_path / "out", ray=True, progress=False)
+    build, load = (
+        compare.load_reference("ray_user_code:build", "--model"),
+        compare.load_reference("ray_user_code:load", "--data"),
+    )
+    table = compare_methods(
+        build, load, methods=["ew"], seeds=1, epochs=1, batch_size=8, output=tmp_path / "out", ray=True, progress=False
+    )
     assert list(table["method"]) == ["single_task", "ew"] and table["delta_m"].notna().all()

@@ -73,7 +73,12 @@ def test_argument_errors_exit_2_naming_the_problem_without_tensorflow(argv, mess
 
 
 def test_speed_accepts_sam_rows_around_a_registered_method():
-    assert keras_mtl_cli.parse(["speed", "--methods", "sam", "sam+pcgrad", "sam+pcgrad:naive", "sam+mean:fmtl"]).methods[-1] == "sam+mean:fmtl"
+    assert (
+        keras_mtl_cli.parse(["speed", "--methods", "sam", "sam+pcgrad", "sam+pcgrad:naive", "sam+mean:fmtl"]).methods[
+            -1
+        ]
+        == "sam+mean:fmtl"
+    )
 
 
 def test_static_lists_match_the_library():
@@ -83,7 +88,9 @@ def test_static_lists_match_the_library():
     from keras_mtl.flat import sam
 
     read, registered = set(keras_mtl_cli.method_ids()), set(keras_mtl.available())
-    assert read == registered, f"@register lines of modules keras_mtl does not import: {sorted(read - registered)}; registered otherwise: {sorted(registered - read)}"
+    assert read == registered, (
+        f"@register lines of modules keras_mtl does not import: {sorted(read - registered)}; registered otherwise: {sorted(registered - read)}"
+    )
     assert sorted(keras_mtl_cli.DATASETS) == sorted(compare.DATASETS)
     assert set(keras_mtl_cli.SAM_VARIANTS) == set(sam.VARIANTS)
     assert set(keras_mtl_cli.DEFAULT_METHODS) <= set(keras_mtl.available())

@@ -23,7 +23,12 @@ import three_tasks  # noqa: E402
 
 # Every id in parameter mode, a few in representation mode; the others with `-m slow`.
 # Each backend is compared with TensorFlow; PyTorch where it is installed (the `torch` extra).
-OTHER_BACKENDS = ["jax", pytest.param("torch", marks=pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed"))]
+OTHER_BACKENDS = [
+    "jax",
+    pytest.param(
+        "torch", marks=pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+    ),
+]
 BACKENDS = ["tensorflow", "jax"] + (["torch"] if importlib.util.find_spec("torch") else [])
 SPECS = keras_mtl.available() + three_tasks.representation_specs(default=True)
 # GradDrop (a coordinate-wise `combine` and random draws) stands for them in CI's `-m guarantee` run.
@@ -38,8 +43,19 @@ SAVE_PAIRS = [("tensorflow", "jax"), ("jax", "tensorflow"), ("tensorflow", "torc
 
 
 def script(backend, name, *arguments):
-    environment = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ["PYTHONPATH"]]), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, str(SUPPORT / name), *map(str, arguments)], env=environment, capture_output=True, text=True, timeout=1200)
+    environment = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ["PYTHONPATH"]]),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    result = subprocess.run(
+        [sys.executable, str(SUPPORT / name), *map(str, arguments)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -91,7 +107,10 @@ def continued(tmp_path_factory):
         folder = tmp_path_factory.mktemp(f"saved_on_{saved_on}")
         script(saved_on, "save_and_continue.py", "save", folder, folder / "same.npz", *SAVED_SPECS)
         script(loaded_on, "save_and_continue.py", "continue", folder, folder / "other.npz", *SAVED_SPECS)
-        results[saved_on, saved_on], results[saved_on, loaded_on] = np.load(folder / "same.npz"), np.load(folder / "other.npz")
+        results[saved_on, saved_on], results[saved_on, loaded_on] = (
+            np.load(folder / "same.npz"),
+            np.load(folder / "other.npz"),
+        )
     return results
 
 

@@ -15,9 +15,14 @@ def _combine(jacobian, losses):
     jacobian = np.asarray(jacobian, "float32")
     gramian = keras.ops.convert_to_tensor(jacobian @ jacobian.T)
     gradients = TaskGradients(
-        jacobian=keras.ops.convert_to_tensor(jacobian), losses=keras.ops.convert_to_tensor(np.asarray(losses, "float32")), gramian=gramian, last_layer_gramian=gramian
+        jacobian=keras.ops.convert_to_tensor(jacobian),
+        losses=keras.ops.convert_to_tensor(np.asarray(losses, "float32")),
+        gramian=gramian,
+        last_layer_gramian=gramian,
     )
-    direction, weights, new_state = keras_mtl.DualBalancing(toy_losses(), beta=0.0).combine(gradients, state={}, training=True)
+    direction, weights, new_state = keras_mtl.DualBalancing(toy_losses(), beta=0.0).combine(
+        gradients, state={}, training=True
+    )
     assert new_state == {}
     return keras.ops.convert_to_numpy(direction), keras.ops.convert_to_numpy(weights)
 
@@ -94,14 +99,20 @@ def test_the_average_matches_the_float64_reference_and_every_scaled_average_has_
     jacobians = [rng.normal(size=(3, 6)) * np.array([[1e3], [1.0], [1e-3]]) for _ in range(4)]
     losses = [0.5, 2.0, 8.0]
     results = steps(keras_mtl.DualBalancing(toy_losses(), beta=beta, beta_sigma=beta_sigma), jacobians, losses)
-    for (weights, direction), (expected_direction, expected_weights) in zip(results, _smoothed_reference(jacobians, losses, beta, beta_sigma)):
+    for (weights, direction), (expected_direction, expected_weights) in zip(
+        results, _smoothed_reference(jacobians, losses, beta, beta_sigma)
+    ):
         np.testing.assert_allclose(direction, expected_direction, rtol=1e-4)
         np.testing.assert_allclose(weights, expected_weights, rtol=1e-5)
     # One step from ĝ = 0: ĝ_k = (1 − β)·h_k, and every α_k ĝ_k has the largest norm (to ε = 1e-8 against the
     # smallest norm, about 1e-5).
     weights, _ = results[0]
     contributions = weights[:, None] * np.asarray(jacobians[0])
-    np.testing.assert_allclose(np.linalg.norm(contributions, axis=1), (1 - beta) * np.max(np.linalg.norm(jacobians[0] / np.array(losses)[:, None], axis=1)), rtol=1e-3)
+    np.testing.assert_allclose(
+        np.linalg.norm(contributions, axis=1),
+        (1 - beta) * np.max(np.linalg.norm(jacobians[0] / np.array(losses)[:, None], axis=1)),
+        rtol=1e-3,
+    )
 
 
 def test_arguments_choose_the_mode_and_round_trip():
@@ -132,7 +143,9 @@ def test_negative_losses_are_refused(toy):
     model.compile("sgd", loss=keras_mtl.DualBalancing({"a": negative_mse, "b": toy_losses()["b"]}))
     initial = model.get_weights()
     # TensorFlow's graph error message escapes the quotes around the task name.
-    with pytest.raises(step_error(), match=r"DualBalancing needs non-negative losses; task \\?'a\\?' has a negative one"):
+    with pytest.raises(
+        step_error(), match=r"DualBalancing needs non-negative losses; task \\?'a\\?' has a negative one"
+    ):
         model.fit(x, y, batch_size=10, epochs=1, verbose=0)
     assert max(np.max(np.abs(a - b)) for a, b in zip(initial, model.get_weights())) == 0.0
 

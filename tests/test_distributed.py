@@ -25,9 +25,15 @@ TOLERANCE = 2e-6
 # Representation mode for every gradient method that supports it, except
 # GradDrop, whose per-sample masks are drawn per replica there (documented);
 # a few in the default run, the others with `-m slow`.
-SPECS = keras_mtl.available() + [s for s in three_tasks.representation_specs(default=True) if not s.startswith("graddrop")]
+SPECS = keras_mtl.available() + [
+    s for s in three_tasks.representation_specs(default=True) if not s.startswith("graddrop")
+]
 # TrimmedMean's coordinate-wise `combine` (no Gramian weights) stands for them in CI's `-m guarantee` run.
-SLOW_SPECS = [slow_case(s, guarantee=s == "trimmed_mean@trunk") for s in three_tasks.representation_specs(default=False) if not s.startswith("graddrop")]
+SLOW_SPECS = [
+    slow_case(s, guarantee=s == "trimmed_mean@trunk")
+    for s in three_tasks.representation_specs(default=False)
+    if not s.startswith("graddrop")
+]
 
 
 def differences_of(specs):
@@ -43,7 +49,9 @@ def differences():
 
 @pytest.fixture(scope="module")
 def slow_differences(request):
-    return differences_of(selected_parameters(request, "test_two_replicas_match_one_device_in_representation_mode", "method_id"))
+    return differences_of(
+        selected_parameters(request, "test_two_replicas_match_one_device_in_representation_mode", "method_id")
+    )
 
 
 @pytest.mark.parametrize("method_id", SPECS)

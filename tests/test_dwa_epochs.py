@@ -47,24 +47,39 @@ def test_an_interrupted_epoch_leaves_nothing_in_the_next_epoch_mean(toy):
 def test_end_epoch_rolls_the_means_after_steps_and_without_steps_returns_the_state_unchanged():
     method = keras_mtl.DynamicWeightAverage(toy_losses())
     state = state_values(method, ["a", "b"])
-    state.update(last_epoch_mean=np.array([3.0, 6.0], "float32"), second_last_epoch_mean=np.array([4.0, 5.0], "float32"), epochs_seen=np.float32(2.0))
+    state.update(
+        last_epoch_mean=np.array([3.0, 6.0], "float32"),
+        second_last_epoch_mean=np.array([4.0, 5.0], "float32"),
+        epochs_seen=np.float32(2.0),
+    )
     # Two steps with losses summing to (2, 8): the epoch's mean (1, 4) becomes the last, (3, 6) the second last.
     stepped = {**state, "epoch_loss_sum": np.array([2.0, 8.0], "float32"), "epoch_batches": np.float32(2.0)}
-    expected = {"last_epoch_mean": [1.0, 4.0], "second_last_epoch_mean": [3.0, 6.0], "epochs_seen": 3.0, "epoch_loss_sum": [0.0, 0.0], "epoch_batches": 0.0}
+    expected = {
+        "last_epoch_mean": [1.0, 4.0],
+        "second_last_epoch_mean": [3.0, 6.0],
+        "epochs_seen": 3.0,
+        "epoch_loss_sum": [0.0, 0.0],
+        "epoch_batches": 0.0,
+    }
     new_state = {**stepped, **method.end_epoch(stepped)}
     for name, value in expected.items():
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(new_state[name]), value, err_msg=name)
     # With these means the next weights are K·softmax(r/T), r = (1/3, 4/6), T = 2: not the first epochs' 1.
     weights, _ = method.weights(keras.ops.ones((2,)), new_state, training=False)
     ratios = np.array([1 / 3, 4 / 6]) / 2.0
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(weights), 2 * np.exp(ratios) / np.exp(ratios).sum(), rtol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(weights), 2 * np.exp(ratios) / np.exp(ratios).sum(), rtol=1e-6
+    )
     # Without steps nothing changes.
     new_state = method.end_epoch(state)
     for name, value in state.items():
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(new_state.get(name, value)), value, err_msg=name)
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="Keras 3.15's JAX trainer raises StopIteration on a dataset without batches")
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="Keras 3.15's JAX trainer raises StopIteration on a dataset without batches",
+)
 def test_an_epoch_without_steps_changes_nothing(toy):
     import tensorflow as tf
 
@@ -130,7 +145,10 @@ def test_sam_passes_the_epoch_boundaries_to_its_method():
 
 def test_sam_forwards_every_hook_of_its_method():
     # FAMO's after-update state, lower bounds and flags come through SAM unchanged.
-    sam, famo = keras_mtl.SAM(toy_losses(), method=keras_mtl.FAMO(min_losses=[0.5, 0.0])), keras_mtl.FAMO(toy_losses(), min_losses=[0.5, 0.0])
+    sam, famo = (
+        keras_mtl.SAM(toy_losses(), method=keras_mtl.FAMO(min_losses=[0.5, 0.0])),
+        keras_mtl.FAMO(toy_losses(), min_losses=[0.5, 0.0]),
+    )
     assert sam.needs_losses_after_update and sam.needs_non_negative_losses
     assert sam.loss_lower_bounds(2) == [0.5, 0.0]
     before, after = np.array([1.0, 4.0], "float32"), np.array([0.75, 4.0], "float32")

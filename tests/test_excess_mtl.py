@@ -15,12 +15,18 @@ def steps(method, jacobians, losses=None):
     jacobians = [np.asarray(j, "float32") for j in jacobians]
     num_tasks, num_parameters = jacobians[0].shape
     layer = MultiTaskState()
-    layer.configure(method, [f"t{k}" for k in range(num_tasks)], lambda: [keras.Variable(np.zeros(num_parameters), name="shared")])
+    layer.configure(
+        method, [f"t{k}" for k in range(num_tasks)], lambda: [keras.Variable(np.zeros(num_parameters), name="shared")]
+    )
     state, results = layer.values(), []
     for jacobian in jacobians:
         tensor = keras.ops.convert_to_tensor(jacobian)
         gramian = keras.ops.matmul(tensor, keras.ops.transpose(tensor))
-        task_losses = keras.ops.ones((num_tasks,)) if losses is None else keras.ops.convert_to_tensor(np.asarray(losses, "float32"))
+        task_losses = (
+            keras.ops.ones((num_tasks,))
+            if losses is None
+            else keras.ops.convert_to_tensor(np.asarray(losses, "float32"))
+        )
         gradients = TaskGradients(jacobian=tensor, losses=task_losses, gramian=gramian, last_layer_gramian=gramian)
         direction, weights, new_state = method.combine(gradients, state, training=True)
         state.update(new_state)
@@ -67,7 +73,12 @@ def test_matches_the_float64_reference_over_steps(options):
     rng = np.random.default_rng(0)
     jacobians = [rng.normal(size=(3, 7)) * rng.uniform(0.1, 3.0, size=(3, 1)) for _ in range(6)]
     results = steps(keras_mtl.ExcessMTL(toy_losses(), **options), jacobians)
-    expected = reference(jacobians, options.get("robust_step_size", 1e-2), options.get("baseline_steps", 1), 1.0 if options.get("simplex") else None)
+    expected = reference(
+        jacobians,
+        options.get("robust_step_size", 1e-2),
+        options.get("baseline_steps", 1),
+        1.0 if options.get("simplex") else None,
+    )
     for (weights, direction), (expected_weights, expected_direction) in zip(results, expected):
         np.testing.assert_allclose(weights, expected_weights, rtol=1e-5)
         np.testing.assert_allclose(direction, expected_direction, rtol=1e-4, atol=1e-6)
@@ -89,7 +100,9 @@ def test_a_gradient_norm_ratio_of_1e6_and_a_zero_baseline():
     results = steps(keras_mtl.ExcessMTL(toy_losses(), robust_step_size=1.0), jacobians)
     for (weights, direction), (expected_weights, expected_direction) in zip(results, reference(jacobians, 1.0)):
         np.testing.assert_allclose(weights, expected_weights, rtol=1e-4)
-        np.testing.assert_allclose(direction, expected_direction, rtol=1e-4, atol=1e-6 * np.abs(expected_direction).max())
+        np.testing.assert_allclose(
+            direction, expected_direction, rtol=1e-4, atol=1e-6 * np.abs(expected_direction).max()
+        )
     # A task with no gradient through the baseline step has ratio 0: finite weights that fall behind.
     zero_first = [[[1.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 5.0]]]
     weights, _ = steps(keras_mtl.ExcessMTL(toy_losses(), robust_step_size=1.0), zero_first)[-1]

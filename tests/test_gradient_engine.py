@@ -21,7 +21,9 @@ def _data(n=64):
 def _model(representation=None, shared_layers=None, l2=1e-3):
     keras.utils.set_random_seed(1)
     inputs = keras.Input((8,))
-    hidden = keras.layers.Dense(16, activation="tanh", name="trunk", kernel_regularizer=keras.regularizers.L2(l2))(inputs)
+    hidden = keras.layers.Dense(16, activation="tanh", name="trunk", kernel_regularizer=keras.regularizers.L2(l2))(
+        inputs
+    )
     outputs = {"a": keras.layers.Dense(1, name="a")(hidden), "b": keras.layers.Dense(3, name="b")(hidden)}
     return keras_mtl.MultiTaskModel(inputs, outputs, representation=representation, shared_layers=shared_layers)
 
@@ -88,7 +90,9 @@ def test_shared_layers_override():
 
 def test_a_model_without_shared_parameters_is_refused():
     inputs = keras.Input((8,))
-    model = keras_mtl.MultiTaskModel(inputs, {"a": keras.layers.Dense(1, name="a")(inputs), "b": keras.layers.Dense(3, name="b")(inputs)})
+    model = keras_mtl.MultiTaskModel(
+        inputs, {"a": keras.layers.Dense(1, name="a")(inputs), "b": keras.layers.Dense(3, name="b")(inputs)}
+    )
     model.compile("sgd", loss=keras_mtl.get("mean", LOSSES))
     with pytest.raises(ValueError, match="No parameter is shared"):
         model.fit(*_data(16), verbose=0)
@@ -120,7 +124,9 @@ def test_mixed_precision_trains_with_loss_scaling():
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         assert np.all(np.isfinite(history.history["loss"]))
         # GradNorm's weights stay a valid weighting despite the scaled gradients.
-        assert np.sum(keras.ops.convert_to_numpy(model.multi_task_state["gradnorm_weights"])) == pytest.approx(2.0, abs=1e-5)
+        assert np.sum(keras.ops.convert_to_numpy(model.multi_task_state["gradnorm_weights"])) == pytest.approx(
+            2.0, abs=1e-5
+        )
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -144,7 +150,9 @@ def test_save_and_load_keeps_method_and_state(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.representation == "trunk" and isinstance(loaded.multi_task_method, keras_mtl.GradNorm)
-    np.testing.assert_array_equal(loaded.multi_task_state["gradnorm_weights"], model.multi_task_state["gradnorm_weights"])
+    np.testing.assert_array_equal(
+        loaded.multi_task_state["gradnorm_weights"], model.multi_task_state["gradnorm_weights"]
+    )
     assert _max_difference(model, loaded) == 0
     loaded.fit(*_data(), batch_size=16, epochs=1, verbose=0)
 
@@ -153,7 +161,9 @@ def test_gradnorm_balances_gradient_norms():
     # Task a's loss is 100× task b's: GradNorm must move weight to b.
     inputs = keras.Input((8,))
     hidden = keras.layers.Dense(16, activation="tanh", name="trunk")(inputs)
-    model = keras_mtl.MultiTaskModel(inputs, {"a": keras.layers.Dense(1, name="a")(hidden), "b": keras.layers.Dense(1, name="b")(hidden)})
+    model = keras_mtl.MultiTaskModel(
+        inputs, {"a": keras.layers.Dense(1, name="a")(hidden), "b": keras.layers.Dense(1, name="b")(hidden)}
+    )
     model.compile(keras.optimizers.SGD(0.01), loss=keras_mtl.GradNorm({"a": "mse", "b": "mse"}))
     x, _ = _data(256)
     y = {"a": 10.0 * np.sin(x[:, :1]), "b": 0.1 * np.cos(x[:, 1:2])}

@@ -7,9 +7,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import default_subset
 
 import keras_mtl
-from conftest import default_subset
 
 sys.path.insert(0, str(Path(__file__).parent / "support"))
 import dense_gradients  # noqa: E402
@@ -26,7 +26,11 @@ def _method(method_id):
 def _data():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(48, 6)).astype("float32")
-    return x, {"a": rng.normal(size=(48, 1)).astype("float32"), "b": rng.integers(0, 3, size=(48,)), "c": rng.normal(size=(48, 2)).astype("float32")}
+    return x, {
+        "a": rng.normal(size=(48, 1)).astype("float32"),
+        "b": rng.integers(0, 3, size=(48,)),
+        "c": rng.normal(size=(48, 2)).astype("float32"),
+    }
 
 
 def _model(representation=None):
@@ -58,7 +62,9 @@ def _representation_property(method_id, w, gramian, losses):
         np.testing.assert_allclose(w * norms, np.full(3, np.max(norms / losses)), rtol=1e-5)
 
 
-@pytest.mark.parametrize("method_id", default_subset(three_tasks.representation_ids(), keep=three_tasks.DEFAULT_REPRESENTATION_IDS))
+@pytest.mark.parametrize(
+    "method_id", default_subset(three_tasks.representation_ids(), keep=three_tasks.DEFAULT_REPRESENTATION_IDS)
+)
 def test_representation_mode_steps_along_the_weighted_gradients_of_the_representation(method_id):
     # One SGD step: the trunk moves along Σ_k w_k ∇_W L_k with the logged weights (the chain rule through the
     # representation z), each head along its own task's gradient; the weights have their method's property on
@@ -81,12 +87,16 @@ def test_representation_mode_steps_along_the_weighted_gradients_of_the_represent
     if method_id in ("graddrop", "trimmed_mean"):
         z = np.tanh(x.astype(np.float64) @ before[0] + before[1])
         pre_activation = np.linalg.solve(x.T.astype(np.float64), (before[0] - after[0]) / 0.05)
-        np.testing.assert_allclose(after[1], before[1] - 0.05 * pre_activation.sum(0), rtol=1e-4, atol=1e-5 * np.abs(before[1]).max())
+        np.testing.assert_allclose(
+            after[1], before[1] - 0.05 * pre_activation.sum(0), rtol=1e-4, atol=1e-5 * np.abs(before[1]).max()
+        )
         direction, scale = pre_activation / (1.0 - z**2), np.abs(rows).sum(0)
         if method_id == "trimmed_mean":  # K = 3, t = 1: the median
             np.testing.assert_allclose(direction, np.median(rows, axis=0), atol=1e-3 * scale.max())
         else:  # every coordinate keeps the components of one sign (leak 0)
-            kept = np.minimum(np.abs(direction - np.maximum(rows, 0).sum(0)), np.abs(direction - np.minimum(rows, 0).sum(0)))
+            kept = np.minimum(
+                np.abs(direction - np.maximum(rows, 0).sum(0)), np.abs(direction - np.minimum(rows, 0).sum(0))
+            )
             assert np.all(kept <= 1e-3 * scale.max()), kept.max() / scale.max()
         expected = [before[0], before[1], *expected[2:]]
         after = [before[0], before[1], *after[2:]]

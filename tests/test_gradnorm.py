@@ -15,7 +15,9 @@ def _gradients(jacobian, losses):
     jacobian = np.asarray(jacobian, "float32")
     gramian = keras.ops.convert_to_tensor(jacobian @ jacobian.T)
     losses = keras.ops.convert_to_tensor(np.asarray(losses, "float32"))
-    return TaskGradients(jacobian=keras.ops.convert_to_tensor(jacobian), losses=losses, gramian=gramian, last_layer_gramian=gramian)
+    return TaskGradients(
+        jacobian=keras.ops.convert_to_tensor(jacobian), losses=losses, gramian=gramian, last_layer_gramian=gramian
+    )
 
 
 def _reference_gradient(jacobian, losses, initial_losses, weights, alpha):
@@ -54,9 +56,15 @@ def test_weight_gradient_matches_the_rule_on_random_gradients(alpha):
     initial, losses = rng.uniform(0.5, 2.0, 3), rng.uniform(0.1, 2.0, 3)
     weights = rng.uniform(0.5, 1.5, 3)
     jacobian = rng.normal(size=(3, 4))
-    state.update(initial_losses=initial.astype("float32"), steps=np.float32(4.0), gradnorm_weights=weights.astype("float32"))
-    gradient = method.state_gradients(_gradients(jacobian, losses), keras.ops.convert_to_tensor(weights.astype("float32")), state)["gradnorm_weights"]
-    np.testing.assert_allclose(_numpy(gradient), _reference_gradient(jacobian, losses, initial, weights, alpha), rtol=1e-5)
+    state.update(
+        initial_losses=initial.astype("float32"), steps=np.float32(4.0), gradnorm_weights=weights.astype("float32")
+    )
+    gradient = method.state_gradients(
+        _gradients(jacobian, losses), keras.ops.convert_to_tensor(weights.astype("float32")), state
+    )["gradnorm_weights"]
+    np.testing.assert_allclose(
+        _numpy(gradient), _reference_gradient(jacobian, losses, initial, weights, alpha), rtol=1e-5
+    )
 
 
 def test_the_first_step_takes_its_own_losses_as_l0():
@@ -69,7 +77,9 @@ def test_the_first_step_takes_its_own_losses_as_l0():
     np.testing.assert_array_equal(_numpy(new_state["initial_losses"]), [4.0, 0.5])
     assert _numpy(new_state["steps"]) == 1.0
     gradient = method.state_gradients(gradients, weights, state)["gradnorm_weights"]
-    np.testing.assert_allclose(_numpy(gradient), _reference_gradient([[3.0, 0.0], [0.0, 1.0]], [4.0, 0.5], [4.0, 0.5], np.ones(2), 1.5))
+    np.testing.assert_allclose(
+        _numpy(gradient), _reference_gradient([[3.0, 0.0], [0.0, 1.0]], [4.0, 0.5], [4.0, 0.5], np.ones(2), 1.5)
+    )
     np.testing.assert_allclose(_numpy(gradient), [3.0, -1.0])
 
 
@@ -78,7 +88,9 @@ def test_after_update_renormalises_to_k_and_evaluation_changes_nothing():
     state = state_values(method, TASKS)
     state["gradnorm_weights"] = np.array([3.0, 1.0], "float32")
     np.testing.assert_allclose(_numpy(method.after_update(state, None, None)["gradnorm_weights"]), [1.5, 0.5])
-    weights, new_state = method.gradient_weights(_gradients([[1.0, 0.0], [0.0, 1.0]], [1.0, 1.0]), state, training=False)
+    weights, new_state = method.gradient_weights(
+        _gradients([[1.0, 0.0], [0.0, 1.0]], [1.0, 1.0]), state, training=False
+    )
     assert new_state == {}
     np.testing.assert_array_equal(_numpy(weights), [3.0, 1.0])
 
@@ -88,9 +100,15 @@ def test_a_negative_weight_counts_by_its_magnitude():
     # d/dw_k |G_k − 2| = sign(G_k − 2)·sign(w_k)·‖g_k‖ = (−1)(−1)·3, (+1)(+1)·1 = (3, 1).
     method = keras_mtl.GradNorm({"a": "mse", "b": "mse"}, alpha=1.5)
     state = state_values(method, TASKS)
-    state.update(initial_losses=np.array([1.0, 2.0], "float32"), steps=np.float32(3.0), gradnorm_weights=np.array([-0.5, 2.5], "float32"))
+    state.update(
+        initial_losses=np.array([1.0, 2.0], "float32"),
+        steps=np.float32(3.0),
+        gradnorm_weights=np.array([-0.5, 2.5], "float32"),
+    )
     gradients = _gradients([[3.0, 0.0], [0.0, 1.0]], [1.0, 2.0])
-    gradient = method.state_gradients(gradients, keras.ops.convert_to_tensor(state["gradnorm_weights"]), state)["gradnorm_weights"]
+    gradient = method.state_gradients(gradients, keras.ops.convert_to_tensor(state["gradnorm_weights"]), state)[
+        "gradnorm_weights"
+    ]
     np.testing.assert_allclose(_numpy(gradient), [3.0, 1.0])
 
 

@@ -32,7 +32,9 @@ def _inf_input_batch():
 def _compiled(method, initial_scale=2.0**8, representation=None):
     model = toy_model()
     if representation is not None:
-        model = keras_mtl.MultiTaskModel(model.inputs, dict(zip(model.output_names, model.outputs)), representation=representation)
+        model = keras_mtl.MultiTaskModel(
+            model.inputs, dict(zip(model.output_names, model.outputs)), representation=representation
+        )
     optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(0.01), initial_scale=initial_scale)
     model.compile(optimizer, loss=method)
     return model, optimizer

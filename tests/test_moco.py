@@ -72,7 +72,9 @@ def test_a_gradient_norm_ratio_of_1e6():
     results = steps(keras_mtl.MoCo(toy_losses()), jacobians)
     for (weights, direction), (expected_weights, expected_direction, _) in zip(results, reference(jacobians)):
         np.testing.assert_allclose(weights, expected_weights, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(direction, expected_direction, rtol=1e-4, atol=1e-4 * np.abs(expected_direction).max())
+        np.testing.assert_allclose(
+            direction, expected_direction, rtol=1e-4, atol=1e-4 * np.abs(expected_direction).max()
+        )
     # The large task's tracked row dominates Ŷ Ŷᵀ: all the weight goes to the small one.
     np.testing.assert_allclose(results[-1][0], [0.0, 1.0], atol=1e-6)
 

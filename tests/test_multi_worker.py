@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-
 EXAMPLE = Path(__file__).parents[1] / "examples" / "multi_worker.py"
 
 

@@ -59,7 +59,10 @@ def test_negative_loss_is_refused_and_changes_nothing(method_id):
     model.optimizer.build(model.trainable_variables)
     variables = model.weights + model.optimizer.variables
     before = [np.array(v.numpy()) for v in variables]
-    with pytest.raises(tf.errors.InvalidArgumentError, match=f"{NAMES[method_id]} needs non-negative losses; task {Q}a{Q} has a negative one"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=f"{NAMES[method_id]} needs non-negative losses; task {Q}a{Q} has a negative one",
+    ):
         model.fit(x, y, batch_size=10, epochs=1, verbose=0)
     for variable, old in zip(variables, before):
         np.testing.assert_array_equal(variable.numpy(), old, err_msg=variable.path)
@@ -87,7 +90,9 @@ def test_uw_so_zero_loss_takes_all_the_weight_unless_epsilon_is_raised():
     # The paper's ε = 1e-8: the other task's weight underflows to exactly 0.
     default = keras_mtl.SoftmaxUncertaintyWeighting(toy_losses()).weights(losses, {}, training=True)[0].numpy()
     np.testing.assert_array_equal(default, [1.0, 0.0])
-    raised = keras_mtl.SoftmaxUncertaintyWeighting(toy_losses(), epsilon=0.5).weights(losses, {}, training=True)[0].numpy()
+    raised = (
+        keras_mtl.SoftmaxUncertaintyWeighting(toy_losses(), epsilon=0.5).weights(losses, {}, training=True)[0].numpy()
+    )
     np.testing.assert_allclose(raised, _uw_so_reference([0.0, 1.2], 0.5), rtol=1e-6)
     assert raised[1] > 0.1
 
@@ -108,7 +113,9 @@ def test_famo_zero_gap_takes_almost_all_the_weight_unless_epsilon_is_raised():
 def test_uw_so_other_task_learns_only_with_a_larger_epsilon(epsilon, b_learns):
     x, y = toy_data()
     model = toy_model()
-    model.compile(keras.optimizers.SGD(0.1), loss=keras_mtl.SoftmaxUncertaintyWeighting(_losses(zero_loss), epsilon=epsilon))
+    model.compile(
+        keras.optimizers.SGD(0.1), loss=keras_mtl.SoftmaxUncertaintyWeighting(_losses(zero_loss), epsilon=epsilon)
+    )
     head = np.array(model.get_layer("b").kernel.numpy())
     history = model.fit(x, y, batch_size=10, epochs=1, verbose=0).history
     assert history["a_loss"] == [0.0]

@@ -79,13 +79,17 @@ GRADIENT_CAUSE = "although every task" + Q + "s loss is finite"
 @pytest.mark.parametrize("method_id", ["ew", "uw", "slaw", "rlw", "famo"])
 def test_loss_weighting_names_the_variable(method_id):
     model = _trained(make_method(method_id))
-    _assert_refused(model, _inf_input_batch(), f"the gradient of variable {Q}trunk/kernel{Q} is not finite {GRADIENT_CAUSE}")
+    _assert_refused(
+        model, _inf_input_batch(), f"the gradient of variable {Q}trunk/kernel{Q} is not finite {GRADIENT_CAUSE}"
+    )
 
 
 @pytest.mark.parametrize("method_id", ["pcgrad", "mgda", "gradnorm", "nash_mtl"])
 def test_gradient_method_names_the_task(method_id):
     model = _trained(make_method(method_id))
-    _assert_refused(model, _inf_input_batch(), f"the gradient of task {Q}a{Q} with respect to the shared parameters is not finite")
+    _assert_refused(
+        model, _inf_input_batch(), f"the gradient of task {Q}a{Q} with respect to the shared parameters is not finite"
+    )
 
 
 def test_representation_mode_names_the_trunk_variable():
@@ -107,8 +111,14 @@ def huge_linear_loss(y_true, y_pred):
 
 @pytest.mark.parametrize("representation", [None, "trunk"])
 def test_gramian_overflow_is_named(representation):
-    model = _untrained(make_method("pcgrad", losses={"a": huge_linear_loss, "b": toy_losses()["b"]}), representation=representation)
-    _assert_refused(model, _batch(10), "the Gramian of the task gradients with respect to the shared (parameters|representation) is not finite")
+    model = _untrained(
+        make_method("pcgrad", losses={"a": huge_linear_loss, "b": toy_losses()["b"]}), representation=representation
+    )
+    _assert_refused(
+        model,
+        _batch(10),
+        "the Gramian of the task gradients with respect to the shared (parameters|representation) is not finite",
+    )
 
 
 # --- The method at fault: named, before the update ------------------------------------------------
@@ -118,23 +128,35 @@ def test_scalarization_weight_that_overflows_the_weighted_loss():
     # A finite weight 1e30 times a loss ~1e10 overflows float32. (The tiny
     # learning rate keeps the first, finite, step from wrecking the model.)
     model = _trained(keras_mtl.Scalarization(toy_losses(), weights=[1e30, 1.0]), optimizer=keras.optimizers.SGD(1e-40))
-    _assert_refused(model, _batch(10, label_scale=1e5), f"Scalarization: the weighted loss \\(weight × loss\\) of task {Q}a{Q} is not finite")
+    _assert_refused(
+        model,
+        _batch(10, label_scale=1e5),
+        f"Scalarization: the weighted loss \\(weight × loss\\) of task {Q}a{Q} is not finite",
+    )
 
 
 def test_sam_radius_that_overflows_the_perturbed_pass():
     # ρ = 1e38 is finite; ρ·g or the model at θ + ε overflows.
     model = _untrained(keras_mtl.SAM(toy_losses(), method="ew", rho=1e38))
-    _assert_refused(model, _batch(10), "SAM" + Q + "s (perturbation|gradient at the perturbed parameters) of variable .* is not finite")
+    _assert_refused(
+        model,
+        _batch(10),
+        "SAM" + Q + "s (perturbation|gradient at the perturbed parameters) of variable .* is not finite",
+    )
 
 
 def test_famo_loss_below_its_lower_bound():
     model = _trained(make_method("famo", min_losses=[50.0, 0.0]), first_batch=_batch(label_scale=10.0))
-    _assert_refused(model, _batch(10), f"FAMO: the loss of task {Q}a{Q} \\(of the batch\\) is below its lower bound 50.0")
+    _assert_refused(
+        model, _batch(10), f"FAMO: the loss of task {Q}a{Q} \\(of the batch\\) is below its lower bound 50.0"
+    )
 
 
 @pytest.mark.parametrize("value", [-1000.0, 31.0, float("inf"), float("nan")])
 def test_uw_initial_log_variance_range(value):
-    with pytest.raises(ValueError, match="UncertaintyWeighting: `initial_log_variance` must be a finite number in \\[-30, 30\\]"):
+    with pytest.raises(
+        ValueError, match="UncertaintyWeighting: `initial_log_variance` must be a finite number in \\[-30, 30\\]"
+    ):
         make_method("uw", initial_log_variance=value)
     make_method("uw", initial_log_variance=-30.0)  # the bound itself is fine
 
@@ -142,7 +164,9 @@ def test_uw_initial_log_variance_range(value):
 def test_slaw_variance_that_overflows_names_its_state():
     # Losses near 1e23: their square, hence the running variance, overflows float32.
     model = _trained(make_method("slaw"))
-    _assert_refused(model, _batch(10, label_scale=3e11), f"SLAW{Q}s state {Q}loss_variance{Q} is not finite after this step")
+    _assert_refused(
+        model, _batch(10, label_scale=3e11), f"SLAW{Q}s state {Q}loss_variance{Q} is not finite after this step"
+    )
 
 
 @pytest.mark.parametrize("method_id", ["uw", "imtl_l"])

@@ -138,8 +138,17 @@ def _fit_help_and_oppose(epochs):
     model.compile(keras.optimizers.SGD(0.01), loss=keras_mtl.OLAux("mse", main_task="main", update_every=2))
     history, states = [], []
     for _ in range(epochs):
-        history.append(model.fit(x, {"main": x @ a, "help": 2 * x @ a, "oppose": -(x @ a)}, batch_size=64, epochs=1, verbose=0).history)
-        states.append({name: keras.ops.convert_to_numpy(value) for name, value in model.multi_task_state.named_variables().items()})
+        history.append(
+            model.fit(
+                x, {"main": x @ a, "help": 2 * x @ a, "oppose": -(x @ a)}, batch_size=64, epochs=1, verbose=0
+            ).history
+        )
+        states.append(
+            {
+                name: keras.ops.convert_to_numpy(value)
+                for name, value in model.multi_task_state.named_variables().items()
+            }
+        )
     return history, states
 
 
@@ -152,7 +161,9 @@ def test_helpful_auxiliary_rises_and_opposing_falls_through_fit():
     assert help_weight > 1.0 and main_weight == 1.0 and oppose_weight < 1.0
     np.testing.assert_array_equal(states[1]["accumulated_gradient"], [0.0, 0.0, 0.0])
     # The third step trains with the updated weights.
-    assert history[2]["help_weight"] == pytest.approx([help_weight]) and history[2]["oppose_weight"] == pytest.approx([oppose_weight])
+    assert history[2]["help_weight"] == pytest.approx([help_weight]) and history[2]["oppose_weight"] == pytest.approx(
+        [oppose_weight]
+    )
 
 
 def test_the_log_shows_the_weights_the_step_used():
@@ -180,5 +191,9 @@ def test_config_round_trip_and_defaults():
     method = keras_mtl.OLAux(toy_losses(), main_task="b", update_every=2, weight_learning_rate=0.5, nonnegative=False)
     restored = keras_mtl.get(keras.saving.serialize_keras_object(method))
     assert restored.get_config() == method.get_config()
-    assert (restored.main_task, restored.update_every, restored.weight_learning_rate, restored.nonnegative) == ("b", 2, 0.5, False)
-
+    assert (restored.main_task, restored.update_every, restored.weight_learning_rate, restored.nonnegative) == (
+        "b",
+        2,
+        0.5,
+        False,
+    )

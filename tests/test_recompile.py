@@ -35,7 +35,13 @@ def test_switching_methods_keeps_the_weights_and_starts_the_new_state_fresh(toy)
     weights = _layer_weights(model)
     model.compile(keras.optimizers.Adam(0.05), loss=make_method("dwa"))
     assert type(model.multi_task_method) is keras_mtl.DynamicWeightAverage
-    assert sorted(_state(model)) == ["epoch_batches", "epoch_loss_sum", "epochs_seen", "last_epoch_mean", "second_last_epoch_mean"]
+    assert sorted(_state(model)) == [
+        "epoch_batches",
+        "epoch_loss_sum",
+        "epochs_seen",
+        "last_epoch_mean",
+        "second_last_epoch_mean",
+    ]
     assert all(np.all(value == 0.0) for value in _state(model).values())
     assert not any("log_variances" in v.path for v in model.weights + model.trainable_variables)
     assert max_abs_difference(_layer_weights(model), weights) == 0.0
@@ -54,7 +60,9 @@ def _step_and_expect(model, x, y, task_weights, weighted_heads):
     gradients = dense_gradients.task_gradients(before, x, y, {"a": "mse", "b": "sce"})
     np.testing.assert_allclose([logs["a_loss"], logs["b_loss"]], [gradients[t]["loss"] for t in "ab"], rtol=1e-5)
     np.testing.assert_allclose([logs["a_weight"], logs["b_weight"]], task_weights, rtol=1e-6)
-    for got, want in zip(_layer_weights(model), dense_gradients.sgd_step(before, gradients, task_weights, 0.05, weighted_heads)):
+    for got, want in zip(
+        _layer_weights(model), dense_gradients.sgd_step(before, gradients, task_weights, 0.05, weighted_heads)
+    ):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
 
 
@@ -177,9 +185,18 @@ def test_backup_and_restore_after_a_switch(toy, tmp_path):
     backup = str(tmp_path / "backup")
     model = _trained(make_method("uw"), toy)
     model.compile(keras.optimizers.Adam(0.05), loss=make_method("dwa"))
-    model.fit(x, y, batch_size=10, epochs=2, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False)])
+    model.fit(
+        x,
+        y,
+        batch_size=10,
+        epochs=2,
+        verbose=0,
+        callbacks=[keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False)],
+    )
     resumed = toy_model(seed=9)
     resumed.compile(keras.optimizers.Adam(0.05), loss=make_method("dwa"))
-    history = resumed.fit(x, y, batch_size=10, epochs=3, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(backup)]).history
+    history = resumed.fit(
+        x, y, batch_size=10, epochs=3, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(backup)]
+    ).history
     assert len(history["loss"]) == 1  # resumed at epoch 2
     assert _state(resumed)["epochs_seen"] == 3.0

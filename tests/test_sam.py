@@ -26,7 +26,9 @@ def _model(batch_norm=False, dropout=0.0):
     hidden = keras.layers.Activation("tanh")(hidden)
     if dropout:
         hidden = keras.layers.Dropout(dropout)(hidden)
-    return keras_mtl.MultiTaskModel(inputs, {"a": keras.layers.Dense(1, name="a")(hidden), "b": keras.layers.Dense(1, name="b")(hidden)})
+    return keras_mtl.MultiTaskModel(
+        inputs, {"a": keras.layers.Dense(1, name="a")(hidden), "b": keras.layers.Dense(1, name="b")(hidden)}
+    )
 
 
 def _one_step(method, learning_rate=0.1, **model_kwargs):
@@ -119,7 +121,9 @@ def test_fmtl_step_with_mgda_matches_a_hand_written_one():
         perturbed.append(flat(sam_gradients[: len(trunk)]))
         for v, value in zip(model.trainable_variables, start):
             v.assign(value)
-        expected_heads[task] = [value.numpy() - learning_rate * g.numpy() for value, g in zip(head, sam_gradients[len(trunk) :])]
+        expected_heads[task] = [
+            value.numpy() - learning_rate * g.numpy() for value, g in zip(head, sam_gradients[len(trunk) :])
+        ]
     direction = mgda_direction(clean) + mgda_direction([p - c for p, c in zip(perturbed, clean)])
     expected_trunk = flat(start[:2]) - learning_rate * direction
 
@@ -159,9 +163,13 @@ def test_sam_finds_the_flat_minimum():
     # nearest, sharp minimum (sharpness ≈ 8.6); SAM drifts towards (1, 1).
     def train(method):
         inputs = keras.Input((1,))
-        z = keras.layers.Dense(1, use_bias=False, kernel_initializer=keras.initializers.Constant(0.4), name="t1")(inputs)
+        z = keras.layers.Dense(1, use_bias=False, kernel_initializer=keras.initializers.Constant(0.4), name="t1")(
+            inputs
+        )
         z = keras.layers.Dense(1, use_bias=False, kernel_initializer=keras.initializers.Constant(2.0), name="t2")(z)
-        model = keras_mtl.MultiTaskModel(inputs, {"a": keras.layers.Identity(name="a")(z), "b": keras.layers.Identity(name="b")(z)})
+        model = keras_mtl.MultiTaskModel(
+            inputs, {"a": keras.layers.Identity(name="a")(z), "b": keras.layers.Identity(name="b")(z)}
+        )
         model.compile(keras.optimizers.SGD(0.05), loss=method)
         ones = np.ones((300 * 4, 1), "float32")  # 300 steps in one epoch
         model.fit(ones, {"a": ones, "b": ones}, batch_size=4, epochs=1, shuffle=False, verbose=0)

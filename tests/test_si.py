@@ -23,7 +23,9 @@ def test_every_weighted_loss_is_its_coefficient_whatever_the_scale():
     for losses in ([2.0, 0.5], [2e4, 0.5], [2.0, 5e-4]):
         losses = np.array(losses)
         # w_k·L_k = c_k·L_k/(L_k + ε), ε = 1e-8: c_k up to the guard (2e-5 relative at L = 5e-4).
-        np.testing.assert_allclose(_weights(method, state, losses) * losses, [0.3, 0.7] * losses / (losses + 1e-8), rtol=1e-6)
+        np.testing.assert_allclose(
+            _weights(method, state, losses) * losses, [0.3, 0.7] * losses / (losses + 1e-8), rtol=1e-6
+        )
     # A zero loss gets the finite weight c/ε.
     assert np.all(np.isfinite(_weights(method, state, [0.0, 1.0])))
 
@@ -46,7 +48,9 @@ def test_rescaling_a_task_loss_leaves_training_unchanged():
     # The plain sum is not scale invariant: the same rescaling changes its training.
     plain, rescaled = toy_model(), toy_model()
     plain.compile(keras.optimizers.SGD(0.05), loss=keras_mtl.get("ew", toy_losses()))
-    rescaled.compile(keras.optimizers.SGD(0.05), loss=keras_mtl.get("ew", toy_losses()), loss_weights={"a": 100.0, "b": 0.01})
+    rescaled.compile(
+        keras.optimizers.SGD(0.05), loss=keras_mtl.get("ew", toy_losses()), loss_weights={"a": 100.0, "b": 0.01}
+    )
     x, y = toy_data()
     plain.fit(x, y, batch_size=10, epochs=1, shuffle=False, verbose=0)
     rescaled.fit(x, y, batch_size=10, epochs=1, shuffle=False, verbose=0)

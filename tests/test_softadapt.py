@@ -10,7 +10,9 @@ import keras_mtl
 from keras_mtl.weightings.softadapt import forward_difference
 
 # The authors' README examples: five recorded values per loss component.
-README_LOSSES = np.array([[1, 2, 3, 4, 5], [150, 100, 50, 10, 0.1], [1500, 1000, 500, 100, 1], [10, 20, 30, 40, 50]], np.float64)
+README_LOSSES = np.array(
+    [[1, 2, 3, 4, 5], [150, 100, 50, 10, 0.1], [1500, 1000, 500, 100, 1], [10, 20, 30, 40, 50]], np.float64
+)
 README_WEIGHTS = {  # β = 0.1, the README's printed outputs
     ("original", 3): [9.9343e-01, 6.5666e-03, 3.8908e-22],
     ("normalized", 3): [0.3221, 0.3251, 0.3528],
@@ -64,7 +66,11 @@ def test_a_softmax_over_the_rates_of_change():
     flat, flat_state = _with_history(history, variant="original", beta=0.0)
     np.testing.assert_allclose(_weights(flat, flat_state, [1.0, 1.0, 1.0], training=False), [1 / 3] * 3, rtol=1e-6)
     shifted, shifted_state = _with_history(history + 100.0, variant="original", beta=0.5)
-    np.testing.assert_allclose(_weights(shifted, shifted_state, [1.0, 1.0, 1.0], training=False), np.exp(0.5 * slopes) / np.exp(0.5 * slopes).sum(), rtol=1e-5)
+    np.testing.assert_allclose(
+        _weights(shifted, shifted_state, [1.0, 1.0, 1.0], training=False),
+        np.exp(0.5 * slopes) / np.exp(0.5 * slopes).sum(),
+        rtol=1e-5,
+    )
 
 
 def test_normalised_slopes_that_sum_to_zero_give_uniform_weights():
@@ -79,7 +85,9 @@ def test_step_recording_uses_the_current_loss_and_waits_for_a_full_window():
     # Window [[2, 3], [4, 1]]: s = [1, −3]; α = softmax(s).
     expected = np.exp([1.0, -3.0]) / np.exp([1.0, -3.0]).sum()
     np.testing.assert_allclose(_weights(method, state, [3.0, 1.0]), expected, rtol=1e-6)
-    np.testing.assert_allclose(_weights(method, state, [9.0, 9.0], training=False), expected, rtol=1e-6)  # evaluation records nothing
+    np.testing.assert_allclose(
+        _weights(method, state, [9.0, 9.0], training=False), expected, rtol=1e-6
+    )  # evaluation records nothing
     np.testing.assert_allclose(_numpy(state["loss_history"]), [[2.0, 3.0], [4.0, 1.0]])
 
 
@@ -96,7 +104,9 @@ def test_epoch_recording_through_fit(toy):
     scores = means.mean(axis=1) * np.exp(5.0 * (slopes - slopes.max()))
     np.testing.assert_allclose([history["a_weight"][2], history["b_weight"][2]], scores / scores.sum(), rtol=1e-5)
     assert not np.allclose(scores / scores.sum(), 0.5, atol=1e-3)
-    np.testing.assert_allclose(_numpy(model.multi_task_state["loss_history"]), [history["a_loss"][1:], history["b_loss"][1:]], rtol=1e-5)
+    np.testing.assert_allclose(
+        _numpy(model.multi_task_state["loss_history"]), [history["a_loss"][1:], history["b_loss"][1:]], rtol=1e-5
+    )
 
 
 def test_only_the_loss_weighted_variant_needs_non_negative_losses():

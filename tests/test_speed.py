@@ -17,7 +17,9 @@ import keras_mtl_cli
 from keras_mtl.benchmark import speed
 
 HAS_TORCHJD = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("torchjd") is not None
-needs_torchjd = pytest.mark.skipif(not HAS_TORCHJD, reason="torch and torchjd not installed (pip install 'keras_mtl[torchjd]')")
+needs_torchjd = pytest.mark.skipif(
+    not HAS_TORCHJD, reason="torch and torchjd not installed (pip install 'keras_mtl[torchjd]')"
+)
 
 
 def _speed(*argv, load=lambda: 0.0):
@@ -41,7 +43,9 @@ def test_speed_table_prints_every_column_on_a_tiny_grid(capsys):
     # The stock model is each fit column's denominator.
     assert by_key[("stock", 2, "keras")]["× keras spe=2"] == 1.0
     assert math.isclose(sam["× keras spe=2"], sam["fit ms spe=2"] / by_key[("stock", 2, "keras")]["fit ms spe=2"])
-    assert all(row["ms/step"] > 0 and row["fit ms spe=1"] > 0 and row["load"] == 0.0 and row["busy"] == "" for row in rows)
+    assert all(
+        row["ms/step"] > 0 and row["fit ms spe=1"] > 0 and row["load"] == 0.0 and row["busy"] == "" for row in rows
+    )
     title, conditions, header, *lines = capsys.readouterr().out.strip().splitlines()
     # The title names the backend that ran the steps, and how the figures were taken.
     assert f"backend {keras.backend.backend()}" in title and "median of 2 interleaved rounds of 1 steps" in conditions
@@ -63,12 +67,18 @@ def test_grid_puts_each_method_in_its_mode_and_skips_what_cannot_run():
         ("mlp", "representation", 3, "pcgrad"), ("mlp", "representation", 3, "krum"),
     ]  # fmt: skip
     # Without a gradient method, no `mean` baseline in parameter mode.
-    assert speed.grid(["cnn"], [2], [], ["ew", "uw"]) == [("cnn", "stock", 2, "keras"), ("cnn", "loss", 2, "ew"), ("cnn", "loss", 2, "uw")]
+    assert speed.grid(["cnn"], [2], [], ["ew", "uw"]) == [
+        ("cnn", "stock", 2, "keras"),
+        ("cnn", "loss", 2, "ew"),
+        ("cnn", "loss", 2, "uw"),
+    ]
 
 
 def test_schedule_interleaves_libraries_within_a_cell_and_cells_within_a_round():
     a, b = ("mlp", "loss", 2, "ew"), ("mlp", "parameters", 2, "mean")
-    order = speed.schedule([(a, ["keras_mtl", "torchjd"]), (b, ["keras_mtl", "torchjd", "keras_mtl batched"])], repeats=2)
+    order = speed.schedule(
+        [(a, ["keras_mtl", "torchjd"]), (b, ["keras_mtl", "torchjd", "keras_mtl batched"])], repeats=2
+    )
     assert order == [
         (0, a, "keras_mtl"), (0, a, "torchjd"), (0, b, "keras_mtl"), (0, b, "torchjd"), (0, b, "keras_mtl batched"),
         (1, a, "keras_mtl"), (1, a, "torchjd"), (1, b, "keras_mtl"), (1, b, "torchjd"), (1, b, "keras_mtl batched"),
@@ -107,9 +117,24 @@ def _readings(*values):
 def test_measure_prepares_each_timer_once_then_samples_in_schedule_order():
     log = []
     cell = ("mlp", "loss", 2, "ew")
-    timers = {(cell, "a"): FakeTimer("a", log, 1.0, [{"step": 0.1}, {"step": 0.3}]), (cell, "b"): FakeTimer("b", log, 2.0, [{"step": 0.2}, {"step": 0.2}])}
-    results = speed.measure(timers, speed.schedule([(cell, ["a", "b"])], 2), threshold=2.0, load=_readings(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8))
-    assert log == [("prepare", "a"), ("sample", "a"), ("prepare", "b"), ("sample", "b"), ("sample", "a"), ("sample", "b")]
+    timers = {
+        (cell, "a"): FakeTimer("a", log, 1.0, [{"step": 0.1}, {"step": 0.3}]),
+        (cell, "b"): FakeTimer("b", log, 2.0, [{"step": 0.2}, {"step": 0.2}]),
+    }
+    results = speed.measure(
+        timers,
+        speed.schedule([(cell, ["a", "b"])], 2),
+        threshold=2.0,
+        load=_readings(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+    )
+    assert log == [
+        ("prepare", "a"),
+        ("sample", "a"),
+        ("prepare", "b"),
+        ("sample", "b"),
+        ("sample", "a"),
+        ("sample", "b"),
+    ]
     assert results[(cell, "a")]["first"] == 1.0 and results[(cell, "a")]["load"] == 0.6  # a's highest reading
     assert results[(cell, "b")]["load"] == 0.8
     median, spread = speed.summary(results[(cell, "a")])
@@ -121,7 +146,10 @@ def _results(load_of_mean):
     cells = [("mlp", "stock", 2, "keras"), ("mlp", "loss", 2, "ew"), ("mlp", "parameters", 2, "mean")]
     fit = [{"step": 0.010, ("fit", 1): 0.020}, {"step": 0.020, ("fit", 1): 0.030}, {"step": 0.040, ("fit", 1): 0.060}]
     libraries = [speed.STOCK, speed.KERAS_MTL, speed.KERAS_MTL]
-    return {(cell, library): {"first": 1.0, "samples": [f], "load": load} for cell, library, f, load in zip(cells, libraries, fit, [0.5, 0.5, load_of_mean])}
+    return {
+        (cell, library): {"first": 1.0, "samples": [f], "load": load}
+        for cell, library, f, load in zip(cells, libraries, fit, [0.5, 0.5, load_of_mean])
+    }
 
 
 def test_rows_divide_by_ew_mean_and_the_stock_fit_and_mark_busy_cells():
@@ -136,7 +164,9 @@ def test_rows_divide_by_ew_mean_and_the_stock_fit_and_mark_busy_cells():
     assert [row["busy"] for row in rows] == ["", "", "busy"]
     # Busy is strictly above the threshold.
     assert [row["busy"] for row in speed.rows_of(_results(load_of_mean=2.0), threshold=2.0)] == ["", "", ""]
-    assert "BUSY: 1 of 3 cells measured while the machine was busy: not for publication" in speed.conditions(rows, 2.0, 3, 20)
+    assert "BUSY: 1 of 3 cells measured while the machine was busy: not for publication" in speed.conditions(
+        rows, 2.0, 3, 20
+    )
     assert "BUSY" not in speed.conditions(speed.rows_of(_results(0.5), threshold=2.0), 2.0, 3, 20)
 
 
@@ -150,14 +180,31 @@ def test_require_quiet_stops_at_the_first_busy_reading():
     timers = {(cell, "a"): FakeTimer("a", log, 1.0, [{"step": 0.1}] * 3)}
     # Quiet before and after the first round, busy before the second: the second round does not run.
     with pytest.raises(speed.MachineBusy, match=r"load average is 3.00, above 2.00, at a mlp loss 2 ew"):
-        speed.measure(timers, speed.schedule([(cell, ["a"])], 3), threshold=2.0, require_quiet=True, load=_readings(0.5, 0.5, 3.0))
+        speed.measure(
+            timers, speed.schedule([(cell, ["a"])], 3), threshold=2.0, require_quiet=True, load=_readings(0.5, 0.5, 3.0)
+        )
     assert log == [("prepare", "a"), ("sample", "a")]
 
 
 def test_require_quiet_aborts_the_command_before_timing(monkeypatch):
     monkeypatch.setattr(speed.KerasTimer, "prepare", lambda self: pytest.fail("timed on a busy machine"))
-    with pytest.raises(SystemExit, match="keras-mtl speed: the machine is busy: the 1-minute load average is 9.00, above 1.50"):
-        _speed("--models", "mlp", "--tasks", "2", "--representation-tasks", "2", "--methods", "ew", "--busy-load", "1.5", "--require-quiet", load=lambda: 9.0)
+    with pytest.raises(
+        SystemExit, match="keras-mtl speed: the machine is busy: the 1-minute load average is 9.00, above 1.50"
+    ):
+        _speed(
+            "--models",
+            "mlp",
+            "--tasks",
+            "2",
+            "--representation-tasks",
+            "2",
+            "--methods",
+            "ew",
+            "--busy-load",
+            "1.5",
+            "--require-quiet",
+            load=lambda: 9.0,
+        )
 
 
 def test_workloads_are_the_issues():
@@ -165,19 +212,35 @@ def test_workloads_are_the_issues():
     x, labels = speed.batch("mlp", 3)
     assert x.shape == (256, 64) and x.dtype == np.float32 and labels.shape == (256, 3)
     assert speed.batch("cnn", 2)[0].shape == (64, 28, 28, 1)
-    assert sum(isinstance(layer, keras.layers.Conv2D) for layer in speed._model("cnn", 2, representation=False).layers) == 2
+    assert (
+        sum(isinstance(layer, keras.layers.Conv2D) for layer in speed._model("cnn", 2, representation=False).layers)
+        == 2
+    )
     mlp = speed._model("mlp", 2, representation=False)
-    assert [tuple(layer.kernel.shape) for layer in mlp.layers if isinstance(layer, keras.layers.Dense)][:2] == [(64, 512), (512, 512)]
+    assert [tuple(layer.kernel.shape) for layer in mlp.layers if isinstance(layer, keras.layers.Dense)][:2] == [
+        (64, 512),
+        (512, 512),
+    ]
 
 
 def _rows(*cells):
     """Speed rows from (model, mode, K, method, ms, × ew)."""
-    return [dict(model=m, mode=mode, K=k, method=method, **{"ms/step": ms, "× ew": ratio}) for m, mode, k, method, ms, ratio in cells]
+    return [
+        dict(model=m, mode=mode, K=k, method=method, **{"ms/step": ms, "× ew": ratio})
+        for m, mode, k, method, ms, ratio in cells
+    ]
 
 
 def test_peer_rows_put_each_side_over_its_own_ew_and_keras_over_the_peer():
-    rows = _rows(("mlp", "loss", 2, "ew", 4.0, 1.0), ("mlp", "parameters", 2, "upgrad", 10.0, 2.5), ("mlp", "parameters", 2, "hydalearn", 12.0, 3.0))
-    peer = {("mlp", "loss", 2, "ew"): 0.005, ("mlp", "parameters", 2, "upgrad"): 0.020}  # seconds; no HydaLearn in TorchJD
+    rows = _rows(
+        ("mlp", "loss", 2, "ew", 4.0, 1.0),
+        ("mlp", "parameters", 2, "upgrad", 10.0, 2.5),
+        ("mlp", "parameters", 2, "hydalearn", 12.0, 3.0),
+    )
+    peer = {
+        ("mlp", "loss", 2, "ew"): 0.005,
+        ("mlp", "parameters", 2, "upgrad"): 0.020,
+    }  # seconds; no HydaLearn in TorchJD
     comparison = speed.peer_rows(rows, peer, "torchjd")
     assert [row["method"] for row in comparison] == ["ew", "upgrad"]
     upgrad = comparison[1]
@@ -197,7 +260,10 @@ def test_torchjd_methods_are_registered_ids():
 
 
 def test_unknown_peer_or_method_is_rejected_before_timing(capsys):
-    for argv, message in ((["--peer", "libfoo"], "invalid choice: 'libfoo'"), (["--peer", "torchjd", "--methods", "foo"], "unknown method ids ['foo']")):
+    for argv, message in (
+        (["--peer", "libfoo"], "invalid choice: 'libfoo'"),
+        (["--peer", "torchjd", "--methods", "foo"], "unknown method ids ['foo']"),
+    ):
         with pytest.raises(SystemExit):
             keras_mtl_cli.parse(["speed", *argv])
         assert message in capsys.readouterr().err
@@ -205,18 +271,51 @@ def test_unknown_peer_or_method_is_rejected_before_timing(capsys):
 
 def test_missing_peer_is_a_note_and_keras_side_still_runs(monkeypatch, capsys):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name in ("torch", "torchjd") else real_find_spec(name, *args))
-    rows = _speed("--models", "mlp", "--tasks", "2", "--representation-tasks", "2", "--methods", "ew", "--steps", "1", "--repeats", "1", "--fit-steps", "0", "--peer", "torchjd")
-    assert [(row["mode"], row["method"]) for row in rows] == [("stock", "keras"), ("loss", "ew"), ("representation", "mean")]
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name in ("torch", "torchjd") else real_find_spec(name, *args),
+    )
+    rows = _speed(
+        "--models",
+        "mlp",
+        "--tasks",
+        "2",
+        "--representation-tasks",
+        "2",
+        "--methods",
+        "ew",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+        "--fit-steps",
+        "0",
+        "--peer",
+        "torchjd",
+    )
+    assert [(row["mode"], row["method"]) for row in rows] == [
+        ("stock", "keras"),
+        ("loss", "ew"),
+        ("representation", "mean"),
+    ]
     out, err = capsys.readouterr()
-    assert "note: --peer torchjd skipped: torch and torchjd not installed (pip install 'keras_mtl[torchjd]')" in " ".join(err.split())
+    assert (
+        "note: --peer torchjd skipped: torch and torchjd not installed (pip install 'keras_mtl[torchjd]')"
+        in " ".join(err.split())
+    )
     assert "torchjd" not in out  # no comparison table
 
 
 def _run_torch_side(code):
     """Runs `code` beside `speed_torch` (imported by path, as `speed` runs it: no TensorFlow in that process); returns its JSON."""
     folder = Path(speed.__file__).parent
-    done = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(folder)!r})\n{code}"], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(folder)!r})\n{code}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 
@@ -303,9 +402,34 @@ def test_batched_column_and_the_peer_run_in_the_interleaved_rounds(monkeypatch):
     monkeypatch.setattr(speed, "PeerProcess", Peer)
     monkeypatch.setattr(speed, "PeerTimer", PeerTimer)
     monkeypatch.setattr(speed, "missing_peer_packages", list)
-    rows = _speed("--models", "mlp", "--tasks", "2", "--representation-tasks", "2", "--methods", "ew", "mean", "mgda", "--repeats", "2", "--steps-per-execution", "1", "--batched", "--peer", "torchjd")
+    rows = _speed(
+        "--models",
+        "mlp",
+        "--tasks",
+        "2",
+        "--representation-tasks",
+        "2",
+        "--methods",
+        "ew",
+        "mean",
+        "mgda",
+        "--repeats",
+        "2",
+        "--steps-per-execution",
+        "1",
+        "--batched",
+        "--peer",
+        "torchjd",
+    )
     by_key = {(row["mode"], row["method"]): row["batched / sequential"] for row in rows}
-    assert by_key == {("stock", "keras"): None, ("loss", "ew"): None, ("parameters", "mean"): 2.0, ("parameters", "mgda"): 2.0, ("representation", "mean"): 2.0, ("representation", "mgda"): 2.0}
+    assert by_key == {
+        ("stock", "keras"): None,
+        ("loss", "ew"): None,
+        ("parameters", "mean"): 2.0,
+        ("parameters", "mgda"): 2.0,
+        ("representation", "mean"): 2.0,
+        ("representation", "mgda"): 2.0,
+    }
     samples = [name for call, name in log if call == "sample"]
     p, r = "parameters", "representation"
     assert samples == 2 * [

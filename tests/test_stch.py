@@ -44,7 +44,9 @@ def test_warmup_then_nadir_epoch_then_stch_by_hand():
 @pytest.mark.parametrize("mu, preference", [(1.0, [1.0, 1.0, 1.0]), (0.3, [0.2, 0.5, 0.3]), (2.0, [1.0, 2.0, 0.5])])
 def test_weights_are_the_gradient_of_the_smooth_tchebycheff_total(mu, preference):
     # Central differences of the float64 total give w_k = ∂total/∂L_k.
-    method = keras_mtl.SmoothTchebycheff({"a": "mse", "b": "mse", "c": "mse"}, mu=mu, warmup_epochs=0, preference=preference)
+    method = keras_mtl.SmoothTchebycheff(
+        {"a": "mse", "b": "mse", "c": "mse"}, mu=mu, warmup_epochs=0, preference=preference
+    )
     nadir = np.array([2.0, 0.5, 1.0])
     state = _state(method, ["a", "b", "c"])
     _weights(method, state, nadir)
@@ -52,7 +54,8 @@ def test_weights_are_the_gradient_of_the_smooth_tchebycheff_total(mu, preference
     losses = np.array([1.2, 0.9, 0.4])
     step = 1e-6
     expected = [
-        (_stch_value(losses + step * e, nadir, mu, preference) - _stch_value(losses - step * e, nadir, mu, preference)) / (2 * step)
+        (_stch_value(losses + step * e, nadir, mu, preference) - _stch_value(losses - step * e, nadir, mu, preference))
+        / (2 * step)
         for e in np.eye(3)
     ]
     np.testing.assert_allclose(_weights(method, state, losses), expected, rtol=1e-4)
@@ -86,7 +89,9 @@ def test_fit_sets_the_nadir_to_the_logged_mean_loss_of_the_nadir_epoch(toy):
     for key, values in history.items():
         assert np.all(np.isfinite(values)), key
     # Equal batch sizes: the logged epoch mean of the batch losses is the nadir's average.
-    np.testing.assert_allclose(_numpy(model.multi_task_state["nadir"]), [history["a_loss"][1], history["b_loss"][1]], rtol=1e-5)
+    np.testing.assert_allclose(
+        _numpy(model.multi_task_state["nadir"]), [history["a_loss"][1], history["b_loss"][1]], rtol=1e-5
+    )
     assert _numpy(model.multi_task_state["epochs_seen"]) == 3.0
 
 
@@ -95,7 +100,10 @@ def test_arguments_are_checked_and_round_trip():
         keras_mtl.SmoothTchebycheff(toy_losses(), mu=0.0)
     with pytest.raises(ValueError, match="SmoothTchebycheff: `warmup_epochs` must be an integer ≥ 0"):
         keras_mtl.SmoothTchebycheff(toy_losses(), warmup_epochs=-1)
-    with pytest.raises(ValueError, match="SmoothTchebycheff: `preference` must be a list in the model's output order, each value a finite number > 0"):
+    with pytest.raises(
+        ValueError,
+        match="SmoothTchebycheff: `preference` must be a list in the model's output order, each value a finite number > 0",
+    ):
         keras_mtl.SmoothTchebycheff(toy_losses(), preference=[1.0, 0.0])
     with pytest.raises(ValueError, match="SmoothTchebycheff: `preference` has 3 entries for 2 tasks"):
         toy_model().compile("sgd", loss=keras_mtl.SmoothTchebycheff(toy_losses(), preference=[1.0, 1.0, 1.0]))
@@ -103,7 +111,6 @@ def test_arguments_are_checked_and_round_trip():
     config = method.get_config()
     assert (config["mu"], config["warmup_epochs"], config["preference"]) == (0.1, 2, [0.3, 0.7])
     assert keras_mtl.get(keras.saving.serialize_keras_object(method)).get_config() == config
-
 
 
 def test_only_completed_epochs_with_steps_count():

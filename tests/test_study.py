@@ -14,7 +14,9 @@ from keras_mtl.benchmark import cache, compare, report, study
 TASKS = ["left", "right"]
 HIGHER = {"left": True, "right": True}
 # Three paired seeds, two widths and two weightings: small enough to build by hand.
-SMALL = dataclasses.replace(study.TINY, seeds=3, widths=(0.5, 1.0, 2.0), width_methods=("ew", "uw"), rivals=("ew", "uw"))
+SMALL = dataclasses.replace(
+    study.TINY, seeds=3, widths=(0.5, 1.0, 2.0), width_methods=("ew", "uw"), rivals=("ew", "uw")
+)
 
 
 def _t_interval(values):
@@ -32,7 +34,11 @@ def _result(config, delta, validation_delta=None):
 
 
 def _baselines(configuration, **settings):
-    return [_result(c, 0.0) for s in range(configuration.seeds) for c in study._single_task(configuration, TASKS, s, **settings)]
+    return [
+        _result(c, 0.0)
+        for s in range(configuration.seeds)
+        for c in study._single_task(configuration, TASKS, s, **settings)
+    ]
 
 
 def test_claim_runs_share_the_default_runs_between_claims():
@@ -92,7 +98,16 @@ def test_the_full_study_names_registered_methods_and_known_data():
     from keras_mtl.datasets import qm9
 
     full = study.FULL
-    methods = {*full.rivals, *full.width_methods, *full.grid_methods, *full.sam_methods, "uw_so", "sam", "hydalearn", "gcossim"}
+    methods = {
+        *full.rivals,
+        *full.width_methods,
+        *full.grid_methods,
+        *full.sam_methods,
+        "uw_so",
+        "sam",
+        "hydalearn",
+        "gcossim",
+    }
     assert methods <= set(keras_mtl.available())
     assert {full.dataset, full.auxiliary_dataset} <= set(compare.DATASETS) and full.main_task in qm9.TARGETS
     assert full.rivals[0] == report.REFERENCE and 1.0 in full.widths
@@ -127,9 +142,15 @@ def test_width_claim_reads_the_slope_of_the_spread_across_methods():
             results.append(_result(study._run(SMALL, "uw", "uw", {}, s, width=width), gap * (1 + offset)))
     finding = study.analyse_width(study.Results(SMALL, results, HIGHER), TASKS)
     x = np.log2(list(gaps))
-    slopes = [np.cov(x, [gap * (1 + offset) / np.sqrt(2) for gap in gaps.values()])[0, 1] / np.var(x, ddof=1) for offset in offsets]
+    slopes = [
+        np.cov(x, [gap * (1 + offset) / np.sqrt(2) for gap in gaps.values()])[0, 1] / np.var(x, ddof=1)
+        for offset in offsets
+    ]
     mean, low, high = _t_interval(slopes)  # −1.5·(1 + offset)/√2 per seed: all below 0
-    assert finding["numbers"][-1] == f"slope of the spread per doubling of the width: {mean:+.2f} [{low:+.2f}, {high:+.2f}]"
+    assert (
+        finding["numbers"][-1]
+        == f"slope of the spread per doubling of the width: {mean:+.2f} [{low:+.2f}, {high:+.2f}]"
+    )
     assert finding["verdict"] == study.REPRODUCED
 
 
@@ -140,10 +161,16 @@ def test_uw_so_claim_chooses_temperature_and_grid_point_on_validation():
     results = _baselines(configuration)
     for s in range(3):
         # T = 1 is the best on validation though the worse on test: it is chosen all the same (no peeking at test).
-        results.append(_result(study._run(configuration, "uw_so", "uw_so", {"temperature": 1.0}, s), 9.0, validation_delta=-1.0))
-        results.append(_result(study._run(configuration, "uw_so", "uw_so", {"temperature": 5.0}, s), 0.0, validation_delta=0.0))
+        results.append(
+            _result(study._run(configuration, "uw_so", "uw_so", {"temperature": 1.0}, s), 9.0, validation_delta=-1.0)
+        )
+        results.append(
+            _result(study._run(configuration, "uw_so", "uw_so", {"temperature": 5.0}, s), 0.0, validation_delta=0.0)
+        )
         for i, (label, weights) in enumerate(points):
-            results.append(_result(study._run(configuration, label, "scalarization", {"weights": weights}, s), 0.5 + i + 0.1 * s))
+            results.append(
+                _result(study._run(configuration, label, "scalarization", {"weights": weights}, s), 0.5 + i + 0.1 * s)
+            )
         results.append(_result(study._run(configuration, "ew", "ew", {}, s), 3.0 + 0.1 * s))
         results.append(_result(study._run(configuration, "uw", "uw", {}, s), 2.0 - 0.1 * s))
     finding = study.analyse_uw_so(study.Results(configuration, results, HIGHER), TASKS)
@@ -158,13 +185,24 @@ def test_tiny_study_with_a_fake_trainer_writes_the_report_and_resumes(tmp_path, 
         offset = (sum(map(ord, json.dumps(config, sort_keys=True))) % 97) / 1000
         tasks = compare.run_data(config, data).tasks
         metrics = {t: 0.8 + offset for t in tasks}
-        return {"config": config, "test": metrics, "validation": metrics, "diverged": None, "seconds_per_step": 0.0, "history": {}}
+        return {
+            "config": config,
+            "test": metrics,
+            "validation": metrics,
+            "diverged": None,
+            "seconds_per_step": 0.0,
+            "history": {},
+        }
 
     monkeypatch.setattr(compare, "train_run", fake_train_run)
     argv = ["study", "--tiny", "--output", str(tmp_path)]
     first = study.run(keras_mtl_cli.parse(argv))
-    assert first["trained"] == len({study._key(c) for claim in study.claim_runs(study.TINY, TASKS).values() for c in claim})
-    assert [f["verdict"] in (study.REPRODUCED, study.NOT_REPRODUCED, study.INCONCLUSIVE) for f in first["findings"]] == [True] * 6
+    assert first["trained"] == len(
+        {study._key(c) for claim in study.claim_runs(study.TINY, TASKS).values() for c in claim}
+    )
+    assert [
+        f["verdict"] in (study.REPRODUCED, study.NOT_REPRODUCED, study.INCONCLUSIVE) for f in first["findings"]
+    ] == [True] * 6
     text = (tmp_path / "report.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [row.split(" | ")[0] for row in rows] == [f"| {n}" for n in range(1, 7)]
@@ -185,7 +223,11 @@ def test_tiny_study_trains_end_to_end(tmp_path):
     """The real thing on the tiny configuration: every method builds and trains, the report is written."""
     result = study.run(keras_mtl_cli.parse(["study", "--tiny", "--output", str(tmp_path)]))
     assert result["trained"] > 0 and (tmp_path / "report.md").exists()
-    assert all(np.isfinite(f["plot"][next(iter(f["plot"]))][label]["mean"]) for f in result["findings"] for label in f["plot"][next(iter(f["plot"]))])
+    assert all(
+        np.isfinite(f["plot"][next(iter(f["plot"]))][label]["mean"])
+        for f in result["findings"]
+        for label in f["plot"][next(iter(f["plot"]))]
+    )
 
 
 def test_holm_adjusts_step_down_and_leaves_untested_comparisons_out():
@@ -201,7 +243,11 @@ def test_holm_verdicts_decide_a_family_by_adjusted_paired_t_tests():
     from scipy import stats
 
     ours = np.array([1.0, 2.0, 3.0, 4.0])
-    theirs = {"clear": ours + [2.1, 1.9, 2.0, 2.05], "marginal": ours + [0.5, -0.1, 0.9, 0.4], "worse": ours - [1.0, 1.2, 0.9, 1.1]}
+    theirs = {
+        "clear": ours + [2.1, 1.9, 2.0, 2.05],
+        "marginal": ours + [0.5, -0.1, 0.9, 0.4],
+        "worse": ours - [1.0, 1.2, 0.9, 1.1],
+    }
     differences = {name: ours - other for name, other in theirs.items()}
     p = {name: stats.ttest_rel(ours, other).pvalue for name, other in theirs.items()}
     assert p["marginal"] < 0.05 * 3 and p["marginal"] > 0.05 / 1  # decided alone at 5% or not: Holm must not decide it
@@ -213,11 +259,20 @@ def test_a_study_rebuilds_from_its_runs_folder_without_loading_any_data(tmp_path
     def fake_train_run(config, data, model_builder=None, callbacks=()):
         offset = (sum(map(ord, json.dumps(config, sort_keys=True))) % 97) / 1000
         metrics = {t: 0.8 + offset for t in compare.run_data(config, data).tasks}
-        return {"config": config, "test": metrics, "validation": metrics, "diverged": None, "seconds_per_step": 0.0, "history": {"weights": [1.0] * 100}}
+        return {
+            "config": config,
+            "test": metrics,
+            "validation": metrics,
+            "diverged": None,
+            "seconds_per_step": 0.0,
+            "history": {"weights": [1.0] * 100},
+        }
 
     monkeypatch.setattr(compare, "train_run", fake_train_run)
     first = study.run(keras_mtl_cli.parse(["study", "--tiny", "--output", str(tmp_path)]))
-    stored = [json.loads(path.read_text()) for path in (tmp_path / "runs").glob("*.json") if path.name != study.TASKS_FILE]
+    stored = [
+        json.loads(path.read_text()) for path in (tmp_path / "runs").glob("*.json") if path.name != study.TASKS_FILE
+    ]
     assert stored and all("history" not in result for result in stored)  # the folder keeps small results only
     report_text = (tmp_path / "report.md").read_text()
 
@@ -227,7 +282,9 @@ def test_a_study_rebuilds_from_its_runs_folder_without_loading_any_data(tmp_path
     monkeypatch.setattr(compare, "load_data", no_data)
     (tmp_path / "report.md").unlink()
     second = study.run(keras_mtl_cli.parse(["study", "--tiny", "--output", str(tmp_path)]))
-    assert second["trained"] == 0 and [f["numbers"] for f in second["findings"]] == [f["numbers"] for f in first["findings"]]
+    assert second["trained"] == 0 and [f["numbers"] for f in second["findings"]] == [
+        f["numbers"] for f in first["findings"]
+    ]
     # The same report, but for the line saying how long this invocation took.
     assert [line for line in (tmp_path / "report.md").read_text().splitlines() if "This invocation" not in line] == [
         line for line in report_text.splitlines() if "This invocation" not in line
@@ -241,8 +298,12 @@ def test_fmtl_keeps_each_variants_radius_chosen_on_validation():
         results.append(_result(study._run(configuration, "pcgrad", "pcgrad", {}, s), 2.0 + 0.1 * s))
         # F-MTL: ρ = 0.2 best on validation (worse on test); naive: ρ = 0.05.
         results.append(_result(study._sam(configuration, "pcgrad", "fmtl", 0.05, s), -5.0, validation_delta=1.0))
-        results.append(_result(study._sam(configuration, "pcgrad", "fmtl", 0.2, s), 1.0 + 0.2 * s, validation_delta=0.0))
-        results.append(_result(study._sam(configuration, "pcgrad", "naive", 0.05, s), 3.0 - 0.1 * s, validation_delta=0.0))
+        results.append(
+            _result(study._sam(configuration, "pcgrad", "fmtl", 0.2, s), 1.0 + 0.2 * s, validation_delta=0.0)
+        )
+        results.append(
+            _result(study._sam(configuration, "pcgrad", "naive", 0.05, s), 3.0 - 0.1 * s, validation_delta=0.0)
+        )
         results.append(_result(study._sam(configuration, "pcgrad", "naive", 0.2, s), -9.0, validation_delta=2.0))
     finding = study.analyse_fmtl(study.Results(configuration, results, HIGHER), TASKS)
     assert "F-MTL ρ = 0.2, naive ρ = 0.05" in finding["experiment"]

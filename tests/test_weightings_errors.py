@@ -3,7 +3,16 @@
 import keras
 import numpy as np
 import pytest
-from conftest import ALL_WEIGHTINGS, compiled_toy_model, make_method, one_task_model, plain_toy_model, toy_data, toy_losses, toy_model
+from conftest import (
+    ALL_WEIGHTINGS,
+    compiled_toy_model,
+    make_method,
+    one_task_model,
+    plain_toy_model,
+    toy_data,
+    toy_losses,
+    toy_model,
+)
 
 import keras_mtl
 
@@ -43,7 +52,10 @@ def test_targets_must_match_the_tasks(toy):
 @pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan")])
 @pytest.mark.parametrize("method_id", ["uw_so", "dwa"])
 def test_temperature_must_be_positive(method_id, temperature):
-    with pytest.raises(ValueError, match=r"(DynamicWeightAverage|SoftmaxUncertaintyWeighting): `temperature` must be a finite number > 0"):
+    with pytest.raises(
+        ValueError,
+        match=r"(DynamicWeightAverage|SoftmaxUncertaintyWeighting): `temperature` must be a finite number > 0",
+    ):
         make_method(method_id, temperature=temperature)
 
 
@@ -67,7 +79,10 @@ def test_scalarization_weights_checked():
         toy_model().compile("sgd", loss=keras_mtl.Scalarization(toy_losses(), weights=[0.2, 0.3, 0.5]))
     with pytest.raises(ValueError, match="Scalarization: `weights` has 1 entries for 2 tasks"):
         toy_model().compile("sgd", loss=keras_mtl.Scalarization(toy_losses(), weights=[1.0]))
-    with pytest.raises(ValueError, match=r"Scalarization: `weights` must name every task \[\'a\', \'b\'\] once; missing \[\'b\'\], unknown \[\'c\'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"Scalarization: `weights` must name every task \[\'a\', \'b\'\] once; missing \[\'b\'\], unknown \[\'c\'\]",
+    ):
         toy_model().compile("sgd", loss=keras_mtl.Scalarization(toy_losses(), weights={"a": 0.5, "c": 0.5}))
     with pytest.raises(ValueError, match="num_tasks"):
         keras_mtl.scalarization_grid(0)
@@ -173,7 +188,9 @@ def test_famo_loss_below_its_lower_bound_is_refused(toy):
     model.compile("sgd", loss=make_method("famo", min_losses=[100.0, 0.0]))
     variables = model.weights + model.multi_task_state.weights
     before = _snapshot(variables)
-    with pytest.raises(step_error(), match=r"FAMO: the loss of task \\?'a\\?' \(of the batch\) is below its lower bound 100"):
+    with pytest.raises(
+        step_error(), match=r"FAMO: the loss of task \\?'a\\?' \(of the batch\) is below its lower bound 100"
+    ):
         model.fit(x, y, batch_size=10, epochs=1, verbose=0)
     for variable, old, new in zip(variables, before, _snapshot(variables)):
         np.testing.assert_array_equal(new, old, err_msg=variable.path)
@@ -185,7 +202,9 @@ def test_negative_loss_is_fine_for_a_linear_weighting(toy):
     x, y = toy
     x, y = x[:10], {task: value[:10] for task, value in y.items()}
     model = toy_model()
-    model.compile(keras.optimizers.SGD(0.01), loss=make_method("ew", losses={"a": negative_mse, "b": toy_losses()["b"]}))
+    model.compile(
+        keras.optimizers.SGD(0.01), loss=make_method("ew", losses={"a": negative_mse, "b": toy_losses()["b"]})
+    )
     reference = plain_toy_model()
     reference.set_weights(model.get_weights())
     reference.compile(keras.optimizers.SGD(0.01), loss={"a": negative_mse, "b": toy_losses()["b"]})

@@ -113,7 +113,9 @@ def test_uncertainty_weighting_classification_form():
     assert _total(method, state, [2.0, 3.0]) == pytest.approx(7.743606, rel=1e-5)
 
 
-@pytest.mark.parametrize("form, optimum", [("regression", lambda L: np.log(L)), ("classification", lambda L: np.log(2 * L))])
+@pytest.mark.parametrize(
+    "form, optimum", [("regression", lambda L: np.log(L)), ("classification", lambda L: np.log(2 * L))]
+)
 def test_uncertainty_weighting_optimum(form, optimum):
     # d/ds [c·exp(−s)·L + s/2] = 0 at exp(s) = 2cL: s = log L (c = ½) or log 2L (c = 1).
     losses = np.array([0.3, 4.0], "float32")
@@ -404,7 +406,9 @@ def test_famo_weights_give_the_gradient_of_its_objective():
     z = keras.ops.softmax(state["logits"])
 
     def losses(theta):
-        return keras.ops.stack([keras.ops.sum(keras.ops.square(theta - 1.0)), keras.ops.sum(keras.ops.square(theta + 2.0))])
+        return keras.ops.stack(
+            [keras.ops.sum(keras.ops.square(theta - 1.0)), keras.ops.sum(keras.ops.square(theta + 2.0))]
+        )
 
     def weighted(theta):
         values = losses(theta)
@@ -478,7 +482,9 @@ def _explicit_moments(losses, warmup_steps, beta):
         weights = np.full(n, 1.0 / n)
     else:
         steps = np.arange(1, n + 1)
-        weights = np.where(steps <= warmup_steps, beta ** (n - warmup_steps) / warmup_steps, (1 - beta) * beta ** (n - steps))
+        weights = np.where(
+            steps <= warmup_steps, beta ** (n - warmup_steps) / warmup_steps, (1 - beta) * beta ** (n - steps)
+        )
     mean = weights @ losses
     return mean, weights @ (losses - mean) ** 2
 

@@ -129,8 +129,12 @@ def test_same_training_and_evaluation_as_stock_keras(l2):
         np.testing.assert_allclose(history["loss"], stock_history["loss"], rtol=1e-5)
     x, y = toy_data(n=40)
     for batch_size in (40, 20):
-        ours_eval = ours.evaluate(x, y, sample_weight=SAMPLE_WEIGHTS, batch_size=batch_size, return_dict=True, verbose=0)
-        stock_eval = stock.evaluate(x, y, sample_weight=SAMPLE_WEIGHTS, batch_size=batch_size, return_dict=True, verbose=0)
+        ours_eval = ours.evaluate(
+            x, y, sample_weight=SAMPLE_WEIGHTS, batch_size=batch_size, return_dict=True, verbose=0
+        )
+        stock_eval = stock.evaluate(
+            x, y, sample_weight=SAMPLE_WEIGHTS, batch_size=batch_size, return_dict=True, verbose=0
+        )
         assert ours_eval["loss"] == pytest.approx(stock_eval["loss"], rel=1e-5)
         for task, weight in LOSS_WEIGHTS.items():
             assert ours_eval[f"{task}_loss"] == pytest.approx(stock_eval[f"{task}_loss"] * weight, rel=1e-5)
@@ -252,7 +256,9 @@ def test_jit_compile_trains(method_id, toy):
 # RLW is left out: XLA's stateless RNG draws other numbers than the CPU kernel
 # for the same seed (even with alg="philox"), so its weights differ under jit.
 @pytest.mark.slow
-@pytest.mark.parametrize("method_id", default_subset([m for m in ALL_WEIGHTINGS if m != "rlw"], keep=(), guarantee=("famo",)))
+@pytest.mark.parametrize(
+    "method_id", default_subset([m for m in ALL_WEIGHTINGS if m != "rlw"], keep=(), guarantee=("famo",))
+)
 def test_jit_compile_trains_like_graph_mode(method_id, toy):
     x, y = toy
     histories, weights = [], []
@@ -325,8 +331,17 @@ def test_grid_search_picks_the_best_point_by_the_monitored_log(toy):
     # scalarization) makes the best point known: a = 0.9 in "max" mode.
     x, y = toy
     result = keras_mtl.grid_search(
-        toy_model, toy_losses(), x, y, validation_data=(x, y), optimizer=lambda: keras.optimizers.SGD(0.01),
-        monitor="val_a_weight", mode="max", epochs=1, batch_size=40, verbose=0,
+        toy_model,
+        toy_losses(),
+        x,
+        y,
+        validation_data=(x, y),
+        optimizer=lambda: keras.optimizers.SGD(0.01),
+        monitor="val_a_weight",
+        mode="max",
+        epochs=1,
+        batch_size=40,
+        verbose=0,
     )
     assert len(result.scores) == 9
     assert result.weights == pytest.approx({"a": 0.9, "b": 0.1})

@@ -110,7 +110,7 @@ def _hashable(value):
     return tuple(_hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jax_float64_jit(fn):
     """One compiled wrapper per function, so that every caller shares its compilations."""
     import jax

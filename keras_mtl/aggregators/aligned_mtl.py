@@ -5,8 +5,8 @@ from keras import ops
 from keras_mtl.aggregators._common import (
     finite_or_zero,
     float64_function,
-    matvec,
     jacobi_scale,
+    matvec,
     null_tolerance,
     prepare_gramian,
     safe_sqrt,

@@ -105,7 +105,9 @@ class MoDo(GradientMethod):
         return self.batches
 
     def build_state(self, state, task_names):
-        state.variable("modo_weights", (len(task_names),), initializer=lambda shape, dtype: ops.full(shape, 1.0 / shape[0], dtype))
+        state.variable(
+            "modo_weights", (len(task_names),), initializer=lambda shape, dtype: ops.full(shape, 1.0 / shape[0], dtype)
+        )
 
     def combine(self, gradients, state, training):
         first, second = gradients.part_jacobians[:2]

@@ -103,7 +103,11 @@ def nash_mtl_weights(gramian, max_norm=1.0, normalize=False):
 
 
 @register("nash_mtl")
-@declare_arguments(max_norm=Real(minimum=0, minimum_open=True, optional=True), normalize=Boolean(), update_weights_every=Integer(minimum=1))
+@declare_arguments(
+    max_norm=Real(minimum=0, minimum_open=True, optional=True),
+    normalize=Boolean(),
+    update_weights_every=Integer(minimum=1),
+)
 class NashMTL(GradientMethod):
     r"""Nash-MTL: the bargaining solution `α > 0` with `Gα = 1/α`, `d = Jᵀα`.
 

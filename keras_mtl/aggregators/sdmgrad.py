@@ -2,7 +2,16 @@
 
 from keras import ops
 
-from keras_mtl.aggregators._common import as_float64, clip_update_norm, diagonal, finite_or_zero, matvec, prepare_gramian, safe_sqrt, xla_compiled
+from keras_mtl.aggregators._common import (
+    as_float64,
+    clip_update_norm,
+    diagonal,
+    finite_or_zero,
+    matvec,
+    prepare_gramian,
+    safe_sqrt,
+    xla_compiled,
+)
 from keras_mtl.aggregators._cross import cross_matrix, prepare_cross, project_simplex
 from keras_mtl.arguments import Boolean, Integer, Real, declare_arguments
 from keras_mtl.gradients.base import GradientMethod
@@ -27,7 +36,9 @@ def normalized_cross(cross):
 
 
 @xla_compiled
-def sdmgrad_weights(cross, update_gramian, weights, lambda_=0.3, n_iter=20, lr=10.0, momentum=0.5, scale_by_tasks=False, max_norm=None):
+def sdmgrad_weights(
+    cross, update_gramian, weights, lambda_=0.3, n_iter=20, lr=10.0, momentum=0.5, scale_by_tasks=False, max_norm=None
+):
     """SDMGrad's inner solve of w and the update's task weights.
 
     With ``A = J_ξ J_ξ'^T`` the cross product of two independent batches'
@@ -88,7 +99,14 @@ def sdmgrad_weights(cross, update_gramian, weights, lambda_=0.3, n_iter=20, lr=1
 
 
 @register("sdmgrad")
-@declare_arguments(lambda_=Real(minimum=0), n_iter=Integer(minimum=1), lr=Real(minimum=0, minimum_open=True), momentum=Real(minimum=0, maximum=1, maximum_open=True), scale_by_tasks=Boolean(), max_norm=Real(minimum=0, minimum_open=True, optional=True))
+@declare_arguments(
+    lambda_=Real(minimum=0),
+    n_iter=Integer(minimum=1),
+    lr=Real(minimum=0, minimum_open=True),
+    momentum=Real(minimum=0, maximum=1, maximum_open=True),
+    scale_by_tasks=Boolean(),
+    max_norm=Real(minimum=0, minimum_open=True, optional=True),
+)
 class SDMGrad(GradientMethod):
     """SDMGrad: a stochastic MGDA steered towards the mean direction, on three batches per step.
 
@@ -168,7 +186,9 @@ class SDMGrad(GradientMethod):
 
     batch_parts = 3
 
-    def __init__(self, losses=None, lambda_=0.3, n_iter=20, lr=10.0, momentum=0.5, scale_by_tasks=False, max_norm=None, name=None):
+    def __init__(
+        self, losses=None, lambda_=0.3, n_iter=20, lr=10.0, momentum=0.5, scale_by_tasks=False, max_norm=None, name=None
+    ):
         super().__init__(losses, name=name)
         self.lambda_ = lambda_
         self.n_iter = n_iter
@@ -178,7 +198,11 @@ class SDMGrad(GradientMethod):
         self.max_norm = max_norm
 
     def build_state(self, state, task_names):
-        state.variable("sdmgrad_weights", (len(task_names),), initializer=lambda shape, dtype: ops.full(shape, 1.0 / shape[0], dtype))
+        state.variable(
+            "sdmgrad_weights",
+            (len(task_names),),
+            initializer=lambda shape, dtype: ops.full(shape, 1.0 / shape[0], dtype),
+        )
 
     def combine(self, gradients, state, training):
         xi, xi_prime, zeta = gradients.part_jacobians

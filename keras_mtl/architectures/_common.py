@@ -7,7 +7,12 @@ from keras_mtl.arguments import Activation, Integer, SymbolicInput, Tasks, Units
 # The argument declarations the architectures share (see `keras_mtl.arguments`).
 COUNT = Integer(minimum=1)
 EXPERTS = {"expert_units": Units(), "expert_activation": Activation()}
-BUILDER = {"inputs": SymbolicInput(), "tasks": Tasks(), "tower_units": Units(allow_empty=True), "tower_activation": Activation()}
+BUILDER = {
+    "inputs": SymbolicInput(),
+    "tasks": Tasks(),
+    "tower_units": Units(allow_empty=True),
+    "tower_activation": Activation(),
+}
 
 
 def dense_stack(units, activation, name):
@@ -46,4 +51,3 @@ def towers(features, tasks, units, activation):
             feature = keras.layers.Dense(hidden, activation=activation, name=f"{task}_tower_{i}")(feature)
         outputs[task] = keras.layers.Dense(width, name=task)(feature)
     return outputs
-

@@ -2,13 +2,29 @@
 
 import keras
 
-from keras_mtl.architectures._common import BUILDER, COUNT, EXPERTS, build_stack, dense_stack, mixture, softmax_gate, towers
+from keras_mtl.architectures._common import (
+    BUILDER,
+    COUNT,
+    EXPERTS,
+    build_stack,
+    dense_stack,
+    mixture,
+    softmax_gate,
+    towers,
+)
 from keras_mtl.arguments import Boolean, declare_arguments
 from keras_mtl.training.model import MultiTaskModel
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-@declare_arguments(num_tasks=COUNT, num_shared_experts=COUNT, num_task_experts=COUNT, **EXPERTS, gate_use_bias=Boolean(), shared_gate=Boolean())
+@declare_arguments(
+    num_tasks=COUNT,
+    num_shared_experts=COUNT,
+    num_task_experts=COUNT,
+    **EXPERTS,
+    gate_use_bias=Boolean(),
+    shared_gate=Boolean(),
+)
 class CGC(keras.layers.Layer):
     """Customized Gate Control, the extraction network of PLE: g^k(x) = w^k(x)ᵀ S^k(x).
 
@@ -74,7 +90,9 @@ class CGC(keras.layers.Layer):
         self.gate_use_bias = gate_use_bias
         self.shared_gate = shared_gate
         self.shared_experts = [self._expert(f"shared_expert_{i}") for i in range(self.num_shared_experts)]
-        self.task_experts = [[self._expert(f"task_{k}_expert_{i}") for i in range(self.num_task_experts)] for k in range(self.num_tasks)]
+        self.task_experts = [
+            [self._expert(f"task_{k}_expert_{i}") for i in range(self.num_task_experts)] for k in range(self.num_tasks)
+        ]
         gated = self.num_task_experts + self.num_shared_experts
         self.task_gates = [softmax_gate(gated, self.gate_use_bias, f"task_{k}_gate") for k in range(self.num_tasks)]
         if self.shared_gate:
@@ -88,7 +106,9 @@ class CGC(keras.layers.Layer):
         """(one input per task, the shared input), of tensors or of shapes."""
         if isinstance(inputs, (list, tuple)) and not all(d is None or isinstance(d, int) for d in inputs):
             if len(inputs) != self.num_tasks + 1:
-                raise ValueError(f"CGC takes one tensor or {self.num_tasks + 1} (one per task, then the shared one), got {len(inputs)}.")
+                raise ValueError(
+                    f"CGC takes one tensor or {self.num_tasks + 1} (one per task, then the shared one), got {len(inputs)}."
+                )
             return list(inputs[:-1]), inputs[-1]
         return [inputs] * self.num_tasks, inputs
 
@@ -163,5 +183,7 @@ def cgc(
         A `keras_mtl.MultiTaskModel`; gradient methods run in parameter mode,
         where the shared experts are the shared parameters.
     """
-    layer = CGC(len(tasks), num_shared_experts, num_task_experts, expert_units, expert_activation, gate_use_bias, name="cgc")
+    layer = CGC(
+        len(tasks), num_shared_experts, num_task_experts, expert_units, expert_activation, gate_use_bias, name="cgc"
+    )
     return MultiTaskModel(inputs, towers(layer(inputs), tasks, tower_units, tower_activation), **model_kwargs)

@@ -51,7 +51,11 @@ class CrossStitch(keras.layers.Layer):
         self.per_channel = per_channel
 
     def build(self, input_shape):
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) < 2 or not isinstance(input_shape[0], (list, tuple)):
+        if (
+            not isinstance(input_shape, (list, tuple))
+            or len(input_shape) < 2
+            or not isinstance(input_shape[0], (list, tuple))
+        ):
             raise ValueError(f"CrossStitch takes a list of at least 2 task columns, got input shape {input_shape}.")
         shapes = [tuple(shape) for shape in input_shape]
         if any(shape[1:] != shapes[0][1:] for shape in shapes):

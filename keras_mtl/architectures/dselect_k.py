@@ -26,7 +26,12 @@ def binary_codes(num_experts):
 
 
 # DSelect-k's selector; `gamma`, the smooth step's width; `entropy_regularization`, λ (both as in the paper).
-SELECTOR = {"num_selected": COUNT, "gamma": Real(minimum=0, minimum_open=True), "entropy_regularization": Real(minimum=0), "per_example": Boolean()}
+SELECTOR = {
+    "num_selected": COUNT,
+    "gamma": Real(minimum=0, minimum_open=True),
+    "entropy_regularization": Real(minimum=0),
+    "per_example": Boolean(),
+}
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -113,11 +118,15 @@ class DSelectK(keras.layers.Layer):
         self.expert_units = expert_units
         self.expert_activation = expert_activation
         self.codes = binary_codes(self.num_experts)
-        self.experts = [dense_stack(self.expert_units, expert_activation, f"expert_{i}") for i in range(self.num_experts)]
+        self.experts = [
+            dense_stack(self.expert_units, expert_activation, f"expert_{i}") for i in range(self.num_experts)
+        ]
         if self.per_example:
             bits = self.num_selected * self.codes.shape[1]
             self.z_layers = [self._dense(bits, self._z_initializer(), f"task_{t}_z") for t in range(self.num_tasks)]
-            self.w_layers = [self._dense(self.num_selected, self._w_initializer(), f"task_{t}_w") for t in range(self.num_tasks)]
+            self.w_layers = [
+                self._dense(self.num_selected, self._w_initializer(), f"task_{t}_w") for t in range(self.num_tasks)
+            ]
 
     def _z_initializer(self):
         return keras.initializers.RandomUniform(-self.gamma / 100, self.gamma / 100)
@@ -137,8 +146,14 @@ class DSelectK(keras.layers.Layer):
                 build_stack(layer, input_shape)
             return
         z_shape = (self.num_selected, self.codes.shape[1])
-        self.z_logits = [self.add_weight(shape=z_shape, initializer=self._z_initializer(), name=f"task_{t}_z") for t in range(self.num_tasks)]
-        self.w_logits = [self.add_weight(shape=(self.num_selected,), initializer=self._w_initializer(), name=f"task_{t}_w") for t in range(self.num_tasks)]
+        self.z_logits = [
+            self.add_weight(shape=z_shape, initializer=self._z_initializer(), name=f"task_{t}_z")
+            for t in range(self.num_tasks)
+        ]
+        self.w_logits = [
+            self.add_weight(shape=(self.num_selected,), initializer=self._w_initializer(), name=f"task_{t}_w")
+            for t in range(self.num_tasks)
+        ]
 
     def selectors(self, inputs, task):
         """Task `task`'s (selector weights softmax(w), selector outputs r(z)): shapes (…, k) and (…, k, n)."""
@@ -232,6 +247,14 @@ def dselect_k(
         A `keras_mtl.MultiTaskModel`; gradient methods run in parameter mode.
     """
     layer = DSelectK(
-        len(tasks), num_experts, num_selected, gamma, entropy_regularization, per_example, expert_units, expert_activation, name="dselect_k"
+        len(tasks),
+        num_experts,
+        num_selected,
+        gamma,
+        entropy_regularization,
+        per_example,
+        expert_units,
+        expert_activation,
+        name="dselect_k",
     )
     return MultiTaskModel(inputs, towers(layer(inputs), tasks, tower_units, tower_activation), **model_kwargs)

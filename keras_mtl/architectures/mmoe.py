@@ -2,7 +2,16 @@
 
 import keras
 
-from keras_mtl.architectures._common import BUILDER, COUNT, EXPERTS, build_stack, dense_stack, mixture, softmax_gate, towers
+from keras_mtl.architectures._common import (
+    BUILDER,
+    COUNT,
+    EXPERTS,
+    build_stack,
+    dense_stack,
+    mixture,
+    softmax_gate,
+    towers,
+)
 from keras_mtl.arguments import Boolean, declare_arguments
 from keras_mtl.training.model import MultiTaskModel
 
@@ -44,14 +53,18 @@ class MMoE(keras.layers.Layer):
         ```
     """
 
-    def __init__(self, num_tasks, num_experts=8, expert_units=(16,), expert_activation="relu", gate_use_bias=False, **kwargs):
+    def __init__(
+        self, num_tasks, num_experts=8, expert_units=(16,), expert_activation="relu", gate_use_bias=False, **kwargs
+    ):
         super().__init__(**kwargs)
         self.num_tasks = num_tasks
         self.num_experts = num_experts
         self.expert_units = expert_units
         self.expert_activation = expert_activation
         self.gate_use_bias = gate_use_bias
-        self.experts = [dense_stack(self.expert_units, expert_activation, f"expert_{i}") for i in range(self.num_experts)]
+        self.experts = [
+            dense_stack(self.expert_units, expert_activation, f"expert_{i}") for i in range(self.num_experts)
+        ]
         self.gates = [softmax_gate(self.num_experts, self.gate_use_bias, f"gate_{k}") for k in range(self.num_tasks)]
 
     def build(self, input_shape):

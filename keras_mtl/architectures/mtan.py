@@ -46,11 +46,19 @@ class TaskAttention(keras.layers.Layer):
         self.hidden_units = hidden_units
 
     def build(self, input_shape):
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) not in (2, 3) or not isinstance(input_shape[0], (list, tuple)):
-            raise ValueError(f"TaskAttention takes [u, p] or [u, p, previous task feature], got input shape {input_shape}.")
+        if (
+            not isinstance(input_shape, (list, tuple))
+            or len(input_shape) not in (2, 3)
+            or not isinstance(input_shape[0], (list, tuple))
+        ):
+            raise ValueError(
+                f"TaskAttention takes [u, p] or [u, p, previous task feature], got input shape {input_shape}."
+            )
         shapes = [tuple(shape) for shape in input_shape]
         if any(shape[1:-1] != shapes[1][1:-1] for shape in shapes):
-            raise ValueError(f"TaskAttention: u, p and the previous task feature must share their spatial shape, got {shapes}.")
+            raise ValueError(
+                f"TaskAttention: u, p and the previous task feature must share their spatial shape, got {shapes}."
+            )
         channels = shapes[1][-1]
         # Sublayers made here, where p's width is known; `build` runs again on
         # load, so they exist before the weights are restored.
@@ -85,7 +93,8 @@ class TaskAttention(keras.layers.Layer):
 def _conv_block(filters, name):
     """[3×3 conv, BN, ReLU], the paper's convolutional block."""
     return keras.Sequential(
-        [keras.layers.Conv2D(filters, 3, padding="same"), keras.layers.BatchNormalization(), keras.layers.ReLU()], name=name
+        [keras.layers.Conv2D(filters, 3, padding="same"), keras.layers.BatchNormalization(), keras.layers.ReLU()],
+        name=name,
     )
 
 

@@ -6,7 +6,9 @@ from keras_mtl.arguments import Boolean, declare_arguments
 from keras_mtl.training.model import MultiTaskModel
 
 
-@declare_arguments(**BUILDER, num_levels=COUNT, num_shared_experts=COUNT, num_task_experts=COUNT, **EXPERTS, gate_use_bias=Boolean())
+@declare_arguments(
+    **BUILDER, num_levels=COUNT, num_shared_experts=COUNT, num_task_experts=COUNT, **EXPERTS, gate_use_bias=Boolean()
+)
 def ple(
     inputs,
     tasks,

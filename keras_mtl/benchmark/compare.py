@@ -214,7 +214,9 @@ def _fit(model, data, config, callbacks):
             callbacks=callbacks,
         )
     except Exception as error:
-        message = next((line.strip() for line in str(error).splitlines() if "keras_mtl:" in line and "not finite" in line), None)
+        message = next(
+            (line.strip() for line in str(error).splitlines() if "keras_mtl:" in line and "not finite" in line), None
+        )
         if message is None:
             raise
         return message
@@ -243,7 +245,9 @@ class Trainer:
             source = self.sources[name]
             loaded = source if isinstance(source, datasets.MultiTaskData) else source()
             if not isinstance(loaded, datasets.MultiTaskData):
-                raise TypeError(f"The data function of {name!r} returned a {type(loaded).__name__}, not a keras_mtl.datasets.MultiTaskData.")
+                raise TypeError(
+                    f"The data function of {name!r} returned a {type(loaded).__name__}, not a keras_mtl.datasets.MultiTaskData."
+                )
             self._loaded[name] = loaded
         return self._loaded[name]
 
@@ -278,7 +282,9 @@ def method_specs(methods, temperatures, scalarization_grid, task_names):
         points = keras_mtl.scalarization_grid(num_tasks)
         if not points:
             print(f"note: the scalarization grid has no points for {num_tasks} tasks.")
-        specs += [(f"scalarization({','.join(f'{w:g}' for w in p)})", "scalarization", {"weights": list(p)}) for p in points]
+        specs += [
+            (f"scalarization({','.join(f'{w:g}' for w in p)})", "scalarization", {"weights": list(p)}) for p in points
+        ]
     return specs
 
 
@@ -287,7 +293,9 @@ def usable_specs(specs, data, model_builder=build_model):
     kept, skipped = [], set()
     for spec in specs:
         try:
-            model_builder(data, data.tasks).compile("adam", loss=make_method({"method_id": spec[1], "method_kwargs": spec[2]}, data.losses()))
+            model_builder(data, data.tasks).compile(
+                "adam", loss=make_method({"method_id": spec[1], "method_kwargs": spec[2]}, data.losses())
+            )
             kept.append(spec)
         except (TypeError, ValueError) as error:
             if spec[0] not in skipped:
@@ -310,16 +318,22 @@ def load_reference(reference, option):
     """
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
-        raise SystemExit(f"keras-mtl benchmark: error: {option} {reference!r} must be module:function, e.g. my_package.models:build")
+        raise SystemExit(
+            f"keras-mtl benchmark: error: {option} {reference!r} must be module:function, e.g. my_package.models:build"
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         found = importlib.import_module(module_name)
     except ImportError as error:
-        raise SystemExit(f"keras-mtl benchmark: error: {option} {reference!r}: cannot import {module_name}: {error}") from None
+        raise SystemExit(
+            f"keras-mtl benchmark: error: {option} {reference!r}: cannot import {module_name}: {error}"
+        ) from None
     for part in attribute.split("."):
         if not hasattr(found, part):
-            raise SystemExit(f"keras-mtl benchmark: error: {option} {reference!r}: {module_name} has no attribute {attribute!r}")
+            raise SystemExit(
+                f"keras-mtl benchmark: error: {option} {reference!r}: {module_name} has no attribute {attribute!r}"
+            )
         found = getattr(found, part)
     if not callable(found):
         raise SystemExit(f"keras-mtl benchmark: error: {option} {reference!r} is not a function")
@@ -338,13 +352,17 @@ def _data_source(data, max_examples):
     """`(name, source)` of the `data` argument of `compare`: a built-in data set's name, a `MultiTaskData` or a function returning one."""
     if isinstance(data, str):
         if data not in DATASETS:
-            raise ValueError(f"compare: unknown data set {data!r}{keras_mtl_cli.suggestion(data, DATASETS)}; built in: {', '.join(DATASETS)}; or pass a MultiTaskData or a function returning one.")
+            raise ValueError(
+                f"compare: unknown data set {data!r}{keras_mtl_cli.suggestion(data, DATASETS)}; built in: {', '.join(DATASETS)}; or pass a MultiTaskData or a function returning one."
+            )
         return data, functools.partial(load_data, data, max_examples)
     if isinstance(data, datasets.MultiTaskData):
         return "data", data if max_examples is None else data.take(max_examples)
     if callable(data):
         return _reference_name(data), data if max_examples is None else functools.partial(_take, data, max_examples)
-    raise TypeError(f"compare: data must be a keras_mtl.datasets.MultiTaskData, a function returning one, or a built-in data set's name; got {type(data).__name__}.")
+    raise TypeError(
+        f"compare: data must be a keras_mtl.datasets.MultiTaskData, a function returning one, or a built-in data set's name; got {type(data).__name__}."
+    )
 
 
 def compare_methods(
@@ -439,13 +457,22 @@ def _benchmark(model_builder, data, options, resume="command"):
     methods = list(options["methods"] or [m for m in keras_mtl_cli.DEFAULT_METHODS if m in keras_mtl.available()])
     unknown = [m for m in methods if m not in keras_mtl.available()]
     if unknown:
-        raise ValueError(f"compare: unknown method id {unknown[0]!r}{keras_mtl_cli.suggestion(unknown[0], keras_mtl.available())}; known: {' '.join(keras_mtl.available())}")
+        raise ValueError(
+            f"compare: unknown method id {unknown[0]!r}{keras_mtl_cli.suggestion(unknown[0], keras_mtl.available())}; known: {' '.join(keras_mtl.available())}"
+        )
     tasks = list(loaded.tasks)
-    base = {"dataset": name, "max_examples": options["max_examples"], "epochs": options["epochs"], "batch_size": options["batch_size"]}
+    base = {
+        "dataset": name,
+        "max_examples": options["max_examples"],
+        "epochs": options["epochs"],
+        "batch_size": options["batch_size"],
+    }
     if model_builder is not build_model:
         base["model"] = _reference_name(model_builder)
     baseline_specs = [(f"{report.SINGLE_TASK}:{t}", report.SINGLE_TASK, {"task": t}) for t in tasks]
-    specs = usable_specs(method_specs(methods, options["temperatures"], options["scalarization_grid"], tasks), loaded, model_builder)
+    specs = usable_specs(
+        method_specs(methods, options["temperatures"], options["scalarization_grid"], tasks), loaded, model_builder
+    )
     if not specs:
         raise SystemExit(f"keras-mtl benchmark: error: none of the methods {methods} builds on {name}.")
     configs = [
@@ -457,11 +484,25 @@ def _benchmark(model_builder, data, options, resume="command"):
     output = Path(options["output"])
     folder = output / "runs"
     folder.mkdir(parents=True, exist_ok=True)
-    ray = runner.RayOptions(options["ray_address"], options["cpus_per_run"], options["gpus_per_run"]) if options["ray"] or options["ray_address"] else None
+    ray = (
+        runner.RayOptions(options["ray_address"], options["cpus_per_run"], options["gpus_per_run"])
+        if options["ray"] or options["ray_address"]
+        else None
+    )
     tensorboard = options["tensorboard"]
-    callbacks = (lambda config: [keras.callbacks.TensorBoard(log_dir=str(Path(tensorboard) / cache.run_path(folder, config).stem))]) if tensorboard else None
+    callbacks = (
+        (
+            lambda config: [
+                keras.callbacks.TensorBoard(log_dir=str(Path(tensorboard) / cache.run_path(folder, config).stem))
+            ]
+        )
+        if tensorboard
+        else None
+    )
     print(f"{name}: ", end="")
-    results, trained = runner.execute(configs, folder, trainer, ray=ray, progress=options["progress"], callbacks=callbacks, resume=resume)
+    results, trained = runner.execute(
+        configs, folder, trainer, ray=ray, progress=options["progress"], callbacks=callbacks, resume=resume
+    )
     return {"rows": _report(options, loaded, results, output), "trained": trained, "output": output}
 
 
@@ -515,7 +556,9 @@ def _report(options, data, results, output):
         if run.get("diverged"):
             print(f"note: {runner.run_name(run['config'])} diverged: {run['diverged']}")
         if run.get("error"):
-            print(f"note: {runner.run_name(run['config'])} failed (not cached: the next invocation tries it again): {run['error']}")
+            print(
+                f"note: {runner.run_name(run['config'])} failed (not cached: the next invocation tries it again): {run['error']}"
+            )
     report.write_csv(rows, output / "results.csv")
     report.write_json(rows, results, output / "results.json")
     # The curves of the runs that trained (a failed run has none).
@@ -537,4 +580,9 @@ def _first_seed_runs(rows, runs):
     """Each row's run of its first seed at its chosen setting."""
     chosen = {(row["method"], row["learning_rate"], row["tuned"]) for row in rows}
     first = min(r["config"]["seed"] for r in runs)
-    return [r for r in runs if r["config"]["seed"] == first and (r["config"]["label"], r["config"]["learning_rate"], report.tuned_text(r, runs)) in chosen]
+    return [
+        r
+        for r in runs
+        if r["config"]["seed"] == first
+        and (r["config"]["label"], r["config"]["learning_rate"], report.tuned_text(r, runs)) in chosen
+    ]

@@ -37,7 +37,12 @@ def delta_m(metrics, baseline, higher_is_better):
         higher_is_better: `{task: bool}`.
     """
     # A baseline of 0 (e.g. an accuracy of 0 on a tiny test set) leaves the relative change undefined: NaN.
-    terms = [(-1.0 if higher_is_better[t] else 1.0) * (metrics.get(t, math.nan) - baseline[t]) / baseline[t] if baseline[t] else math.nan for t in baseline]
+    terms = [
+        (-1.0 if higher_is_better[t] else 1.0) * (metrics.get(t, math.nan) - baseline[t]) / baseline[t]
+        if baseline[t]
+        else math.nan
+        for t in baseline
+    ]
     return 100.0 * float(np.mean(terms))
 
 
@@ -226,7 +231,12 @@ def summarize(runs, baseline_runs, higher_is_better):
     rows = [_baseline_row(baselines, tasks)]
     for label, group in chosen.items():
         deltas = _by_seed(group, baseline_test, higher_is_better)
-        row = {"method": label, "learning_rate": group[0]["config"]["learning_rate"], "tuned": tuned_text(group[0], runs), "seeds": len(group)}
+        row = {
+            "method": label,
+            "learning_rate": group[0]["config"]["learning_rate"],
+            "tuned": tuned_text(group[0], runs),
+            "seeds": len(group),
+        }
         for t in tasks:
             values = [r["test"].get(t, math.nan) for r in group]
             row[t], row[f"{t}_std"] = _mean(values), _std(values)
@@ -234,7 +244,11 @@ def summarize(runs, baseline_runs, higher_is_better):
         row.update(_against_reference(label, deltas, reference))
         errors = [r["error"] for r in group if r.get("error")]
         if errors:
-            row["verdict"] = f"failed: {errors[0]}" if len(errors) == len(group) else f"{len(errors)} of {len(group)} runs failed: {errors[0]}"
+            row["verdict"] = (
+                f"failed: {errors[0]}"
+                if len(errors) == len(group)
+                else f"{len(errors)} of {len(group)} runs failed: {errors[0]}"
+            )
         row["seconds_per_step"] = _mean([r["seconds_per_step"] for r in group])
         rows.append(row)
     methods = rows[1:]
@@ -397,7 +411,9 @@ def plot_metrics(rows, tasks, higher_is_better, path, max_pairs=3):
     for axis, (a, b) in zip(axes[0], pairs):
         if grid:
             front = sorted(grid, key=lambda row: row[a])
-            axis.plot([r[a] for r in front], [r[b] for r in front], "o-", color="0.7", label="scalarization grid", zorder=1)
+            axis.plot(
+                [r[a] for r in front], [r[b] for r in front], "o-", color="0.7", label="scalarization grid", zorder=1
+            )
         for row in rows:
             if row not in grid:
                 marker = "*" if row["method"] == SINGLE_TASK else "o"

@@ -44,7 +44,11 @@ MAX_RETRIES = 3
 
 def run_name(config):
     """A run for people: its row label, method arguments, seed and learning rate."""
-    arguments = "" if config["method_id"] == "single_task" else "".join(f"{name}={value} " for name, value in config["method_kwargs"].items())
+    arguments = (
+        ""
+        if config["method_id"] == "single_task"
+        else "".join(f"{name}={value} " for name, value in config["method_kwargs"].items())
+    )
     return f"{config['label']} {arguments}seed {config['seed']} lr {config['learning_rate']:g}"
 
 
@@ -52,7 +56,16 @@ def failed_result(config, tasks, error):
     """The result of a run that raised: NaN metrics (it ranks last), its error in one line and its traceback."""
     nan = {task: math.nan for task in tasks}
     details = "".join(traceback.format_exception(error))
-    return {"config": config, "test": nan, "validation": dict(nan), "diverged": None, "error": _error_text(error), "traceback": details, "seconds_per_step": math.nan, "history": {}}
+    return {
+        "config": config,
+        "test": nan,
+        "validation": dict(nan),
+        "diverged": None,
+        "error": _error_text(error),
+        "traceback": details,
+        "seconds_per_step": math.nan,
+        "history": {},
+    }
 
 
 def _error_text(error):
@@ -184,7 +197,9 @@ def execute(configs, folder, trainer, *, ray=None, progress=True, callbacks=None
         Interrupted: on Ctrl-C, after saying what is kept.
     """
     results, to_train = cached_results(configs, folder)
-    print(f"{len(configs)} runs, {len(results)} already done in {folder}, {len(to_train)} to train{f' on Ray ({ray.describe()})' if ray and to_train else ''}.")
+    print(
+        f"{len(configs)} runs, {len(results)} already done in {folder}, {len(to_train)} to train{f' on Ray ({ray.describe()})' if ray and to_train else ''}."
+    )
 
     def record(config, result):
         path = cache.run_path(folder, config)
@@ -202,7 +217,9 @@ def execute(configs, folder, trainer, *, ray=None, progress=True, callbacks=None
                     started = time.perf_counter()
                     try:
                         result = trainer(config, callbacks=[display, *(callbacks(config) if callbacks else [])])
-                    except Exception as error:  # a run's own failure is a result; Ctrl-C (not an Exception) stops the job
+                    except (
+                        Exception
+                    ) as error:  # a run's own failure is a result; Ctrl-C (not an Exception) stops the job
                         result = failed_result(config, trainer.tasks(config), error)
                     record(config, result)
                     display.finish(config, result, time.perf_counter() - started)
@@ -218,7 +235,9 @@ class RayOptions:
 
     def __init__(self, address=None, cpus_per_run=1, gpus_per_run=0):
         if not cpus_per_run > 0 or gpus_per_run < 0:
-            raise ValueError(f"Ray: each run needs more than 0 CPUs and at least 0 GPUs, got cpus_per_run={cpus_per_run}, gpus_per_run={gpus_per_run}.")
+            raise ValueError(
+                f"Ray: each run needs more than 0 CPUs and at least 0 GPUs, got cpus_per_run={cpus_per_run}, gpus_per_run={gpus_per_run}."
+            )
         self.address, self.cpus_per_run, self.gpus_per_run = address, cpus_per_run, gpus_per_run
 
     def describe(self):
@@ -256,9 +275,16 @@ def _execute_on_ray(configs, trainer, options, record, display):
 
     if not ray.is_initialized():
         # Local by default; the workers keep TensorFlow's C++ log lines to themselves.
-        ray.init(address=options.address, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}})
+        ray.init(
+            address=options.address,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}},
+        )
     _send_local_code(ray, trainer)
-    remote = ray.remote(_train_in_worker).options(num_cpus=options.cpus_per_run, num_gpus=options.gpus_per_run, max_retries=MAX_RETRIES, retry_exceptions=False)
+    remote = ray.remote(_train_in_worker).options(
+        num_cpus=options.cpus_per_run, num_gpus=options.gpus_per_run, max_retries=MAX_RETRIES, retry_exceptions=False
+    )
     token, shared = uuid.uuid4().hex, ray.put(trainer)
     pending = {remote.remote(token, shared, config): (config, time.perf_counter()) for config in configs}
     display.in_flight(len(pending))
@@ -269,7 +295,9 @@ def _execute_on_ray(configs, trainer, options, record, display):
                 config, started = pending.pop(ref)
                 try:
                     result = ray.get(ref)
-                except ray.exceptions.RayError as error:  # the worker died MAX_RETRIES + 1 times, or the task could not start
+                except (
+                    ray.exceptions.RayError
+                ) as error:  # the worker died MAX_RETRIES + 1 times, or the task could not start
                     result = failed_result(config, trainer.tasks(config), error)
                 record(config, result)
                 display.finish(config, result, time.perf_counter() - started, running=len(pending))

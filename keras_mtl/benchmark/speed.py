@@ -139,13 +139,17 @@ def _network(kind, num_tasks):
         hidden = keras.layers.Conv2D(32, 3, activation="relu")(hidden)
         hidden = keras.layers.MaxPooling2D()(hidden)
         hidden = keras.layers.Dense(64, activation="relu", name="representation")(keras.layers.Flatten()(hidden))
-    return inputs, {f"task_{k:02d}": keras.layers.Dense(NUM_CLASSES, name=f"task_{k:02d}")(hidden) for k in range(num_tasks)}
+    return inputs, {
+        f"task_{k:02d}": keras.layers.Dense(NUM_CLASSES, name=f"task_{k:02d}")(hidden) for k in range(num_tasks)
+    }
 
 
 def _model(kind, num_tasks, representation, task_gradients="sequential"):
     """The workload as a `MultiTaskModel` (uncompiled)."""
     inputs, outputs = _network(kind, num_tasks)
-    return keras_mtl.MultiTaskModel(inputs, outputs, representation="representation" if representation else None, task_gradients=task_gradients)
+    return keras_mtl.MultiTaskModel(
+        inputs, outputs, representation="representation" if representation else None, task_gradients=task_gradients
+    )
 
 
 def batch(kind, num_tasks, seed=0):
@@ -166,7 +170,9 @@ def keras_mtl_builder(cell, task_gradients="sequential"):
     def build(steps_per_execution):
         keras.utils.set_random_seed(0)
         model = _model(kind, num_tasks, mode == "representation", task_gradients)
-        model.compile(keras.optimizers.SGD(0.01), loss=make_method(method_id, _loss()), steps_per_execution=steps_per_execution)
+        model.compile(
+            keras.optimizers.SGD(0.01), loss=make_method(method_id, _loss()), steps_per_execution=steps_per_execution
+        )
         return model
 
     return build
@@ -180,7 +186,11 @@ def stock_builder(cell):
         keras.utils.set_random_seed(0)
         inputs, outputs = _network(kind, num_tasks)
         model = keras.Model(inputs, outputs)
-        model.compile(keras.optimizers.SGD(0.01), loss={name: _loss() for name in outputs}, steps_per_execution=steps_per_execution)
+        model.compile(
+            keras.optimizers.SGD(0.01),
+            loss={name: _loss() for name in outputs},
+            steps_per_execution=steps_per_execution,
+        )
         return model
 
     return build
@@ -200,7 +210,9 @@ class KerasTimer:
         self.x, labels = batch(kind, num_tasks)
         self.y = {f"task_{k:02d}": labels[:, k] for k in range(num_tasks)}
         self.fit_x = np.concatenate([self.x] * fit_steps) if fit_steps else None
-        self.fit_y = {name: np.concatenate([value] * fit_steps) for name, value in self.y.items()} if fit_steps else None
+        self.fit_y = (
+            {name: np.concatenate([value] * fit_steps) for name, value in self.y.items()} if fit_steps else None
+        )
 
     def prepare(self):
         """Builds the models; returns the seconds of the first `train_on_batch` (building and compiling the step)."""
@@ -295,7 +307,11 @@ def grid(models, task_counts, representation_task_counts, methods):
                     cells.append((kind, "parameters" if _balances_gradients(method) else "loss", num_tasks, method_id))
     for num_tasks in representation_task_counts:
         baselines("mlp", num_tasks, "representation")
-        cells.extend(("mlp", "representation", num_tasks, m) for m in methods if _runs_on_representation(m) and make_method(m, "mse").min_tasks <= num_tasks)
+        cells.extend(
+            ("mlp", "representation", num_tasks, m)
+            for m in methods
+            if _runs_on_representation(m) and make_method(m, "mse").min_tasks <= num_tasks
+        )
     return list(dict.fromkeys(cells))
 
 
@@ -306,7 +322,9 @@ def schedule(entries, repeats):
     Drift over the run then falls alike on each library of a cell (seconds
     apart) and on every cell (each round spans the grid).
     """
-    return [(round_, cell, library) for round_ in range(repeats) for cell, libraries in entries for library in libraries]
+    return [
+        (round_, cell, library) for round_ in range(repeats) for cell, libraries in entries for library in libraries
+    ]
 
 
 def groups(cells):
@@ -464,7 +482,12 @@ def speed_table(rows, title=None):
     for column in rows[0]:
         table.add_column(column, justify="left" if column in ("model", "mode", "method", "busy") else "right")
     for row in rows:
-        table.add_row(*("—" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value) for value in row.values()))
+        table.add_row(
+            *(
+                "—" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+                for value in row.values()
+            )
+        )
     return table
 
 
@@ -486,7 +509,13 @@ class PeerProcess:
         self.script = Path(__file__).with_name("speed_torch.py")
         # Its stderr (PyTorch's warnings, a line per round) to a file: a full pipe would block it.
         self.log = open(Path(self.folder.name) / "stderr.txt", "w+")  # noqa: SIM115 (open for the child's lifetime; `close` closes it)
-        self.child = subprocess.Popen([sys.executable, str(self.script), str(batches)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.child = subprocess.Popen(
+            [sys.executable, str(self.script), str(batches)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
         hello = self.ask({"threads": threads})
         self.versions, self.threads = hello["versions"], hello["threads"]
 
@@ -497,7 +526,9 @@ class PeerProcess:
         if not line:
             self.child.wait()
             self.log.seek(0)
-            raise RuntimeError(f"the TorchJD peer ({self.script}) failed with status {self.child.returncode}:\n{''.join(self.log.readlines()[-40:])}")
+            raise RuntimeError(
+                f"the TorchJD peer ({self.script}) failed with status {self.child.returncode}:\n{''.join(self.log.readlines()[-40:])}"
+            )
         return json.loads(line)
 
     def close(self):
@@ -514,7 +545,9 @@ class PeerTimer:
         self.peer, self.cell, self.steps = peer, list(cell), steps
 
     def prepare(self):
-        return self.peer.ask({"prepare": self.cell, "spec": TORCHJD_METHODS[self.cell[3]], "num_classes": NUM_CLASSES})["first"]
+        return self.peer.ask({"prepare": self.cell, "spec": TORCHJD_METHODS[self.cell[3]], "num_classes": NUM_CLASSES})[
+            "first"
+        ]
 
     def sample(self):
         return {"step": self.peer.ask({"sample": self.cell, "steps": self.steps})["step"]}
@@ -527,7 +560,9 @@ def fit_executions(args, console=None):
     if keras.backend.backend() == "torch" and any(execution != 1 for execution in args.steps_per_execution):
         # Keras 3.15's torch trainer raises "`steps_per_execution` must be 1 with the PyTorch backend".
         if console is not None:
-            console.print("note: fit is timed with steps_per_execution=1 only: Keras's PyTorch backend allows no other value")
+            console.print(
+                "note: fit is timed with steps_per_execution=1 only: Keras's PyTorch backend allows no other value"
+            )
         return [1]
     return list(dict.fromkeys(args.steps_per_execution))
 
@@ -566,9 +601,16 @@ def run(args, load=read_load):
     missing = missing_peer_packages() if args.peer else []
     if missing:
         # markup=False: rich would read "[torchjd]" as a style tag and drop it.
-        console.print(f"note: --peer {args.peer} skipped: {' and '.join(missing)} not installed (pip install 'keras_mtl[torchjd]')", markup=False)
+        console.print(
+            f"note: --peer {args.peer} skipped: {' and '.join(missing)} not installed (pip install 'keras_mtl[torchjd]')",
+            markup=False,
+        )
     peer_name = args.peer if args.peer and not missing else None
-    default = list(TORCHJD_METHODS) if peer_name else [m for m in keras_mtl.available() if m != "sam"] + list(keras_mtl_cli.DEFAULT_SAM_ROWS)
+    default = (
+        list(TORCHJD_METHODS)
+        if peer_name
+        else [m for m in keras_mtl.available() if m != "sam"] + list(keras_mtl_cli.DEFAULT_SAM_ROWS)
+    )
     threshold = args.busy_load if args.busy_load is not None else busy_threshold()
     executions = fit_executions(args, console)
     cells = grid(args.models, args.tasks, args.representation_tasks, args.methods or default)
@@ -585,7 +627,11 @@ def run(args, load=read_load):
             for group in groups(cells):
                 # One (model, K) at a time: its models are freed before the next group's are built.
                 entries, timers = timers_for(group, args, executions, peer)
-                results.update(measure(timers, schedule(entries, args.repeats), threshold, args.require_quiet, load=load, status=status))
+                results.update(
+                    measure(
+                        timers, schedule(entries, args.repeats), threshold, args.require_quiet, load=load, status=status
+                    )
+                )
     except MachineBusy as busy:
         raise SystemExit(f"keras-mtl speed: {busy}") from None
     finally:

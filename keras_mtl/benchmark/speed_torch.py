@@ -125,7 +125,9 @@ def _representation_step(net, optimizer, aggregator, x, labels):
     # (the heads get their own task's gradient), the aggregator combines them into its `.grad`.
     representation = features.detach().requires_grad_()
     heads = [list(head.parameters()) for head in net.heads]
-    mtl_backward(net.losses(representation, labels), features=representation, tasks_params=heads, shared_params=[representation])
+    mtl_backward(
+        net.losses(representation, labels), features=representation, tasks_params=heads, shared_params=[representation]
+    )
     jac_to_grad([representation], aggregator)
     features.backward(representation.grad)  # one backward pass through the trunk
     optimizer.step()
@@ -175,7 +177,9 @@ def serve(batches, requests, replies):
         elif "prepare" in request:
             kind, mode, num_tasks, _ = cell = tuple(request["prepare"])
             x, labels = batches[f"x_{kind}_{num_tasks}"], batches[f"labels_{kind}_{num_tasks}"]
-            timers[cell] = Timer(request["spec"], kind, x, labels, request["num_classes"], representation=mode == "representation")
+            timers[cell] = Timer(
+                request["spec"], kind, x, labels, request["num_classes"], representation=mode == "representation"
+            )
             answer = {"first": timers[cell].first}
         else:
             cell = tuple(request["sample"])

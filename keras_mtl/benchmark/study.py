@@ -188,21 +188,33 @@ def claim_runs(study, tasks, auxiliary_tasks=()):
         baselines = _single_task(study, tasks, s)
         runs[1] += baselines + [_run(study, m, m, {}, s) for m in study.rivals]
         runs[1] += [_run(study, "uw_so", "uw_so", {"temperature": t}, s) for t in study.temperatures]
-        runs[1] += [_run(study, label, "scalarization", {"weights": w}, s) for label, w in grid_points(study, len(tasks))]
+        runs[1] += [
+            _run(study, label, "scalarization", {"weights": w}, s) for label, w in grid_points(study, len(tasks))
+        ]
         if study.uw_so_on_auxiliary:
-            runs[1] += _single_task(study, auxiliary_tasks, s, auxiliary=True) + [_run(study, m, m, {}, s, auxiliary=True) for m in study.rivals]
-            runs[1] += [_run(study, "uw_so", "uw_so", {"temperature": t}, s, auxiliary=True) for t in study.temperatures]
+            runs[1] += _single_task(study, auxiliary_tasks, s, auxiliary=True) + [
+                _run(study, m, m, {}, s, auxiliary=True) for m in study.rivals
+            ]
+            runs[1] += [
+                _run(study, "uw_so", "uw_so", {"temperature": t}, s, auxiliary=True) for t in study.temperatures
+            ]
         for width in study.widths:
-            runs[2] += _single_task(study, tasks, s, width=width) + [_run(study, m, m, {}, s, width=width) for m in study.width_methods]
+            runs[2] += _single_task(study, tasks, s, width=width) + [
+                _run(study, m, m, {}, s, width=width) for m in study.width_methods
+            ]
         runs[3] += baselines
         for m in study.grid_methods:
             runs[3] += [_run(study, m, m, {}, s, learning_rate=lr) for lr in study.learning_rates]
             runs[3] += [_run(study, m, m, {}, s, weight_decay=wd) for wd in study.weight_decays]
         runs[4] += baselines
         for g in study.sam_methods:
-            runs[4] += [_run(study, g, g, {}, s)] + [_sam(study, g, variant, rho, s) for variant in ("fmtl", "naive") for rho in study.sam_rhos]
+            runs[4] += [_run(study, g, g, {}, s)] + [
+                _sam(study, g, variant, rho, s) for variant in ("fmtl", "naive") for rho in study.sam_rhos
+            ]
         runs[5] += [_run(study, "ew", "ew", {}, s, auxiliary=True)]
-        runs[5] += [_run(study, m, m, {"main_task": study.main_task}, s, auxiliary=True) for m in ("hydalearn", "gcossim")]
+        runs[5] += [
+            _run(study, m, m, {"main_task": study.main_task}, s, auxiliary=True) for m in ("hydalearn", "gcossim")
+        ]
         runs[6] += baselines + [_run(study, m, m, {}, s) for m in study.rivals]
     return runs
 
@@ -259,7 +271,13 @@ def _verdict(interval, expected, bound=0.0):
 
 def _side(interval, bound=0.0):
     """Where an interval lies, for the report: "lies below 0", "lies above 0" or "includes 0"."""
-    return f"lies below {bound:g}" if _is_below(interval, bound) else f"lies above {bound:g}" if _is_above(interval, bound) else f"includes {bound:g}"
+    return (
+        f"lies below {bound:g}"
+        if _is_below(interval, bound)
+        else f"lies above {bound:g}"
+        if _is_above(interval, bound)
+        else f"includes {bound:g}"
+    )
 
 
 def holm_verdicts(differences, expected, alpha=1 - report.CONFIDENCE):
@@ -309,7 +327,12 @@ def _combined_row(claim, experiment, numbers, parts, plot):
 
 def _baseline(results, tasks, seeds, split="test", **settings):
     """`{task: metric}`: the single-task runs' mean over seeds (the Δm% reference, like the benchmark's)."""
-    return {t: float(np.mean([results.get(c)[split][t] for s in seeds for c in _single_task(results.study, [t], s, **settings)])) for t in tasks}
+    return {
+        t: float(
+            np.mean([results.get(c)[split][t] for s in seeds for c in _single_task(results.study, [t], s, **settings)])
+        )
+        for t in tasks
+    }
 
 
 def _delta_m(results, config, baseline, split="test"):
@@ -339,16 +362,32 @@ def _versus_rivals(results, tasks, auxiliary=False):
     study, seeds = results.study, range(results.study.seeds)
     baseline = _baseline(results, tasks, seeds, auxiliary=auxiliary)
     baseline_validation = _baseline(results, tasks, seeds, "validation", auxiliary=auxiliary)
-    per_t = [[_run(study, "uw_so", "uw_so", {"temperature": t}, s, auxiliary=auxiliary) for s in seeds] for t in study.temperatures]
+    per_t = [
+        [_run(study, "uw_so", "uw_so", {"temperature": t}, s, auxiliary=auxiliary) for s in seeds]
+        for t in study.temperatures
+    ]
     uw_so = _best_by_validation(results, per_t, baseline_validation)
     ours = _deltas(results, uw_so, baseline)
-    rivals = {m: _deltas(results, [_run(study, m, m, {}, s, auxiliary=auxiliary) for s in seeds], baseline) for m in study.rivals}
+    rivals = {
+        m: _deltas(results, [_run(study, m, m, {}, s, auxiliary=auxiliary) for s in seeds], baseline)
+        for m in study.rivals
+    }
     differences = {m: np.subtract(ours, theirs) for m, theirs in rivals.items()}
     verdicts = holm_verdicts(differences, "below")
     better = [m for m, v in verdicts.items() if v == REPRODUCED]
     worse = [m for m, v in verdicts.items() if v == NOT_REPRODUCED]
     part = NOT_REPRODUCED if worse else REPRODUCED if 2 * len(better) >= len(differences) else INCONCLUSIVE
-    return {"uw_so": uw_so, "ours": ours, "rivals": rivals, "differences": differences, "better": better, "worse": worse, "verdict": part, "baseline": baseline, "baseline_validation": baseline_validation}
+    return {
+        "uw_so": uw_so,
+        "ours": ours,
+        "rivals": rivals,
+        "differences": differences,
+        "better": better,
+        "worse": worse,
+        "verdict": part,
+        "baseline": baseline,
+        "baseline_validation": baseline_validation,
+    }
 
 
 def analyse_uw_so(results, tasks):
@@ -370,26 +409,45 @@ def analyse_uw_so(results, tasks):
     """
     study, seeds = results.study, range(results.study.seeds)
     main = _versus_rivals(results, tasks)
-    grid = [[_run(study, label, "scalarization", {"weights": w}, s) for s in seeds] for label, w in grid_points(study, len(tasks))]
+    grid = [
+        [_run(study, label, "scalarization", {"weights": w}, s) for s in seeds]
+        for label, w in grid_points(study, len(tasks))
+    ]
     best_grid = _best_by_validation(results, grid, main["baseline_validation"])
     versus_grid = _interval(np.subtract(main["ours"], _deltas(results, best_grid, main["baseline"])))
     part_a = _verdict(versus_grid, "below", COMPARABLE_MARGIN)
-    rows = {"UW-SO": _interval(main["ours"]), "best scalarization": _interval(_deltas(results, best_grid, main["baseline"]))}
+    rows = {
+        "UW-SO": _interval(main["ours"]),
+        "best scalarization": _interval(_deltas(results, best_grid, main["baseline"])),
+    }
     rows.update({m: _interval(theirs) for m, theirs in main["rivals"].items()})
     temperature = main["uw_so"][0]["method_kwargs"]["temperature"]
-    numbers = [f"UW-SO (T = {temperature:g}) − best scalarization ({best_grid[0]['label'][len('scalarization') :]}): {_text(versus_grid)}"]
+    numbers = [
+        f"UW-SO (T = {temperature:g}) − best scalarization ({best_grid[0]['label'][len('scalarization') :]}): {_text(versus_grid)}"
+    ]
     numbers += [f"UW-SO − {m.upper()}: {_text(_interval(d))}" for m, d in main["differences"].items()]
     parts = [part_a, main["verdict"]]
-    described = [f"(a) comparable to the grid (upper end < {COMPARABLE_MARGIN:g}): {part_a}", f"(b) better than {len(main['better'])} of {len(main['differences'])} rivals, worse than {len(main['worse'])} (Holm): {main['verdict']}"]
+    described = [
+        f"(a) comparable to the grid (upper end < {COMPARABLE_MARGIN:g}): {part_a}",
+        f"(b) better than {len(main['better'])} of {len(main['differences'])} rivals, worse than {len(main['worse'])} (Holm): {main['verdict']}",
+    ]
     panels = {f"Δm% (test), {study.dataset}": rows}
     experiment = f"{study.dataset}, UW-SO over T ∈ {{{', '.join(f'{t:g}' for t in study.temperatures)}}} and {len(grid)} grid points (step {study.grid_step:g}), chosen on validation Δm%; test Δm% differences per seed"
     if study.uw_so_on_auxiliary:
         other = _versus_rivals(results, results.auxiliary_tasks, auxiliary=True)
         parts.append(other["verdict"])
-        described.append(f"(b′) on {study.auxiliary_dataset}: better than {len(other['better'])} of {len(other['differences'])} rivals, worse than {len(other['worse'])} (Holm): {other['verdict']}")
+        described.append(
+            f"(b′) on {study.auxiliary_dataset}: better than {len(other['better'])} of {len(other['differences'])} rivals, worse than {len(other['worse'])} (Holm): {other['verdict']}"
+        )
         temperature = other["uw_so"][0]["method_kwargs"]["temperature"]
-        numbers += [f"{study.auxiliary_dataset}, UW-SO (T = {temperature:g}) − {m.upper()}: {_text(_interval(d))}" for m, d in other["differences"].items()]
-        panels[f"Δm% (test), {study.auxiliary_dataset}"] = {"UW-SO": _interval(other["ours"]), **{m: _interval(theirs) for m, theirs in other["rivals"].items()}}
+        numbers += [
+            f"{study.auxiliary_dataset}, UW-SO (T = {temperature:g}) − {m.upper()}: {_text(_interval(d))}"
+            for m, d in other["differences"].items()
+        ]
+        panels[f"Δm% (test), {study.auxiliary_dataset}"] = {
+            "UW-SO": _interval(other["ours"]),
+            **{m: _interval(theirs) for m, theirs in other["rivals"].items()},
+        }
         experiment += f"; the rivals also on {study.auxiliary_dataset} (all {len(results.auxiliary_tasks)} tasks, {study.auxiliary_epochs} epochs)"
     return {
         "claim": "UW-SO (T tuned on its grid) is comparable to the best scalarization-grid point and better than EW, UW, DWA, RLW, IMTL-L and GLS",
@@ -430,7 +488,10 @@ def analyse_width(results, tasks):
             spreads[s].append(float(np.std(deltas, ddof=1)))
     slope = _interval(list(spread_slopes(spreads, study.widths).values()))
     verdict = _verdict(slope, "below")
-    numbers = [f"spread at width ×{w:g}: {_text(_interval([spreads[s][i] for s in seeds]))}" for i, w in enumerate(study.widths)]
+    numbers = [
+        f"spread at width ×{w:g}: {_text(_interval([spreads[s][i] for s in seeds]))}"
+        for i, w in enumerate(study.widths)
+    ]
     numbers.append(f"slope of the spread per doubling of the width: {_text(slope)}")
     return {
         "claim": "Larger networks diminish the differences between loss weightings",
@@ -498,13 +559,19 @@ def analyse_fmtl(results, tasks):
         plain = _deltas(results, [_run(study, g, g, {}, s) for s in seeds], baseline)
         tuned = {}
         for variant in ("fmtl", "naive"):
-            best = _best_by_validation(results, [[_sam(study, g, variant, rho, s) for s in seeds] for rho in study.sam_rhos], baseline_validation)
+            best = _best_by_validation(
+                results,
+                [[_sam(study, g, variant, rho, s) for s in seeds] for rho in study.sam_rhos],
+                baseline_validation,
+            )
             tuned[variant], chosen[g, variant] = _deltas(results, best, baseline), best[0]["method_kwargs"]["rho"]
         differences[f"F-MTL({g}) − {g}"] = np.subtract(tuned["fmtl"], plain)
         differences[f"F-MTL({g}) − naive SAM+{g}"] = np.subtract(tuned["fmtl"], tuned["naive"])
     verdicts = holm_verdicts(differences, "below")
     rows = {name: _interval(d) for name, d in differences.items()}
-    rhos = "; ".join(f"{g}: F-MTL ρ = {chosen[g, 'fmtl']:g}, naive ρ = {chosen[g, 'naive']:g}" for g in study.sam_methods)
+    rhos = "; ".join(
+        f"{g}: F-MTL ρ = {chosen[g, 'fmtl']:g}, naive ρ = {chosen[g, 'naive']:g}" for g in study.sam_methods
+    )
     return _combined_row(
         "F-MTL (SAM per task inside a gradient method) beats the same method without SAM and the naive SAM combination",
         f"{study.dataset}, {', '.join(study.sam_methods)} with and without `SAM(variant='fmtl')` and with `variant='naive'`, ρ ∈ {{{', '.join(f'{r:g}' for r in study.sam_rhos)}}} chosen on validation Δm% ({rhos}); test Δm% differences per seed",
@@ -554,7 +621,9 @@ def analyse_single_task(results, tasks):
     study, seeds = results.study, range(results.study.seeds)
     rows = {}
     for m in study.rivals:
-        rows[m] = _interval([_delta_m(results, _run(study, m, m, {}, s), _baseline(results, tasks, [s])) for s in seeds])
+        rows[m] = _interval(
+            [_delta_m(results, _run(study, m, m, {}, s), _baseline(results, tasks, [s])) for s in seeds]
+        )
     ew = rows[study.rivals[0]]
     verdict = _verdict(ew, "above")
     return {
@@ -576,12 +645,18 @@ ANALYSES = (analyse_uw_so, analyse_width, analyse_learning_rate, analyse_fmtl, a
 def plot_intervals(panels, path, title):
     """One panel per entry of `panels` (`{panel title: {label: interval}}`): each label's mean with its 95% interval, and 0."""
     plt = report.pyplot()
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.45 * max(len(r) for r in panels.values()) + 1.6), squeeze=False)
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(5.5 * len(panels), 0.45 * max(len(r) for r in panels.values()) + 1.6), squeeze=False
+    )
     for axis, (name, rows) in zip(axes[0], panels.items()):
         labels = list(rows)
         means = np.array([rows[label]["mean"] for label in labels])
-        low = np.array([rows[label]["low"] if rows[label]["low"] is not None else rows[label]["mean"] for label in labels])
-        high = np.array([rows[label]["high"] if rows[label]["high"] is not None else rows[label]["mean"] for label in labels])
+        low = np.array(
+            [rows[label]["low"] if rows[label]["low"] is not None else rows[label]["mean"] for label in labels]
+        )
+        high = np.array(
+            [rows[label]["high"] if rows[label]["high"] is not None else rows[label]["mean"] for label in labels]
+        )
         positions = np.arange(len(labels))[::-1]
         axis.errorbar(means, positions, xerr=[means - low, high - means], fmt="o", capsize=3)
         axis.axvline(0.0, color="0.6", linewidth=0.8)
@@ -608,7 +683,9 @@ def write_report(findings, study, output, command, seconds, trained, total):
     ]
     for number, finding in enumerate(findings, 1):
         numbers = "<br>".join(finding["numbers"])
-        lines.append(f"| {number} | {finding['claim']} | {finding['experiment']} | {numbers} | **{finding['verdict']}** |")
+        lines.append(
+            f"| {number} | {finding['claim']} | {finding['experiment']} | {numbers} | **{finding['verdict']}** |"
+        )
     lines += [
         "",
         "## Verdict rules and details",
@@ -624,7 +701,18 @@ def write_report(findings, study, output, command, seconds, trained, total):
         plot = f"claim{number}.png"
         plot_intervals(finding["plot"], output / plot, f"Claim {number}: {finding['verdict']}")
         rule = " ".join(line.strip() for line in analysis.__doc__.split("\n\n", 1)[1].splitlines())
-        lines += [f"### Claim {number}: {finding['verdict']}", "", finding["claim"] + ".", "", f"Rule: {rule}", "", f"Here: {finding['parts']}.", "", f"![claim {number}]({plot})", ""]
+        lines += [
+            f"### Claim {number}: {finding['verdict']}",
+            "",
+            finding["claim"] + ".",
+            "",
+            f"Rule: {rule}",
+            "",
+            f"Here: {finding['parts']}.",
+            "",
+            f"![claim {number}]({plot})",
+            "",
+        ]
     (output / "report.md").write_text("\n".join(lines))
 
 
@@ -641,7 +729,9 @@ def data_tasks(folder, trainer):
     known = json.loads(path.read_text()) if path.exists() else {}
     missing = [name for name in trainer.sources if name not in known]
     if missing:
-        known.update({name: {t: spec.higher_is_better for t, spec in trainer.data(name).tasks.items()} for name in missing})
+        known.update(
+            {name: {t: spec.higher_is_better for t, spec in trainer.data(name).tasks.items()} for name in missing}
+        )
         path.write_text(json.dumps(known, indent=1))
     return known
 
@@ -652,7 +742,11 @@ def slim(result):
 
 
 def _ray_options(args):
-    return runner.RayOptions(args.ray_address, args.cpus_per_run, args.gpus_per_run) if args.ray or args.ray_address else None
+    return (
+        runner.RayOptions(args.ray_address, args.cpus_per_run, args.gpus_per_run)
+        if args.ray or args.ray_address
+        else None
+    )
 
 
 def run(args):
@@ -671,11 +765,16 @@ def run(args):
         path.mkdir(parents=True, exist_ok=True)
     # Functions, not data: Ray workers load the data themselves, and a rebuild from the cache loads none.
     sources = {study.dataset: functools.partial(compare.load_data, study.dataset, study.max_examples)}
-    sources.setdefault(study.auxiliary_dataset, functools.partial(compare.load_data, study.auxiliary_dataset, study.auxiliary_max_examples))
+    sources.setdefault(
+        study.auxiliary_dataset,
+        functools.partial(compare.load_data, study.auxiliary_dataset, study.auxiliary_max_examples),
+    )
     trainer = compare.Trainer(compare.build_model, sources)
     tasks = data_tasks(folder, trainer)
     if study.main_task not in tasks[study.auxiliary_dataset]:
-        raise SystemExit(f"keras-mtl study: error: the main task {study.main_task!r} is not a task of {study.auxiliary_dataset} ({list(tasks[study.auxiliary_dataset])}).")
+        raise SystemExit(
+            f"keras-mtl study: error: the main task {study.main_task!r} is not a task of {study.auxiliary_dataset} ({list(tasks[study.auxiliary_dataset])})."
+        )
     runs = claim_runs(study, list(tasks[study.dataset]), list(tasks[study.auxiliary_dataset]))
     # Seed by seed: a study stopped early has every run of its first seeds, enough for a report with `--seeds` that many.
     unique = sorted({_key(c): c for claim in runs.values() for c in claim}.values(), key=lambda c: c["seed"])
@@ -685,7 +784,13 @@ def run(args):
     results = Results(study, finished, higher, tasks[study.auxiliary_dataset])
     findings = [analysis(results, list(tasks[study.dataset])) for analysis in ANALYSES]
     options = {"--seeds": args.seeds, "--output": args.output, "--cache": args.cache}
-    command = " ".join(["keras-mtl study", *(["--tiny"] if args.tiny else []), *(f"{name} {value}" for name, value in options.items() if value)])
+    command = " ".join(
+        [
+            "keras-mtl study",
+            *(["--tiny"] if args.tiny else []),
+            *(f"{name} {value}" for name, value in options.items() if value),
+        ]
+    )
     write_report(findings, study, output, command, time.perf_counter() - started, trained, len(unique))
     for number, finding in enumerate(findings, 1):
         print(f"claim {number}: {finding['verdict']}: {'; '.join(finding['numbers'])}")

@@ -13,7 +13,12 @@ BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-8
 
 
 @register("auto_lambda")
-@declare_arguments(primary_tasks=TaskNames(optional=True), meta_learning_rate=Real(minimum=0, minimum_open=True), initial_weight=Real(minimum=0), parametrization=Choice(PARAMETRIZATIONS))
+@declare_arguments(
+    primary_tasks=TaskNames(optional=True),
+    meta_learning_rate=Real(minimum=0, minimum_open=True),
+    initial_weight=Real(minimum=0),
+    parametrization=Choice(PARAMETRIZATIONS),
+)
 class AutoLambda(LossWeighting):
     """Auto-Lambda: weights λ that minimise the primary tasks' loss one SGD step ahead.
 
@@ -80,7 +85,15 @@ class AutoLambda(LossWeighting):
     train_step_kind = "meta_weighted"
     parameter_mode_only = True
 
-    def __init__(self, losses=None, primary_tasks=None, meta_learning_rate=1e-4, initial_weight=0.1, parametrization="direct", name=None):
+    def __init__(
+        self,
+        losses=None,
+        primary_tasks=None,
+        meta_learning_rate=1e-4,
+        initial_weight=0.1,
+        parametrization="direct",
+        name=None,
+    ):
         super().__init__(losses, name=name)
         self.primary_tasks = primary_tasks
         self.meta_learning_rate = meta_learning_rate
@@ -91,7 +104,9 @@ class AutoLambda(LossWeighting):
         primary = list(task_names) if self.primary_tasks is None else self.primary_tasks
         unknown = sorted(set(primary) - set(task_names))
         if unknown:
-            raise ValueError(f"AutoLambda's primary_tasks names {unknown}, which are not tasks of the model ({list(task_names)}).")
+            raise ValueError(
+                f"AutoLambda's primary_tasks names {unknown}, which are not tasks of the model ({list(task_names)})."
+            )
         self._outer_weights = np.array([float(name in primary) for name in task_names], "float32")
         k = len(task_names)
         state.variable("meta_weights", (k,), initializer=keras.initializers.Constant(self.initial_weight))
@@ -122,7 +137,12 @@ class AutoLambda(LossWeighting):
         corrected_first = first / (1.0 - BETA_1**steps)
         corrected_second = second / (1.0 - BETA_2**steps)
         step = self.meta_learning_rate * corrected_first / (keras.ops.sqrt(corrected_second) + EPSILON)
-        return {"meta_weights": state["meta_weights"] - step, "meta_first_moment": first, "meta_second_moment": second, "meta_steps": steps}
+        return {
+            "meta_weights": state["meta_weights"] - step,
+            "meta_first_moment": first,
+            "meta_second_moment": second,
+            "meta_steps": steps,
+        }
 
     def get_config(self):
         return {

@@ -1,6 +1,5 @@
 """SLGrad: sample-level weights from each sample's gradient alignment with the main task on held-out data."""
 
-
 import keras
 import numpy as np
 

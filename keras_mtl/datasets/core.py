@@ -19,7 +19,8 @@ shape of their head's output, so that per-task metrics never broadcast a
 
 import dataclasses
 import types
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 import numpy as np
@@ -137,10 +138,14 @@ class MultiTaskData:
         for split in ("train", "validation", "test"):
             spec = getattr(self, split).element_spec
             if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], dict)):
-                raise ValueError(f"MultiTaskData: the {split} split must yield `(x, {{task: y}})` examples; its elements are {spec}.")
+                raise ValueError(
+                    f"MultiTaskData: the {split} split must yield `(x, {{task: y}})` examples; its elements are {spec}."
+                )
             missing = [task for task in self.tasks if task not in spec[1]]
             if missing:
-                raise ValueError(f"MultiTaskData: the {split} split has no targets for the tasks {missing} (its targets: {sorted(spec[1])}).")
+                raise ValueError(
+                    f"MultiTaskData: the {split} split has no targets for the tasks {missing} (its targets: {sorted(spec[1])})."
+                )
 
     @classmethod
     def from_arrays(cls, tasks, train, validation, test, metadata=None):
@@ -160,17 +165,28 @@ class MultiTaskData:
         splits = {"train": train, "validation": validation, "test": test}
         for name, split in splits.items():
             if not (isinstance(split, tuple) and len(split) == 2 and isinstance(split[1], dict)):
-                raise ValueError(f"MultiTaskData.from_arrays: {name} must be `(x, {{task: y}})`, got {type(split).__name__}.")
+                raise ValueError(
+                    f"MultiTaskData.from_arrays: {name} must be `(x, {{task: y}})`, got {type(split).__name__}."
+                )
             x, targets = split
             missing = [task for task in tasks if task not in targets]
             if missing:
                 raise ValueError(f"MultiTaskData.from_arrays: {name} has no targets for the tasks {missing}.")
-            lengths = {f"x[{key!r}]" if key is not None else "x": len(array) for key, array in (x.items() if isinstance(x, dict) else [(None, x)])}
+            lengths = {
+                f"x[{key!r}]" if key is not None else "x": len(array)
+                for key, array in (x.items() if isinstance(x, dict) else [(None, x)])
+            }
             lengths.update({f"y[{task!r}]": len(targets[task]) for task in tasks})
             if len(set(lengths.values())) > 1:
                 raise ValueError(f"MultiTaskData.from_arrays: the arrays of {name} differ in length: {lengths}.")
-        data = cls(*(_slices(x, {task: targets[task] for task in tasks}) for x, targets in splits.values()), tasks, metadata or {})
-        object.__setattr__(data, "_recipe", (_from_arrays_recipe, (dict(tasks), train, validation, test, dict(metadata or {}))))
+        data = cls(
+            *(_slices(x, {task: targets[task] for task in tasks}) for x, targets in splits.values()),
+            tasks,
+            metadata or {},
+        )
+        object.__setattr__(
+            data, "_recipe", (_from_arrays_recipe, (dict(tasks), train, validation, test, dict(metadata or {})))
+        )
         return data
 
     def __reduce__(self):
@@ -213,7 +229,9 @@ class MultiTaskData:
 
     def take(self, count):
         """The same data with every split cut to its first `count` examples (pickles if this one does)."""
-        data = MultiTaskData(*(getattr(self, split).take(count) for split in ("train", "validation", "test")), self.tasks, self.metadata)
+        data = MultiTaskData(
+            *(getattr(self, split).take(count) for split in ("train", "validation", "test")), self.tasks, self.metadata
+        )
         if "_recipe" in self.__dict__:
             object.__setattr__(data, "_recipe", (_take_recipe, (self, count)))
         return data
@@ -267,20 +285,28 @@ def zip_tasks(per_task):
         raise ValueError("zip_tasks: no tasks given.")
     for name, data in per_task.items():
         if list(data.tasks) != [name]:
-            raise ValueError(f"zip_tasks: the data of task {name!r} must have that one task, it has {list(data.tasks)}.")
+            raise ValueError(
+                f"zip_tasks: the data of task {name!r} must have that one task, it has {list(data.tasks)}."
+            )
 
     def zipped(split):
-        parts = {name: getattr(data, split).map(lambda x, y, name=name: (x, y[name])) for name, data in per_task.items()}
+        parts = {
+            name: getattr(data, split).map(lambda x, y, name=name: (x, y[name])) for name, data in per_task.items()
+        }
         if split == "train":
             lengths = {name: int(part.cardinality()) for name, part in parts.items()}
             if any(length < 0 for length in lengths.values()):
-                raise ValueError(f"zip_tasks: the training sets' lengths must be known to repeat the shorter ones; got {lengths} (-2: unknown); use `.apply(tf.data.experimental.assert_cardinality(n))`.")
+                raise ValueError(
+                    f"zip_tasks: the training sets' lengths must be known to repeat the shorter ones; got {lengths} (-2: unknown); use `.apply(tf.data.experimental.assert_cardinality(n))`."
+                )
             longest = max(lengths.values())
             parts = {name: part.repeat() if lengths[name] < longest else part for name, part in parts.items()}
             return tf.data.Dataset.zip(parts).take(longest).map(_split_pairs)
         return tf.data.Dataset.zip(parts).map(_split_pairs)
 
-    data = MultiTaskData(zipped("train"), zipped("validation"), zipped("test"), {name: d.tasks[name] for name, d in per_task.items()})
+    data = MultiTaskData(
+        zipped("train"), zipped("validation"), zipped("test"), {name: d.tasks[name] for name, d in per_task.items()}
+    )
     if all("_recipe" in d.__dict__ for d in per_task.values()):
         object.__setattr__(data, "_recipe", (_zip_recipe, (dict(per_task),)))
     return data

@@ -11,7 +11,9 @@ VARIANTS = ("fmtl", "naive")
 
 
 @register("sam")
-@declare_arguments(method=Method(), rho=Real(minimum=0, minimum_open=True), adaptive=Boolean(), variant=Choice(VARIANTS))
+@declare_arguments(
+    method=Method(), rho=Real(minimum=0, minimum_open=True), adaptive=Boolean(), variant=Choice(VARIANTS)
+)
 class SAM(WrappingMethod, MultiTaskLoss):
     """Sharpness-aware minimisation around any loss weighting or gradient method.
 
@@ -101,9 +103,18 @@ class SAM(WrappingMethod, MultiTaskLoss):
         if self.variant == "naive":
             perturbed = task_gradients(perturbed_jacobian)
             direction, weights, new_state = self.method.combine(perturbed, state, training=True)
-            return direction, weights, new_state, [gramian_check(perturbed.gramian, "SAM's perturbed shared parameters")]
+            return (
+                direction,
+                weights,
+                new_state,
+                [gramian_check(perturbed.gramian, "SAM's perturbed shared parameters")],
+            )
         sharpness = task_gradients(perturbed_jacobian - clean.jacobian)
-        checks = [gramian_check(sharpness.gramian, "SAM's perturbed shared parameters (their difference from the clean gradients)")]
+        checks = [
+            gramian_check(
+                sharpness.gramian, "SAM's perturbed shared parameters (their difference from the clean gradients)"
+            )
+        ]
         direction, weights, new_state = self.method.combine(clean, state, training=True)
         sharp_direction, _, sharp_state = self.method.combine(sharpness, {**state, **new_state}, training=True)
         return direction + sharp_direction, weights, {**new_state, **sharp_state}, checks
@@ -112,6 +123,10 @@ class SAM(WrappingMethod, MultiTaskLoss):
 def _check_wrappable(method):
     """SAM perturbs the one-batch step of a loss weighting or a gradient method, not another kind's (a penalty's, a bilevel one's)."""
     if method.train_step_kind not in ("weighted_loss", "task_gradients"):
-        raise ValueError(f"SAM cannot wrap {method.display_name}: it wraps loss weightings and gradient methods, and {method.display_name} trains with its own kind of step ({method.train_step_kind!r}).")
+        raise ValueError(
+            f"SAM cannot wrap {method.display_name}: it wraps loss weightings and gradient methods, and {method.display_name} trains with its own kind of step ({method.train_step_kind!r})."
+        )
     if getattr(method, "batch_parts", 1) > 1:
-        raise ValueError(f"SAM cannot wrap {method.display_name}: it draws {method.batch_parts} batches per step, and SAM's step takes one.")
+        raise ValueError(
+            f"SAM cannot wrap {method.display_name}: it draws {method.batch_parts} batches per step, and SAM's step takes one."
+        )

@@ -85,15 +85,21 @@ class HydaLearn(_AuxiliaryMethod):
         return not self.first_order
 
     def gradient_weights(self, gradients, state, training):
-        eta = keras.ops.cast(gradients.learning_rate if self.step_size is None else self.step_size, gradients.jacobian.dtype)
+        eta = keras.ops.cast(
+            gradients.learning_rate if self.step_size is None else self.step_size, gradients.jacobian.dtype
+        )
         if self.first_order:
             gains = eta * gradients.gramian[self._main]
         else:
             if gradients.losses_after is None:
-                raise ValueError("HydaLearn's exact look-ahead moves parameters: use parameter mode, inside SAM too, or first_order=True.")
+                raise ValueError(
+                    "HydaLearn's exact look-ahead moves parameters: use parameter mode, inside SAM too, or first_order=True."
+                )
             main_loss = gradients.losses[self._main]
             num_tasks = gradients.jacobian.shape[0]
-            gains = keras.ops.stack([main_loss - gradients.losses_after(eta * gradients.jacobian[k])[self._main] for k in range(num_tasks)])
+            gains = keras.ops.stack(
+                [main_loss - gradients.losses_after(eta * gradients.jacobian[k])[self._main] for k in range(num_tasks)]
+            )
         main_gain = keras.ops.maximum(gains[self._main], 0.0)
         return self._with_main_weight(keras.ops.divide_no_nan(keras.ops.maximum(gains, 0.0), main_gain)), {}
 

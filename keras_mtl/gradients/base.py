@@ -1,7 +1,7 @@
 """Base classes of the gradient methods: what they see and what they return."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import keras
 

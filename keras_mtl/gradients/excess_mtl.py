@@ -9,7 +9,9 @@ EPSILON = 1e-7
 
 
 @register("excess_mtl")
-@declare_arguments(robust_step_size=Real(minimum=0, minimum_open=True), baseline_steps=Integer(minimum=1), simplex=Boolean())
+@declare_arguments(
+    robust_step_size=Real(minimum=0, minimum_open=True), baseline_steps=Integer(minimum=1), simplex=Boolean()
+)
 class ExcessMTL(GradientMethod):
     """ExcessMTL: task weights raised by exponentiated gradient on each task's estimated excess risk.
 
@@ -86,11 +88,25 @@ class ExcessMTL(GradientMethod):
         proxies = keras.ops.sum(squares / keras.ops.sqrt(squared_gradient_sum + EPSILON), axis=1)
         steps = state["steps"] + 1.0
         in_baseline = steps <= self.baseline_steps
-        baseline = keras.ops.where(in_baseline, state["baseline"] + (proxies - state["baseline"]) / steps, state["baseline"])
+        baseline = keras.ops.where(
+            in_baseline, state["baseline"] + (proxies - state["baseline"]) / steps, state["baseline"]
+        )
         ratios = keras.ops.divide_no_nan(proxies, baseline)
-        raised = self._weight_sum(squares.shape[0]) * keras.ops.softmax(keras.ops.log(state["weights"]) + self.robust_step_size * ratios)
+        raised = self._weight_sum(squares.shape[0]) * keras.ops.softmax(
+            keras.ops.log(state["weights"]) + self.robust_step_size * ratios
+        )
         weights = keras.ops.where(in_baseline, state["weights"], raised)
-        return weights, {"squared_gradient_sum": squared_gradient_sum, "baseline": baseline, "weights": weights, "steps": steps}
+        return weights, {
+            "squared_gradient_sum": squared_gradient_sum,
+            "baseline": baseline,
+            "weights": weights,
+            "steps": steps,
+        }
 
     def get_config(self):
-        return {**super().get_config(), "robust_step_size": self.robust_step_size, "baseline_steps": self.baseline_steps, "simplex": self.simplex}
+        return {
+            **super().get_config(),
+            "robust_step_size": self.robust_step_size,
+            "baseline_steps": self.baseline_steps,
+            "simplex": self.simplex,
+        }

@@ -55,7 +55,10 @@ class GradNorm(GradientMethod):
     def gradient_weights(self, gradients, state, training):
         if not training:
             return state["gradnorm_weights"], {}
-        return state["gradnorm_weights"], {"steps": state["steps"] + 1.0, "initial_losses": _initial_losses(gradients, state)}
+        return state["gradnorm_weights"], {
+            "steps": state["steps"] + 1.0,
+            "initial_losses": _initial_losses(gradients, state),
+        }
 
     def state_gradients(self, gradients, weights, state):
         """The gradient of GradNorm's loss with respect to the weights, from the state the step began with."""

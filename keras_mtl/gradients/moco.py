@@ -9,7 +9,12 @@ NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
 
 @register("moco")
-@declare_arguments(beta=Real(minimum=0, maximum=1, minimum_open=True), gamma=Real(minimum=0, minimum_open=True), rho=Real(minimum=0), normalization=Choice(NORMALIZATIONS))
+@declare_arguments(
+    beta=Real(minimum=0, maximum=1, minimum_open=True),
+    gamma=Real(minimum=0, minimum_open=True),
+    rho=Real(minimum=0),
+    normalization=Choice(NORMALIZATIONS),
+)
 class MoCo(GradientMethod):
     """MoCo: stochastic MGDA on tracked task gradients, which corrects its gradient bias.
 
@@ -89,4 +94,10 @@ class MoCo(GradientMethod):
         return keras.ops.where(divisors > 0, divisors, 1.0)
 
     def get_config(self):
-        return {**super().get_config(), "beta": self.beta, "gamma": self.gamma, "rho": self.rho, "normalization": self.normalization}
+        return {
+            **super().get_config(),
+            "beta": self.beta,
+            "gamma": self.gamma,
+            "rho": self.rho,
+            "normalization": self.normalization,
+        }

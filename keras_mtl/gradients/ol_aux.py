@@ -1,6 +1,5 @@
 """OL-AUX: auxiliary-task weights learned online from their long-term help to the main task."""
 
-
 import keras
 
 from keras_mtl.arguments import Boolean, Integer, Real, declare_arguments
@@ -9,7 +8,9 @@ from keras_mtl.registry import register
 
 
 @register("ol_aux")
-@declare_arguments(update_every=Integer(minimum=1), weight_learning_rate=Real(minimum=0, minimum_open=True), nonnegative=Boolean())
+@declare_arguments(
+    update_every=Integer(minimum=1), weight_learning_rate=Real(minimum=0, minimum_open=True), nonnegative=Boolean()
+)
 class OLAux(_AuxiliaryMethod):
     """OL-AUX: raise an auxiliary task's weight while its gradient keeps helping the main task.
 
@@ -59,7 +60,9 @@ class OLAux(_AuxiliaryMethod):
         >>> keras_mtl.OLAux({"main": "mse", "aux": "mse"}, main_task="main", update_every=5)
     """
 
-    def __init__(self, losses=None, main_task=None, update_every=5, weight_learning_rate=5.0, nonnegative=True, name=None):
+    def __init__(
+        self, losses=None, main_task=None, update_every=5, weight_learning_rate=5.0, nonnegative=True, name=None
+    ):
         super().__init__(losses, main_task=main_task, name=name)
         self.update_every = update_every
         self.weight_learning_rate = weight_learning_rate

@@ -93,7 +93,12 @@ class MultiTaskMixin:
         self._method_warnings = set()
 
     def get_config(self):
-        return {**super().get_config(), "representation": self.representation, "shared_layers": self.shared_layers, "task_gradients": self.task_gradients}
+        return {
+            **super().get_config(),
+            "representation": self.representation,
+            "shared_layers": self.shared_layers,
+            "task_gradients": self.task_gradients,
+        }
 
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, **kwargs):
         """Compiles the model with a multi-task method as `loss`.
@@ -121,7 +126,11 @@ class MultiTaskMixin:
                 f"{method.display_name} works on the gradients of the shared parameters, not of a shared representation: "
                 f"build the model without `representation` (it names {self.representation!r})."
             )
-        split = tasks.split_at(self, self.representation) if method.train_step_kind == "task_gradients" and self.representation is not None else None
+        split = (
+            tasks.split_at(self, self.representation)
+            if method.train_step_kind == "task_gradients" and self.representation is not None
+            else None
+        )
         state = self.multi_task_state.for_method(method, task_names, lambda: sharing.shared_parameters(self, method))
         _check_optimizer_can_train(optimizer, self.multi_task_state, state, method)
         # Keras gets no loss: its CompileLoss would apply the method to each
@@ -167,7 +176,10 @@ class MultiTaskMixin:
         if self.multi_task_method is None:
             raise ValueError("end_epoch: compile the model with a multi-task method first.")
         self._assign_state(self.multi_task_method.end_epoch(self.multi_task_state.values()))
-        state = {name: keras.ops.convert_to_numpy(variable) for name, variable in self.multi_task_state.named_variables().items()}
+        state = {
+            name: keras.ops.convert_to_numpy(variable)
+            for name, variable in self.multi_task_state.named_variables().items()
+        }
         for message in set(self.multi_task_method.run_warnings(state)) - self._method_warnings:
             self._method_warnings.add(message)
             warnings.warn(message, stacklevel=2)
@@ -298,5 +310,3 @@ def _install_state(model, state):
     finally:
         if was_locked:
             tracker.lock()
-
-

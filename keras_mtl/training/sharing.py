@@ -37,7 +37,9 @@ def shared_parameters(model, method):
         layers = [tasks.named_layer(model, name, "shared_layers") for name in model.shared_layers]
         unbuilt = [layer.name for layer in layers if not layer.built]
         if unbuilt:
-            raise ValueError(f"{method.display_name} sizes its state by the shared layers' variables, but {unbuilt} are not built yet: build the model first, then compile.")
+            raise ValueError(
+                f"{method.display_name} sizes its state by the shared layers' variables, but {unbuilt} are not built yet: build the model first, then compile."
+            )
         named = {id(variable) for layer in layers for variable in layer.trainable_variables}
         return [variable for variable in variables if id(variable) in named]
     if not tasks.is_functional(model):
@@ -49,7 +51,9 @@ def shared_parameters(model, method):
     reached = backends.engine().output_dependencies(model)
     shared = [variable for i, variable in enumerate(variables) if sum(i in task for task in reached) >= 2]
     if not shared:
-        raise ValueError(f"{method.display_name}: no parameter is shared by two tasks: there is nothing for a gradient method to balance.")
+        raise ValueError(
+            f"{method.display_name}: no parameter is shared by two tasks: there is nothing for a gradient method to balance."
+        )
     return shared
 
 

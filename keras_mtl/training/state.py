@@ -93,7 +93,9 @@ class MultiTaskState(keras.layers.Layer):
         self._shared_parameters = shared_parameters
         method.build_state(self, task_names)
         if self.parameter_columns is not None and not method.parameter_mode_only:
-            raise TypeError(f"{method.display_name} declares a parameter_variable, so it must set parameter_mode_only (a representation has no parameter columns).")
+            raise TypeError(
+                f"{method.display_name} declares a parameter_variable, so it must set parameter_mode_only (a representation has no parameter columns)."
+            )
         self.configuration = method_configuration(method, task_names)
         self._method_name = type(method).__name__
         if self._loaded_before_configure is not None:
@@ -129,7 +131,9 @@ class MultiTaskState(keras.layers.Layer):
         """
         if self.parameter_columns is None:
             if self._shared_parameters is None:
-                raise ValueError(f"parameter_variable {name!r}: this state was configured without a model, so the shared parameters are unknown.")
+                raise ValueError(
+                    f"parameter_variable {name!r}: this state was configured without a model, so the shared parameters are unknown."
+                )
             shared = self._shared_parameters()
             self._parameter_count = sum(int(np.prod(variable.shape)) for variable in shared)
             self.parameter_columns = tuple(variable.path for variable in shared)
@@ -153,7 +157,9 @@ class MultiTaskState(keras.layers.Layer):
         """`(variable, new value)` pairs for a method's returned state, or an error naming an unknown entry."""
         unknown = sorted(set(new_values) - set(self._variables_by_name))
         if unknown:
-            raise ValueError(f"{self._method_name} returned state {unknown} it never declared in build_state; it declared {sorted(self._variables_by_name)}.")
+            raise ValueError(
+                f"{self._method_name} returned state {unknown} it never declared in build_state; it declared {sorted(self._variables_by_name)}."
+            )
         return [(self._variables_by_name[name], value) for name, value in new_values.items()]
 
     def load_own_variables(self, store):
@@ -196,7 +202,9 @@ class PendingFault(keras.metrics.Metric):
 
     def __init__(self):
         super().__init__(name="keras_mtl_pending_fault", dtype="int32")
-        self.index = self.add_variable(shape=(), initializer=keras.initializers.Constant(-1), dtype="int32", name="index")
+        self.index = self.add_variable(
+            shape=(), initializer=keras.initializers.Constant(-1), dtype="int32", name="index"
+        )
 
     def update_state(self, *args, **kwargs):
         raise NotImplementedError("The training step sets the pending fault as a value (see the engine).")

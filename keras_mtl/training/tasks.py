@@ -52,7 +52,9 @@ def batch_parts(x, y, sample_weight, parts):
 
     def part(i):
         cut = lambda value: None if value is None else value[i::parts]
-        return tuple(keras.tree.map_structure(cut, data) if data is not None else None for data in (x, y, sample_weight))
+        return tuple(
+            keras.tree.map_structure(cut, data) if data is not None else None for data in (x, y, sample_weight)
+        )
 
     return [part(i) for i in range(parts)]
 
@@ -83,7 +85,13 @@ def per_sample_task_losses(model, y, y_pred, sample_weight):
 def training_part_sample_losses(model, y, sample_weight, y_pred, parts):
     """(K, n) per-sample losses of every part of the dealt batch but the last (the hold-out part)."""
     dealt = batch_parts(y_pred, y, sample_weight, parts)[:-1]
-    return ops.concatenate([ops.stack(per_sample_task_losses(model, part_y, part_pred, part_weight)) for part_pred, part_y, part_weight in dealt], axis=1)
+    return ops.concatenate(
+        [
+            ops.stack(per_sample_task_losses(model, part_y, part_pred, part_weight))
+            for part_pred, part_y, part_weight in dealt
+        ],
+        axis=1,
+    )
 
 
 def too_small_batch_message(method, size):
@@ -129,7 +137,9 @@ def update_trackers(model, x, total, losses, weights, skipped=0.0):
 def update_penalty_tracker(model, x, penalty, skipped):
     """Logs a gradient penalty's value (`{method id}_penalty`), each applied step weighted by its batch size."""
     batch_size = ops.cast(ops.shape(keras.tree.flatten(x)[0])[0], "float32")
-    model.multi_task_state.penalty_tracker.update_state(ops.stop_gradient(penalty), sample_weight=batch_size * (1.0 - ops.cast(skipped, "float32")))
+    model.multi_task_state.penalty_tracker.update_state(
+        ops.stop_gradient(penalty), sample_weight=batch_size * (1.0 - ops.cast(skipped, "float32"))
+    )
 
 
 def evaluation_logs(model, logs, weights):
@@ -177,12 +187,16 @@ def named_layer(model, name, argument):
     try:
         return model.get_layer(name)
     except ValueError:
-        raise ValueError(f"{argument} names {name!r}, but the model has no such layer; its layers are {[layer.name for layer in model.layers]}.") from None
+        raise ValueError(
+            f"{argument} names {name!r}, but the model has no such layer; its layers are {[layer.name for layer in model.layers]}."
+        ) from None
 
 
 def split_at(model, layer_name):
     if not is_functional(model):
-        raise ValueError("`representation` needs a functional model (keras_mtl.MultiTaskModel or a functional subclass).")
+        raise ValueError(
+            "`representation` needs a functional model (keras_mtl.MultiTaskModel or a functional subclass)."
+        )
     layer = named_layer(model, layer_name, "representation")
     if isinstance(layer, keras.layers.InputLayer):
         raise ValueError(
@@ -193,7 +207,9 @@ def split_at(model, layer_name):
     try:
         heads = keras.Model(representation, model.outputs)
     except ValueError as error:
-        raise ValueError(f"The heads cannot be computed from the output of layer {layer_name!r} alone: {error}") from error
+        raise ValueError(
+            f"The heads cannot be computed from the output of layer {layer_name!r} alone: {error}"
+        ) from error
     return Split(trunk=keras.Model(model.inputs, representation), heads=heads)
 
 
@@ -208,12 +224,16 @@ def check_shared_layers(model, names):
     layers = [named_layer(model, name, "shared_layers") for name in names]
     if not is_functional(model):
         return
-    on_path = {output: {layer.name for layer in keras.Model(model.inputs, tensor).layers} for output, tensor in zip(model.output_names, model.outputs)}
+    on_path = {
+        output: {layer.name for layer in keras.Model(model.inputs, tensor).layers}
+        for output, tensor in zip(model.output_names, model.outputs)
+    }
     for layer in layers:
         outputs = [output for output, path in on_path.items() if layer.name in path]
         if len(outputs) < 2:
             raise ValueError(
-                f"shared_layers names {layer.name!r}, but " + (f"only output {outputs[0]!r}" if outputs else "no output")
+                f"shared_layers names {layer.name!r}, but "
+                + (f"only output {outputs[0]!r}" if outputs else "no output")
                 + " depends on it: a layer that one task uses alone is that task's head. Leave it out of shared_layers."
             )
 

@@ -11,5 +11,9 @@ from keras_mtl.weightings.si import ScaleInvariant
 from keras_mtl.weightings.slaw import SLAW
 from keras_mtl.weightings.softadapt import SoftAdapt
 from keras_mtl.weightings.stch import SmoothTchebycheff
-from keras_mtl.weightings.uncertainty import AnalyticUncertaintyWeighting, SoftmaxUncertaintyWeighting, UncertaintyWeighting
+from keras_mtl.weightings.uncertainty import (
+    AnalyticUncertaintyWeighting,
+    SoftmaxUncertaintyWeighting,
+    UncertaintyWeighting,
+)
 from keras_mtl.weightings.uw_log1p import PositiveUncertaintyWeighting

@@ -57,16 +57,24 @@ class DynamicWeightAverage(LossWeighting):
         weights = keras.ops.where(state["epochs_seen"] >= 2, weights, keras.ops.ones_like(weights))
         if not training:
             return weights, {}
-        return weights, {"epoch_loss_sum": state["epoch_loss_sum"] + losses, "epoch_batches": state["epoch_batches"] + 1.0}
+        return weights, {
+            "epoch_loss_sum": state["epoch_loss_sum"] + losses,
+            "epoch_batches": state["epoch_batches"] + 1.0,
+        }
 
     def begin_epoch(self, state):
-        return {"epoch_loss_sum": keras.ops.zeros_like(state["epoch_loss_sum"]), "epoch_batches": keras.ops.zeros_like(state["epoch_batches"])}
+        return {
+            "epoch_loss_sum": keras.ops.zeros_like(state["epoch_loss_sum"]),
+            "epoch_batches": keras.ops.zeros_like(state["epoch_batches"]),
+        }
 
     def end_epoch(self, state):
         had_steps = state["epoch_batches"] > 0
         mean = keras.ops.divide_no_nan(state["epoch_loss_sum"], state["epoch_batches"])
         return {
-            "second_last_epoch_mean": keras.ops.where(had_steps, state["last_epoch_mean"], state["second_last_epoch_mean"]),
+            "second_last_epoch_mean": keras.ops.where(
+                had_steps, state["last_epoch_mean"], state["second_last_epoch_mean"]
+            ),
             "last_epoch_mean": keras.ops.where(had_steps, mean, state["last_epoch_mean"]),
             "epochs_seen": state["epochs_seen"] + keras.ops.cast(had_steps, state["epochs_seen"].dtype),
             **self.begin_epoch(state),

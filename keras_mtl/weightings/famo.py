@@ -1,4 +1,3 @@
-
 import keras
 
 from keras_mtl.arguments import PerTask, Real, declare_arguments, per_task
@@ -7,7 +6,12 @@ from keras_mtl.registry import register
 
 
 @register("famo")
-@declare_arguments(min_losses=PerTask(Real(), by_name=False), logits_learning_rate=Real(minimum=0, minimum_open=True), logits_weight_decay=Real(minimum=0), epsilon=Real(minimum=0, minimum_open=True))
+@declare_arguments(
+    min_losses=PerTask(Real(), by_name=False),
+    logits_learning_rate=Real(minimum=0, minimum_open=True),
+    logits_weight_decay=Real(minimum=0),
+    epsilon=Real(minimum=0, minimum_open=True),
+)
 class FAMO(LossWeighting):
     """FAMO: fast adaptive multitask optimisation, balancing the losses' log-decrease.
 
@@ -51,7 +55,15 @@ class FAMO(LossWeighting):
     needs_non_negative_losses = True
     needs_losses_after_update = True
 
-    def __init__(self, losses=None, min_losses=None, logits_learning_rate=0.025, logits_weight_decay=1e-3, epsilon=1e-8, name=None):
+    def __init__(
+        self,
+        losses=None,
+        min_losses=None,
+        logits_learning_rate=0.025,
+        logits_weight_decay=1e-3,
+        epsilon=1e-8,
+        name=None,
+    ):
         super().__init__(losses, name=name)
         self.min_losses = min_losses
         self.logits_learning_rate = logits_learning_rate
@@ -75,7 +87,9 @@ class FAMO(LossWeighting):
 
     def _log_gap(self, losses):
         """`log D = log(L − m + ε)`; the engine has checked `L ≥ m` (`loss_lower_bounds`)."""
-        return keras.ops.log(losses - keras.ops.convert_to_tensor(self.loss_lower_bounds(losses.shape[0]), losses.dtype) + self.epsilon)
+        return keras.ops.log(
+            losses - keras.ops.convert_to_tensor(self.loss_lower_bounds(losses.shape[0]), losses.dtype) + self.epsilon
+        )
 
     def weights(self, losses, state, training):
         z = keras.ops.softmax(state["logits"])

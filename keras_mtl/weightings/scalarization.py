@@ -38,7 +38,9 @@ class Scalarization(LossWeighting):
 
     def build_state(self, state, task_names):
         fixed = self.fixed_weights
-        self._vector = [1.0] * len(task_names) if fixed is None else per_task(fixed, task_names, "weights", type(self).__name__)
+        self._vector = (
+            [1.0] * len(task_names) if fixed is None else per_task(fixed, task_names, "weights", type(self).__name__)
+        )
 
     def weights(self, losses, state, training):
         return keras.ops.convert_to_tensor(self._vector, dtype=losses.dtype), {}
@@ -51,7 +53,9 @@ def _checked_weights(weights, owner):
     """`weights` (already checked against their declaration), refused when all zero: nothing would train."""
     values = [] if weights is None else list(weights.values()) if isinstance(weights, dict) else weights
     if values and not any(values):
-        raise ValueError(f"{owner}: `weights` are all zero ({values}): the total loss would be 0 and nothing would train.")
+        raise ValueError(
+            f"{owner}: `weights` are all zero ({values}): the total loss would be 0 and nothing would train."
+        )
     return weights
 
 
@@ -95,7 +99,19 @@ class GridSearchResult:
     scores: list  # (weights dict, score) for every grid point, in grid order
 
 
-def grid_search(build_model, losses, x, y=None, validation_data=None, optimizer="adam", monitor="val_loss", mode="min", step=0.1, minimum=0.1, **fit_kwargs):
+def grid_search(
+    build_model,
+    losses,
+    x,
+    y=None,
+    validation_data=None,
+    optimizer="adam",
+    monitor="val_loss",
+    mode="min",
+    step=0.1,
+    minimum=0.1,
+    **fit_kwargs,
+):
     """Trains one model per point of `scalarization_grid` and keeps the best.
 
     Args:
@@ -125,7 +141,10 @@ def grid_search(build_model, losses, x, y=None, validation_data=None, optimizer=
     for point in scalarization_grid(len(task_names), step, minimum):
         weights = dict(zip(task_names, point))
         model = build_model()
-        model.compile(optimizer=optimizer() if callable(optimizer) else keras.optimizers.get(optimizer), loss=Scalarization(losses, weights))
+        model.compile(
+            optimizer=optimizer() if callable(optimizer) else keras.optimizers.get(optimizer),
+            loss=Scalarization(losses, weights),
+        )
         history = model.fit(x, y, validation_data=validation_data, **fit_kwargs).history
         if monitor not in history:
             raise ValueError(f"fit logged no {monitor!r}; it logged {sorted(history)}.")

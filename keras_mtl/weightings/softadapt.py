@@ -98,13 +98,18 @@ class SoftAdapt(LossWeighting):
         if training and self.record == "step":
             new_state = self._pushed(state, losses)
         elif training:
-            new_state = {"epoch_loss_sum": state["epoch_loss_sum"] + losses, "epoch_batches": state["epoch_batches"] + 1.0}
+            new_state = {
+                "epoch_loss_sum": state["epoch_loss_sum"] + losses,
+                "epoch_batches": state["epoch_batches"] + 1.0,
+            }
         else:
             new_state = {}
         # In step mode the window already holds this step's loss.
         current = {**state, **new_state}
         uniform = keras.ops.full_like(losses, 1.0 / losses.shape[0])
-        return keras.ops.where(current["recorded"] >= self.window, self._weights(current["loss_history"]), uniform), new_state
+        return keras.ops.where(
+            current["recorded"] >= self.window, self._weights(current["loss_history"]), uniform
+        ), new_state
 
     def _weights(self, history):
         slopes = keras.ops.matmul(history, keras.ops.convert_to_tensor(self._stencil, history.dtype))
@@ -131,7 +136,10 @@ class SoftAdapt(LossWeighting):
     def begin_epoch(self, state):
         if self.record == "step":
             return {}
-        return {"epoch_loss_sum": keras.ops.zeros_like(state["epoch_loss_sum"]), "epoch_batches": keras.ops.zeros_like(state["epoch_batches"])}
+        return {
+            "epoch_loss_sum": keras.ops.zeros_like(state["epoch_loss_sum"]),
+            "epoch_batches": keras.ops.zeros_like(state["epoch_batches"]),
+        }
 
     def end_epoch(self, state):
         if self.record == "step":
@@ -141,4 +149,10 @@ class SoftAdapt(LossWeighting):
         return {**self._pushed(state, mean, state["epoch_batches"] > 0), **self.begin_epoch(state)}
 
     def get_config(self):
-        return {**super().get_config(), "beta": self.beta, "window": self.window, "variant": self.variant, "record": self.record}
+        return {
+            **super().get_config(),
+            "beta": self.beta,
+            "window": self.window,
+            "variant": self.variant,
+            "record": self.record,
+        }

@@ -10,7 +10,11 @@ EPSILON = 1e-20
 
 
 @register("stch")
-@declare_arguments(mu=Real(minimum=0, minimum_open=True), warmup_epochs=Integer(minimum=0), preference=PerTask(Real(minimum=0, minimum_open=True), by_name=False))
+@declare_arguments(
+    mu=Real(minimum=0, minimum_open=True),
+    warmup_epochs=Integer(minimum=0),
+    preference=PerTask(Real(minimum=0, minimum_open=True), by_name=False),
+)
 class SmoothTchebycheff(LossWeighting):
     """STCH: smooth Tchebycheff scalarisation of the log-normalised losses.
 
@@ -78,23 +82,38 @@ class SmoothTchebycheff(LossWeighting):
 
     def weights(self, losses, state, training):
         warmup_weights = 1.0 / (losses + EPSILON)
-        weights = keras.ops.where(state["epochs_seen"] > self.warmup_epochs, self._stch_weights(losses, state["nadir"]), warmup_weights)
+        weights = keras.ops.where(
+            state["epochs_seen"] > self.warmup_epochs, self._stch_weights(losses, state["nadir"]), warmup_weights
+        )
         if not training:
             return weights, {}
-        return weights, {"epoch_loss_sum": state["epoch_loss_sum"] + losses, "epoch_batches": state["epoch_batches"] + 1.0}
+        return weights, {
+            "epoch_loss_sum": state["epoch_loss_sum"] + losses,
+            "epoch_batches": state["epoch_batches"] + 1.0,
+        }
 
     def _stch_weights(self, losses, nadir):
         preference = 1.0 if self.preference is None else keras.ops.convert_to_tensor(self.preference, losses.dtype)
         log_losses = keras.ops.log(losses / keras.ops.maximum(nadir, EPSILON) + EPSILON)
         # d/dL_k of K·μ·logsumexp(λ ℓ / μ), with dℓ_k/dL_k = 1 / (L_k + ε z_k).
-        return losses.shape[0] * preference * keras.ops.softmax(preference * log_losses / self.mu) / (losses + EPSILON * nadir)
+        return (
+            losses.shape[0]
+            * preference
+            * keras.ops.softmax(preference * log_losses / self.mu)
+            / (losses + EPSILON * nadir)
+        )
 
     def begin_epoch(self, state):
-        return {"epoch_loss_sum": keras.ops.zeros_like(state["epoch_loss_sum"]), "epoch_batches": keras.ops.zeros_like(state["epoch_batches"])}
+        return {
+            "epoch_loss_sum": keras.ops.zeros_like(state["epoch_loss_sum"]),
+            "epoch_batches": keras.ops.zeros_like(state["epoch_batches"]),
+        }
 
     def end_epoch(self, state):
         had_steps = state["epoch_batches"] > 0
-        was_nadir_epoch = keras.ops.logical_and(had_steps, keras.ops.equal(state["epochs_seen"], float(self.warmup_epochs)))
+        was_nadir_epoch = keras.ops.logical_and(
+            had_steps, keras.ops.equal(state["epochs_seen"], float(self.warmup_epochs))
+        )
         mean = keras.ops.divide_no_nan(state["epoch_loss_sum"], state["epoch_batches"])
         return {
             "nadir": keras.ops.where(was_nadir_epoch, keras.ops.maximum(mean, EPSILON), state["nadir"]),
@@ -103,4 +122,9 @@ class SmoothTchebycheff(LossWeighting):
         }
 
     def get_config(self):
-        return {**super().get_config(), "mu": self.mu, "warmup_epochs": self.warmup_epochs, "preference": self.preference}
+        return {
+            **super().get_config(),
+            "mu": self.mu,
+            "warmup_epochs": self.warmup_epochs,
+            "preference": self.preference,
+        }

@@ -14,7 +14,10 @@ MAX_INITIAL_LOG_VARIANCE = 30.0
 
 
 @register("uw")
-@declare_arguments(form=Choice(("regression", "classification")), initial_log_variance=Real(minimum=-MAX_INITIAL_LOG_VARIANCE, maximum=MAX_INITIAL_LOG_VARIANCE))
+@declare_arguments(
+    form=Choice(("regression", "classification")),
+    initial_log_variance=Real(minimum=-MAX_INITIAL_LOG_VARIANCE, maximum=MAX_INITIAL_LOG_VARIANCE),
+)
 class UncertaintyWeighting(LossWeighting):
     r"""Uncertainty weighting with learned log-variances `s_k = log σ_k²`.
 
@@ -51,7 +54,12 @@ class UncertaintyWeighting(LossWeighting):
         self.initial_log_variance = initial_log_variance
 
     def build_state(self, state, task_names):
-        state.variable("log_variances", (len(task_names),), initializer=keras.initializers.Constant(self.initial_log_variance), trainable=True)
+        state.variable(
+            "log_variances",
+            (len(task_names),),
+            initializer=keras.initializers.Constant(self.initial_log_variance),
+            trainable=True,
+        )
 
     def weights(self, losses, state, training):
         factor = 0.5 if self.form == "regression" else 1.0

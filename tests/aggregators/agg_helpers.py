@@ -7,7 +7,6 @@ import functools
 
 import keras
 import numpy as np
-
 from support.state_values import state_values
 
 import keras_mtl
@@ -69,7 +68,7 @@ def run_steps(method, jacobians, task_names=None):
     return np.array(out), state
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _random_jacobians():
     rng = np.random.default_rng(1234)
     out = []

@@ -22,7 +22,7 @@ def _with_singular_values(rng, num, dim, singular_values):
     return left @ np.diag(singular_values) @ right.T
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _inputs():
     rng = np.random.default_rng(2024)
     angle = 2 * np.pi / 3

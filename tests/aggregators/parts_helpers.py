@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from agg_helpers import numpy, task_gradients
 from agg_inputs import INPUT_NAMES
-
 from support.state_values import state_values
 
 

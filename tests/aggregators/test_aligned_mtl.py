@@ -20,9 +20,7 @@ def test_aligned_system_is_orthogonal_with_equal_norms():
         b = numpy(alignment_matrix(np.float64(g)))
         aligned = b @ jac
         sigma_min = np.linalg.svd(jac, compute_uv=False).min()
-        np.testing.assert_allclose(
-            aligned @ aligned.T, sigma_min**2 * np.eye(len(jac)), atol=2e-3 * sigma_min**2
-        )
+        np.testing.assert_allclose(aligned @ aligned.T, sigma_min**2 * np.eye(len(jac)), atol=2e-3 * sigma_min**2)
         # Same update as the SVD form: J = U S W^T -> aligned rows sigma_min U W^T.
         u, _, wt = np.linalg.svd(jac, full_matrices=False)
         w = numpy(aligned_mtl_weights(g))

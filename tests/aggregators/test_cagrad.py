@@ -17,9 +17,7 @@ def test_hand_case():
     # w = (1/2 + sqrt(phi), 1/2) / 1.16.
     jac = np.array([[1.0, 0.0], [0.0, 2.0]])
     root_phi = 0.4 * np.sqrt(1.25)
-    np.testing.assert_allclose(
-        numpy(cagrad_weights(gramian(jac))), [(0.5 + root_phi) / 1.16, 0.5 / 1.16], atol=1e-5
-    )
+    np.testing.assert_allclose(numpy(cagrad_weights(gramian(jac))), [(0.5 + root_phi) / 1.16, 0.5 / 1.16], atol=1e-5)
 
 
 def test_symmetric_hand_case():
@@ -60,9 +58,14 @@ def test_solves_the_inner_problem_like_an_independent_solver():
         root_phi = c * np.sqrt(mean @ g @ mean)
         objective = lambda w: w @ g @ mean + root_phi * np.sqrt(max(w @ g @ w, 0.0))  # noqa: E731
         reference = min(
-            minimize(objective, start, method="SLSQP", bounds=[(0, 1)] * num,
-                     constraints=[dict(type="eq", fun=lambda w: w.sum() - 1)],
-                     options=dict(ftol=1e-16, maxiter=2000)).fun
+            minimize(
+                objective,
+                start,
+                method="SLSQP",
+                bounds=[(0, 1)] * num,
+                constraints=[dict(type="eq", fun=lambda w: w.sum() - 1)],
+                options=dict(ftol=1e-16, maxiter=2000),
+            ).fun
             for start in [mean, *np.eye(num)]
         )
         w = numpy(cagrad_weights(np.float32(g), c)).astype(np.float64)

@@ -1,6 +1,6 @@
 import numpy as np
-from keras import ops
 from agg_helpers import gramian, numpy, order_keys, orders_of, plain, random_jacobians
+from keras import ops
 from scipy.optimize import minimize
 
 from keras_mtl.aggregators import _common
@@ -36,8 +36,12 @@ def test_project_weighted_simplex_matches_reference():
         got = numpy(project(x, c))
         for row, projected in zip(x, got):
             ref = minimize(
-                lambda w: np.sum((w - row) ** 2), c / (c @ c), jac=lambda w: 2 * (w - row), method="SLSQP",
-                bounds=[(0, None)] * 5, constraints=[dict(type="eq", fun=lambda w: c @ w - 1, jac=lambda w: c)],
+                lambda w: np.sum((w - row) ** 2),
+                c / (c @ c),
+                jac=lambda w: 2 * (w - row),
+                method="SLSQP",
+                bounds=[(0, None)] * 5,
+                constraints=[dict(type="eq", fun=lambda w: c @ w - 1, jac=lambda w: c)],
                 options=dict(ftol=1e-15, maxiter=1000),
             ).x
             np.testing.assert_allclose(projected, ref, atol=1e-7)
@@ -74,8 +78,14 @@ def test_box_qp_matches_scipy():
         lower = np.random.default_rng(num).uniform(-0.5, 1.0, size=(3, num))
         got = numpy(solve(np.float32(g), np.float32(lower)))
         for low, v in zip(lower, got):
-            ref = minimize(lambda x: x @ g @ x, low + 0.1, jac=lambda x: 2 * g @ x, method="L-BFGS-B",
-                           bounds=[(b, None) for b in low], options=dict(ftol=1e-15, gtol=1e-12)).x
+            ref = minimize(
+                lambda x: x @ g @ x,
+                low + 0.1,
+                jac=lambda x: 2 * g @ x,
+                method="L-BFGS-B",
+                bounds=[(b, None) for b in low],
+                options=dict(ftol=1e-15, gtol=1e-12),
+            ).x
             assert np.all(v >= low - 1e-6)
             diff = v - ref
             # Compare the updates J^T v, relative to the gradient scale.

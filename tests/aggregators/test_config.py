@@ -60,7 +60,9 @@ def test_equal_positive_cosines_and_projection_length(name):
     assert abs(w @ g @ w - np.sum(g @ w)) <= 1e-6 * (w @ g @ w) + rounding, name
 
 
-@pytest.mark.parametrize("name", ["norms_1_1e2_1e4", "norm_ratio_1e6", "scale_1e-10", "scale_1e10", "k12", "duplicates"])
+@pytest.mark.parametrize(
+    "name", ["norms_1_1e2_1e4", "norm_ratio_1e6", "scale_1e-10", "scale_1e10", "k12", "duplicates"]
+)
 def test_matches_the_authors_rule(name):
     jac = jacobian(name)
     d = update(jac)

@@ -19,7 +19,11 @@ def _run(method, jacobians):
     return run_steps(method, jacobians, ["a", "b"])[0]
 
 
-JACOBIANS = [np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[3.0, 1.0], [-1.0, 2.0]])]
+JACOBIANS = [
+    np.array([[1.0, 0.0], [0.0, 2.0]]),
+    np.array([[1.0, 0.0], [0.0, 1.0]]),
+    np.array([[3.0, 1.0], [-1.0, 2.0]]),
+]
 
 
 def test_averages_mgda_weights_by_hand():
@@ -63,7 +67,9 @@ def test_smoothed_weights_are_saved_and_restored(tmp_path):
     inputs = keras.Input((3,))
     hidden = keras.layers.Dense(4, activation="tanh", name="trunk")(inputs)
     model = keras_mtl.MultiTaskModel(inputs, {t: keras.layers.Dense(1, name=t)(hidden) for t in "ab"})
-    model.compile(keras.optimizers.SGD(0.1), loss=keras_mtl.CRMOGM(dict.fromkeys("ab", "mse"), method="mgda", alpha=0.5))
+    model.compile(
+        keras.optimizers.SGD(0.1), loss=keras_mtl.CRMOGM(dict.fromkeys("ab", "mse"), method="mgda", alpha=0.5)
+    )
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(16, 3)), {t: rng.normal(size=(16, 1)) for t in "ab"}
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)

@@ -56,23 +56,27 @@ EXPECTED = {
     "pcgrad": {"identical": [1, 1], "zero_task": [1, 1], "opposing": [2, 2], "all_zero": [1, 1]},
     "gradvac": {"identical": [1, 1], "zero_task": [1, 1], "opposing": [2, 2], "all_zero": [1, 1]},
     "mgda": {"identical": [0.5, 0.5], "zero_task": [0, 1], "opposing": [0.5, 0.5], "all_zero": [0.5, 0.5]},
-    "mgda_l2": {"identical": [0.5 / 5**0.5] * 2, "zero_task": [0, 0], "opposing": [0.5 / 5**0.5] * 2,
-                "all_zero": [0, 0]},
-    "cagrad": {"identical": [CAGRAD_SAME] * 2, "zero_task": [CAGRAD] * 2, "opposing": [CAGRAD] * 2,
-               "all_zero": [CAGRAD] * 2},
+    "mgda_l2": {
+        "identical": [0.5 / 5**0.5] * 2,
+        "zero_task": [0, 0],
+        "opposing": [0.5 / 5**0.5] * 2,
+        "all_zero": [0, 0],
+    },
+    "cagrad": {
+        "identical": [CAGRAD_SAME] * 2,
+        "zero_task": [CAGRAD] * 2,
+        "opposing": [CAGRAD] * 2,
+        "all_zero": [CAGRAD] * 2,
+    },
     "imtl_g": {"identical": [0.5, 0.5], "zero_task": [1, 0], "opposing": [0, 0], "all_zero": [0, 0]},
     # Raw G a = 1/a. Identical: 5 (a1 + a2) a_k = 1, a_k = 1/sqrt(10); a zero gradient gets
     # weight 0 and the other 5 a1^2 = 1; opposing: lifted G_s, equal weights, d = 0.
-    "nash_mtl": {"identical": [10**-0.5] * 2, "zero_task": [5**-0.5, 0], "opposing": ZERO_UPDATE,
-                 "all_zero": [0, 0]},
+    "nash_mtl": {"identical": [10**-0.5] * 2, "zero_task": [5**-0.5, 0], "opposing": ZERO_UPDATE, "all_zero": [0, 0]},
     "aligned_mtl": {"identical": [0.5, 0.5], "zero_task": [0.5, 0], "opposing": [0, 0], "all_zero": [0, 0]},
-    "upgrad": {"identical": [0.5, 0.5], "zero_task": [0.5, 0.5], "opposing": ZERO_UPDATE,
-               "all_zero": [0.5, 0.5]},
-    "dualproj": {"identical": [0.5, 0.5], "zero_task": [0.5, 0.5], "opposing": [0.5, 0.5],
-                 "all_zero": [0.5, 0.5]},
+    "upgrad": {"identical": [0.5, 0.5], "zero_task": [0.5, 0.5], "opposing": ZERO_UPDATE, "all_zero": [0.5, 0.5]},
+    "dualproj": {"identical": [0.5, 0.5], "zero_task": [0.5, 0.5], "opposing": [0.5, 0.5], "all_zero": [0.5, 0.5]},
     # G w = 1/w at alpha = 1: identical 5 (w1 + w2) w_k = 1; a zero gradient gets 0; opposing: lifted, d = 0.
-    "fairgrad": {"identical": [10**-0.5] * 2, "zero_task": [5**-0.5, 0], "opposing": ZERO_UPDATE,
-                 "all_zero": [0, 0]},
+    "fairgrad": {"identical": [10**-0.5] * 2, "zero_task": [5**-0.5, 0], "opposing": ZERO_UPDATE, "all_zero": [0, 0]},
     # Identical: w = 1 (d the sum); a zero gradient is ignored, the other keeps its own length.
     "config": {"identical": [1, 1], "zero_task": [1, 0], "opposing": [0, 0], "all_zero": [0, 0]},
 }

@@ -57,8 +57,12 @@ def test_matches_scipy_least_squares():
         g = (jac @ jac.T).astype(np.float32).astype(np.float64)
         for alpha in (0.5, 1.0, 2.0):
             reference = least_squares(
-                lambda x: g @ x - x ** (-1.0 / alpha), np.full(num, 1.0 / num), bounds=(0, np.inf),
-                xtol=1e-15, ftol=1e-15, gtol=1e-15,
+                lambda x: g @ x - x ** (-1.0 / alpha),
+                np.full(num, 1.0 / num),
+                bounds=(0, np.inf),
+                xtol=1e-15,
+                ftol=1e-15,
+                gtol=1e-15,
             ).x
             np.testing.assert_allclose(weights(g, alpha), reference, rtol=1e-5)
 

@@ -14,8 +14,10 @@ def test_hand_case():
     jac = np.eye(2)
     phi_hat, phi = 0.5, 0.0
     v = jac[0].copy()
-    step = np.linalg.norm(v) * (phi_hat * np.sqrt(1 - phi**2) - phi * np.sqrt(1 - phi_hat**2)) / (
-        np.linalg.norm(jac[1]) * np.sqrt(1 - phi_hat**2)
+    step = (
+        np.linalg.norm(v)
+        * (phi_hat * np.sqrt(1 - phi**2) - phi * np.sqrt(1 - phi_hat**2))
+        / (np.linalg.norm(jac[1]) * np.sqrt(1 - phi_hat**2))
     )
     v += step * jac[1]
     np.testing.assert_allclose(v @ jac[1] / np.linalg.norm(v), phi_hat, rtol=1e-12)

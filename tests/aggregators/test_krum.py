@@ -42,7 +42,9 @@ def test_matches_the_reference(n_byzantine, n_selected, squared):
     rng = np.random.default_rng(n_byzantine * 10 + n_selected)
     for _ in range(5):
         jac = rng.normal(size=(6, 5)) * rng.uniform(0.1, 10.0, size=(6, 1))
-        np.testing.assert_allclose(weights(jac, n_byzantine, n_selected, squared), reference(jac, n_byzantine, n_selected, squared))
+        np.testing.assert_allclose(
+            weights(jac, n_byzantine, n_selected, squared), reference(jac, n_byzantine, n_selected, squared)
+        )
 
 
 @pytest.mark.parametrize("name", ["norm_ratio_1e6", "scale_1e-10", "scale_1e10", "k12", "duplicates", "zero_row"])

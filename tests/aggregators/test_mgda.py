@@ -35,8 +35,12 @@ def test_hand_cases(normalization, losses, expected):
 def _min_norm(g):
     num = len(g)
     return minimize(
-        lambda w: w @ g @ w, np.ones(num) / num, jac=lambda w: 2 * g @ w, method="SLSQP",
-        bounds=[(0, 1)] * num, constraints=[dict(type="eq", fun=lambda w: w.sum() - 1)],
+        lambda w: w @ g @ w,
+        np.ones(num) / num,
+        jac=lambda w: 2 * g @ w,
+        method="SLSQP",
+        bounds=[(0, 1)] * num,
+        constraints=[dict(type="eq", fun=lambda w: w.sum() - 1)],
         options=dict(ftol=1e-15, maxiter=1000),
     ).x
 

@@ -72,7 +72,11 @@ def test_declares_its_batches_and_needs_the_shared_parameters():
 
 @pytest.mark.parametrize(
     "arguments, message",
-    [({"gamma": 0.0}, "MoDo: `gamma` must be a finite number > 0"), ({"rho": -0.1}, "MoDo: `rho` must be a finite number ≥ 0"), ({"batches": 4}, r"MoDo: `batches` must be an integer in \[2, 3\]")],
+    [
+        ({"gamma": 0.0}, "MoDo: `gamma` must be a finite number > 0"),
+        ({"rho": -0.1}, "MoDo: `rho` must be a finite number ≥ 0"),
+        ({"batches": 4}, r"MoDo: `batches` must be an integer in \[2, 3\]"),
+    ],
 )
 def test_bad_arguments_are_errors_naming_them(arguments, message):
     with pytest.raises(ValueError, match=message):

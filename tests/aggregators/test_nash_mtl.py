@@ -16,8 +16,9 @@ def test_hand_case():
     # sqrt(a^T G a) = sqrt(2) > 1, so max_norm=1 rescales to (1, 1/2) / sqrt(2).
     g = gramian([[1.0, 0.0], [0.0, 2.0]])
     np.testing.assert_allclose(numpy(nash_mtl_weights(g, None)), [1.0, 0.5], rtol=1e-6)
-    np.testing.assert_allclose(numpy(nash_mtl_weights(g, None, normalize=True)), 17**0.25 * np.array([1.0, 0.5]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        numpy(nash_mtl_weights(g, None, normalize=True)), 17**0.25 * np.array([1.0, 0.5]), rtol=1e-6
+    )
     np.testing.assert_allclose(numpy(nash_mtl_weights(g)), [0.5**0.5, 0.5**1.5], rtol=1e-6)
 
 

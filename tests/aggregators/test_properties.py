@@ -55,8 +55,9 @@ def _rounding_slack(g, w):
 
 
 def _slsqp(objective, start, bounds, constraints=()):
-    result = minimize(objective, start, method="SLSQP", bounds=bounds, constraints=constraints,
-                      options=dict(ftol=1e-16, maxiter=2000))
+    result = minimize(
+        objective, start, method="SLSQP", bounds=bounds, constraints=constraints, options=dict(ftol=1e-16, maxiter=2000)
+    )
     return result.x
 
 
@@ -79,9 +80,14 @@ def _box_reference(g, lower):
     size = np.abs(bounds).max()
     if size == 0:
         return 0.0  # the bound is on a zero gradient only
-    result = minimize(lambda u: u @ scaled @ u, bounds / size + 0.1, jac=lambda u: 2 * scaled @ u,
-                      method="L-BFGS-B", bounds=[(b, None) for b in bounds / size],
-                      options=dict(ftol=1e-16, gtol=1e-14, maxiter=20000))
+    result = minimize(
+        lambda u: u @ scaled @ u,
+        bounds / size + 0.1,
+        jac=lambda u: 2 * scaled @ u,
+        method="L-BFGS-B",
+        bounds=[(b, None) for b in bounds / size],
+        options=dict(ftol=1e-16, gtol=1e-14, maxiter=20000),
+    )
     u = result.x * size
     return u @ scaled @ u
 

@@ -12,7 +12,17 @@ import keras_mtl
 from keras_mtl.aggregators import sdmgrad, sdmgrad_weights
 
 
-def reference(steps, lambda_=0.3, n_iter=20, lr=10.0, momentum=0.5, scale_by_tasks=False, max_norm=None, stored=np.float64, start=None):
+def reference(
+    steps,
+    lambda_=0.3,
+    n_iter=20,
+    lr=10.0,
+    momentum=0.5,
+    scale_by_tasks=False,
+    max_norm=None,
+    stored=np.float64,
+    start=None,
+):
     """Per step (d, u) of SDMGrad from w = ``start`` (1/K), float64, w kept between steps as ``stored``; and the final w."""
     num = len(steps[0][0])
     preference = np.full(num, 1.0 / num)
@@ -36,7 +46,12 @@ def reference(steps, lambda_=0.3, n_iter=20, lr=10.0, momentum=0.5, scale_by_tas
 
 
 # The defaults (w ends on vertices), small inner steps (w inside the simplex: the momentum's arithmetic), the authors' ×K and clipping.
-OPTIONS = [{}, {"lambda_": 0.0, "lr": 0.05, "n_iter": 7, "momentum": 0.9}, {"lr": 0.1, "n_iter": 3}, {"scale_by_tasks": True, "max_norm": 0.5}]
+OPTIONS = [
+    {},
+    {"lambda_": 0.0, "lr": 0.05, "n_iter": 7, "momentum": 0.9},
+    {"lr": 0.1, "n_iter": 3},
+    {"scale_by_tasks": True, "max_norm": 0.5},
+]
 
 
 @pytest.mark.parametrize("options", OPTIONS)
@@ -139,7 +154,9 @@ def test_a_cross_product_with_no_positive_diagonal_leaves_w():
 
 
 def test_declares_three_batches_and_needs_the_shared_parameters():
-    method = keras_mtl.SDMGrad({"a": "mse", "b": "mse"}, lambda_=0.6, n_iter=5, lr=5.0, momentum=0.9, scale_by_tasks=True, max_norm=1.0)
+    method = keras_mtl.SDMGrad(
+        {"a": "mse", "b": "mse"}, lambda_=0.6, n_iter=5, lr=5.0, momentum=0.9, scale_by_tasks=True, max_norm=1.0
+    )
     assert method.batch_parts == 3 and method.parameter_mode_only
     assert type(method).from_config(method.get_config()).get_config() == method.get_config()
 

@@ -11,8 +11,14 @@ upgrad_weights = plain(upgrad_weights)
 
 
 def _box_qp(g, lower):
-    return minimize(lambda v: v @ g @ v, lower + 0.1, jac=lambda v: 2 * g @ v, method="L-BFGS-B",
-                    bounds=[(b, None) for b in lower], options=dict(ftol=1e-15, gtol=1e-12)).x
+    return minimize(
+        lambda v: v @ g @ v,
+        lower + 0.1,
+        jac=lambda v: 2 * g @ v,
+        method="L-BFGS-B",
+        bounds=[(b, None) for b in lower],
+        options=dict(ftol=1e-15, gtol=1e-12),
+    ).x
 
 
 def test_upgrad_hand_case():

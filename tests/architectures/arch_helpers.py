@@ -15,7 +15,10 @@ def regression_data(n=32, input_shape=(6,), seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n,) + tuple(input_shape)).astype("float32")
     flat = x.reshape(n, -1)
-    y = {"a": flat[:, :1] * 2.0 + 0.1 * rng.normal(size=(n, 1)), "b": np.sin(flat[:, 1:2]) + 0.1 * rng.normal(size=(n, 1))}
+    y = {
+        "a": flat[:, :1] * 2.0 + 0.1 * rng.normal(size=(n, 1)),
+        "b": np.sin(flat[:, 1:2]) + 0.1 * rng.normal(size=(n, 1)),
+    }
     return x, {task: value.astype("float32") for task, value in y.items()}
 
 
@@ -25,7 +28,9 @@ def fit_two_epochs(model, method_id, x, y, run_eagerly=True):
     Eagerly by default: tracing the multi-task train step of these tiny
     models costs 5-10× the four steps themselves.
     """
-    model.compile(keras.optimizers.Adam(1e-2), loss=keras_mtl.get(method_id, {"a": "mse", "b": "mse"}), run_eagerly=run_eagerly)
+    model.compile(
+        keras.optimizers.Adam(1e-2), loss=keras_mtl.get(method_id, {"a": "mse", "b": "mse"}), run_eagerly=run_eagerly
+    )
     return model.fit(x, y, batch_size=16, epochs=2, verbose=0).history["loss"]
 
 

@@ -9,9 +9,13 @@ from arch_helpers import dense_numpy, softmax, stack_numpy
 from keras_mtl.architectures import DSelectK
 from keras_mtl.architectures.dselect_k import binary_codes, smooth_step
 
+
 def _smooth_step64(t, gamma):
     """Hazimeh et al. 2020 eq. 3, in float64."""
-    return np.where(t <= -gamma / 2, 0.0, np.where(t >= gamma / 2, 1.0, -2 / gamma**3 * t**3 + 3 / (2 * gamma) * t + 0.5))
+    return np.where(
+        t <= -gamma / 2, 0.0, np.where(t >= gamma / 2, 1.0, -2 / gamma**3 * t**3 + 3 / (2 * gamma) * t + 0.5)
+    )
+
 
 def _selector_outputs64(z, num_experts):
     """r(z_i)_e = Π_j S(z_ij) if bit j of e (most significant first) is 1 else 1 − S(z_ij); z (…, k, m)."""
@@ -24,6 +28,7 @@ def _selector_outputs64(z, num_experts):
             outputs[..., e] *= s[..., j] if bit else 1 - s[..., j]
     return outputs
 
+
 def test_smooth_step_hand_values():
     # γ = 1: S(±1/2) = 1/2 ± 1/2, S(1/4) = −2/64 + 3/8 + 1/2; and S_γ(t) = S_1(t/γ).
     t = np.array([-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 2.0], dtype="float32")
@@ -31,9 +36,11 @@ def test_smooth_step_hand_values():
     np.testing.assert_allclose(np.asarray(smooth_step(t, 1.0)), expected, atol=1e-7)
     np.testing.assert_allclose(np.asarray(smooth_step(2 * t, 2.0)), expected, atol=1e-7)
 
+
 def test_binary_codes_hand_case():
     np.testing.assert_array_equal(binary_codes(5), [[0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 1], [1, 0, 0]])
     np.testing.assert_array_equal(binary_codes(2), [[0], [1]])
+
 
 def test_task_only_gate_matches_the_paper_and_adds_its_penalties():
     keras.utils.set_random_seed(9)
@@ -56,6 +63,7 @@ def test_task_only_gate_matches_the_paper_and_adds_its_penalties():
         penalties += [-0.5 * np.sum(r * np.log(r + 1e-6)), np.sum(1 / r.sum(axis=1))]
     np.testing.assert_allclose([float(loss) for loss in layer.losses], penalties, rtol=1e-5)
 
+
 def test_per_example_gate_matches_the_paper():
     keras.utils.set_random_seed(10)
     layer = DSelectK(num_tasks=1, num_experts=4, num_selected=2, expert_units=(3,), per_example=True)
@@ -67,6 +75,7 @@ def test_per_example_gate_matches_the_paper():
     experts = np.stack([stack_numpy(expert, x64) for expert in layer.experts])
     np.testing.assert_allclose(np.asarray(output), np.einsum("be,ebu->bu", weights, experts), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(weights.sum(axis=1), 1.0)  # n a power of 2: every code names an expert
+
 
 @pytest.mark.parametrize("chosen", [(3, 6), (5, 5)])
 def test_saturated_selectors_pick_their_experts(chosen):
@@ -82,6 +91,7 @@ def test_saturated_selectors_pick_their_experts(chosen):
         expected[expert] += weight
     np.testing.assert_allclose(np.asarray(layer.expert_weights(None, 0)), expected, atol=1e-7)
 
+
 def test_training_converges_to_at_most_k_experts_per_task():
     keras.utils.set_random_seed(11)
     layer = DSelectK(num_tasks=2, num_experts=8, num_selected=2, expert_units=(4,), entropy_regularization=0.1)
@@ -94,7 +104,9 @@ def test_training_converges_to_at_most_k_experts_per_task():
     def step():
         with tf.GradientTape() as tape:
             outputs = layer(x, training=True)
-            loss = sum(tf.reduce_mean((head(out)[:, 0] - y[:, t]) ** 2) for t, (head, out) in enumerate(zip(heads, outputs)))
+            loss = sum(
+                tf.reduce_mean((head(out)[:, 0] - y[:, t]) ** 2) for t, (head, out) in enumerate(zip(heads, outputs))
+            )
             loss += tf.add_n(layer.losses)
         variables = layer.trainable_variables + heads[0].trainable_variables + heads[1].trainable_variables
         optimizer.apply(tape.gradient(loss, variables), variables)

@@ -17,7 +17,14 @@ def _batch_norm64(layer, z):
 def _randomise_statistics(layer, rng):
     for norm in (layer.hidden_norm, layer.mask_norm):
         channels = norm.get_weights()[0].shape
-        norm.set_weights([rng.uniform(0.5, 2, channels), rng.normal(size=channels), rng.normal(size=channels), rng.uniform(0.5, 2, channels)])
+        norm.set_weights(
+            [
+                rng.uniform(0.5, 2, channels),
+                rng.normal(size=channels),
+                rng.normal(size=channels),
+                rng.uniform(0.5, 2, channels),
+            ]
+        )
 
 
 @pytest.mark.parametrize("with_previous", [False, True])

@@ -25,7 +25,13 @@ ARCHITECTURES = {
         [r"[ab]_column_[12]", r"cross_stitch_[12]"],
         [r"[ab]"],
     ),
-    "mmoe": (architectures.mmoe, {"num_experts": 3}, VECTOR, [r"mmoe/expert_\d/.*"], [r"mmoe/gate_[01]", r"[ab]_tower_1", r"[ab]"]),
+    "mmoe": (
+        architectures.mmoe,
+        {"num_experts": 3},
+        VECTOR,
+        [r"mmoe/expert_\d/.*"],
+        [r"mmoe/gate_[01]", r"[ab]_tower_1", r"[ab]"],
+    ),
     "cgc": (
         architectures.cgc,
         {"num_task_experts": 2},
@@ -116,9 +122,28 @@ def test_shared_bottom_trains_in_representation_mode(tmp_path):
 
 
 LAYERS = [
-    architectures.MMoE(num_tasks=3, num_experts=5, expert_units=(7, 3), expert_activation="tanh", gate_use_bias=True, name="m"),
-    architectures.CGC(num_tasks=3, num_shared_experts=2, num_task_experts=4, expert_units=(5,), expert_activation="elu", gate_use_bias=True, shared_gate=True),
-    architectures.DSelectK(num_tasks=2, num_experts=6, num_selected=3, gamma=0.5, entropy_regularization=0.1, per_example=True, expert_units=(4,), expert_activation="tanh"),
+    architectures.MMoE(
+        num_tasks=3, num_experts=5, expert_units=(7, 3), expert_activation="tanh", gate_use_bias=True, name="m"
+    ),
+    architectures.CGC(
+        num_tasks=3,
+        num_shared_experts=2,
+        num_task_experts=4,
+        expert_units=(5,),
+        expert_activation="elu",
+        gate_use_bias=True,
+        shared_gate=True,
+    ),
+    architectures.DSelectK(
+        num_tasks=2,
+        num_experts=6,
+        num_selected=3,
+        gamma=0.5,
+        entropy_regularization=0.1,
+        per_example=True,
+        expert_units=(4,),
+        expert_activation="tanh",
+    ),
     architectures.CrossStitch(same_task_init=0.7, per_channel=True),
     architectures.TaskAttention(hidden_units=5),
 ]
@@ -136,14 +161,32 @@ def test_config_round_trip(layer):
     "build, message",
     [
         (lambda: architectures.mmoe(keras.Input(VECTOR), {}), "mmoe: `tasks` must be a non-empty dict"),
-        (lambda: architectures.mmoe(keras.Input(VECTOR), {"a": 0}), r"mmoe: `tasks` must be a non-empty dict \{task name: output units ≥ 1\}, got \{'a': 0\}"),
-        (lambda: architectures.mmoe(keras.Input(VECTOR), TASKS, num_experts=0), "mmoe: `num_experts` must be an integer ≥ 1"),
-        (lambda: architectures.shared_bottom(keras.Input(VECTOR), TASKS, bottom_units=()), "shared_bottom: `bottom_units` must be"),
+        (
+            lambda: architectures.mmoe(keras.Input(VECTOR), {"a": 0}),
+            r"mmoe: `tasks` must be a non-empty dict \{task name: output units ≥ 1\}, got \{'a': 0\}",
+        ),
+        (
+            lambda: architectures.mmoe(keras.Input(VECTOR), TASKS, num_experts=0),
+            "mmoe: `num_experts` must be an integer ≥ 1",
+        ),
+        (
+            lambda: architectures.shared_bottom(keras.Input(VECTOR), TASKS, bottom_units=()),
+            "shared_bottom: `bottom_units` must be",
+        ),
         (lambda: architectures.cross_stitch(keras.Input(VECTOR), {"a": 1}), "at least 2 tasks"),
-        (lambda: architectures.dselect_k(keras.Input(VECTOR), TASKS, num_experts=2, num_selected=3), "exceeds num_experts"),
-        (lambda: architectures.dselect_k(keras.Input(VECTOR), TASKS, gamma=0), "dselect_k: `gamma` must be a finite number > 0"),
+        (
+            lambda: architectures.dselect_k(keras.Input(VECTOR), TASKS, num_experts=2, num_selected=3),
+            "exceeds num_experts",
+        ),
+        (
+            lambda: architectures.dselect_k(keras.Input(VECTOR), TASKS, gamma=0),
+            "dselect_k: `gamma` must be a finite number > 0",
+        ),
         (lambda: architectures.mtan(keras.Input(VECTOR), TASKS), "image inputs"),
-        (lambda: architectures.ple(keras.Input(VECTOR), TASKS, num_levels=1.5), "ple: `num_levels` must be an integer ≥ 1"),
+        (
+            lambda: architectures.ple(keras.Input(VECTOR), TASKS, num_levels=1.5),
+            "ple: `num_levels` must be an integer ≥ 1",
+        ),
     ],
 )
 def test_bad_arguments_are_named(build, message):

@@ -44,7 +44,14 @@ def trained(method, kernel, heads, x, y, steps):
     model.compile(keras.optimizers.SGD(LEARNING_RATE), loss=method)
     logs, weights = [], []
     for _ in range(steps):
-        history = model.fit(x.astype("float32"), {k: v.astype("float32") for k, v in y.items()}, batch_size=4, epochs=1, shuffle=False, verbose=0)
+        history = model.fit(
+            x.astype("float32"),
+            {k: v.astype("float32") for k, v in y.items()},
+            batch_size=4,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+        )
         logs.append({name: values[0] for name, values in history.history.items()})
         weights.append(np.concatenate([model.get_layer(name).get_weights()[0].ravel() for name in ("trunk",) + TASKS]))
     return model, logs, weights
@@ -116,7 +123,11 @@ def slgrad_reference(theta, x, y, steps, main):
         per_sample = [sample_gradients(theta, *training, k) for k in range(len(TASKS))]
         scores = np.maximum(np.array([g[:, :6] @ v for g in per_sample]), 0.0)
         sample_weights = scores / scores.sum()
-        theta = moved(theta, LEARNING_RATE * (sum(sample_weights[k] @ per_sample[k] for k in range(len(TASKS))) + regularization_gradient(theta)))
+        theta = moved(
+            theta,
+            LEARNING_RATE
+            * (sum(sample_weights[k] @ per_sample[k] for k in range(len(TASKS))) + regularization_gradient(theta)),
+        )
     return theta, sample_weights.sum(axis=1)
 
 
@@ -133,7 +144,9 @@ def test_auto_lambda_steps_as_computed_by_hand():
     for step in (1, 2):
         theta, expected_weights = auto_lambda_reference((kernel, heads), x, y, step, 0.05, primary=[0])
         np.testing.assert_allclose(weights[step - 1], flat(theta), rtol=0, atol=2e-6)
-        np.testing.assert_allclose([logs[step - 1][f"{name}_weight"] for name in TASKS], expected_weights, rtol=0, atol=2e-6)
+        np.testing.assert_allclose(
+            [logs[step - 1][f"{name}_weight"] for name in TASKS], expected_weights, rtol=0, atol=2e-6
+        )
 
 
 def test_slgrad_steps_as_computed_by_hand():
@@ -143,7 +156,9 @@ def test_slgrad_steps_as_computed_by_hand():
     for step in (1, 2):
         theta, task_weights = slgrad_reference((kernel, heads), x, y, step, main=0)
         np.testing.assert_allclose(weights[step - 1], flat(theta), rtol=0, atol=2e-6)
-        np.testing.assert_allclose([logs[step - 1][f"{name}_weight"] for name in TASKS], task_weights, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(
+            [logs[step - 1][f"{name}_weight"] for name in TASKS], task_weights, rtol=0, atol=1e-6
+        )
 
 
 def opposed_tasks():
@@ -172,7 +187,9 @@ def test_slgrad_weights_are_nonnegative_sum_to_one_and_zero_for_an_opposed_task(
 def test_slgrad_sample_weights_on_scores_from_1e_minus_10_to_1e10():
     method = keras_mtl.SLGrad(main_task="a")
     scores = np.array([[1e10, -1e10, 1e-10, 3.0], [-1e-10, 2e-10, 0.0, 5e9]])
-    weights = keras.ops.convert_to_numpy(method.sample_weights(keras.ops.convert_to_tensor(scores, "float32"), lambda total: total))
+    weights = keras.ops.convert_to_numpy(
+        method.sample_weights(keras.ops.convert_to_tensor(scores, "float32"), lambda total: total)
+    )
     expected = np.maximum(scores, 0) / np.maximum(scores, 0).sum()
     np.testing.assert_allclose(weights, expected, rtol=1e-6, atol=1e-30)
     assert weights.min() >= 0 and weights.sum() == pytest.approx(1.0, rel=1e-6)
@@ -181,9 +198,19 @@ def test_slgrad_sample_weights_on_scores_from_1e_minus_10_to_1e10():
 
 @pytest.mark.parametrize("parametrization", ["direct", "softmax"])
 def test_auto_lambda_meta_update_on_alignments_from_1e_minus_10_to_1e10(parametrization):
-    method = keras_mtl.AutoLambda({"a": "mse", "b": "mse", "c": "mse"}, meta_learning_rate=1e-3, initial_weight=0.2, parametrization=parametrization)
+    method = keras_mtl.AutoLambda(
+        {"a": "mse", "b": "mse", "c": "mse"},
+        meta_learning_rate=1e-3,
+        initial_weight=0.2,
+        parametrization=parametrization,
+    )
     method.build_state(keras_mtl.MultiTaskState(), ["a", "b", "c"])
-    state = {"meta_weights": np.array([0.2, 0.2, 0.2], "float32"), "meta_first_moment": np.zeros(3, "float32"), "meta_second_moment": np.zeros(3, "float32"), "meta_steps": np.float32(0)}
+    state = {
+        "meta_weights": np.array([0.2, 0.2, 0.2], "float32"),
+        "meta_first_moment": np.zeros(3, "float32"),
+        "meta_second_moment": np.zeros(3, "float32"),
+        "meta_steps": np.float32(0),
+    }
     alignments = np.array([1e10, -1e-10, 3.0])
     state = {name: keras.ops.convert_to_tensor(value) for name, value in state.items()}
     updated = method.meta_update(state, keras.ops.convert_to_tensor(alignments, "float32"), 0.5)

@@ -18,7 +18,6 @@ import keras_mtl
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX distribution API")
 SUPPORT = Path(__file__).parents[1] / "support"
 sys.path.insert(0, str(SUPPORT))
-import three_tasks  # noqa: E402
 
 # Plain float32 SGD over 12 steps; the runs differ only in summation order.
 TOLERANCE = 2e-6
@@ -27,8 +26,18 @@ SPECS = keras_mtl.available() + [f"{i}@trunk" for i in ("mgda", "upgrad", "gradn
 
 @pytest.fixture(scope="module")
 def differences():
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ["PYTHONPATH"]]), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, str(SUPPORT / "jax_data_parallel.py"), *SPECS], env=environment, capture_output=True, text=True, timeout=1200)
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ["PYTHONPATH"]]),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    result = subprocess.run(
+        [sys.executable, str(SUPPORT / "jax_data_parallel.py"), *SPECS],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -18,7 +18,10 @@ def model_with_a_solved_task():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(8, activation="tanh", name="trunk")(inputs)
-    outputs = {"a": keras.layers.Dense(1, name="a", kernel_initializer="zeros")(hidden), "b": keras.layers.Dense(1, name="b")(hidden)}
+    outputs = {
+        "a": keras.layers.Dense(1, name="a", kernel_initializer="zeros")(hidden),
+        "b": keras.layers.Dense(1, name="b")(hidden),
+    }
     return keras_mtl.MultiTaskModel(inputs, outputs)
 
 

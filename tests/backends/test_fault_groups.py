@@ -44,18 +44,31 @@ def everything(model):
 
 
 @pytest.mark.parametrize("method_id", ["uw", "mgda"])
-@pytest.mark.parametrize("steps_per_execution, faulty", [(1, 4), (1, 7), (4, 4), (4, 5), (4, 7)], ids=["1-first", "1-last", "4-first", "4-middle", "4-last"])
+@pytest.mark.parametrize(
+    "steps_per_execution, faulty",
+    [(1, 4), (1, 7), (4, 4), (4, 5), (4, 7)],
+    ids=["1-first", "1-last", "4-first", "4-middle", "4-last"],
+)
 def test_a_fault_in_a_group_raises_and_keeps_the_values_before_it(method_id, steps_per_execution, faulty):
     if steps_per_execution > 1 and keras.backend.backend() == "torch":
         pytest.skip("Keras' torch trainer runs one step per call (test_torch_one_device.py: the refusal)")
     x, y = data(BATCH * BATCHES)
     x[BATCH * faulty + 3, 2] = np.inf
     model = compiled(method_id, steps_per_execution)
-    with pytest.raises(Exception, match=r"the loss of task \\?'a\\?' \(of the batch\) is not finite.*the step was not applied"):
+    with pytest.raises(
+        Exception, match=r"the loss of task \\?'a\\?' \(of the batch\) is not finite.*the step was not applied"
+    ):
         model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
 
     reference = compiled(method_id, steps_per_execution)
-    reference.fit(x[: BATCH * faulty], {k: v[: BATCH * faulty] for k, v in y.items()}, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    reference.fit(
+        x[: BATCH * faulty],
+        {k: v[: BATCH * faulty] for k, v in y.items()},
+        batch_size=BATCH,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+    )
     assert int(model.optimizer.iterations) == faulty
     after, expected = everything(model), everything(reference)
     assert len(after) == len(expected)
@@ -89,11 +102,16 @@ def test_a_step_that_would_overflow_the_optimizer_state_is_refused_and_named():
     """Finite losses, weights, weighted losses and gradients, but Adam squares a 1e30-sized gradient into inf."""
     x, y = data(BATCH * 2)
     model = keras_mtl.MultiTaskModel(*_two_heads())
-    model.compile(keras.optimizers.Adam(0.01), loss=keras_mtl.Scalarization({"a": "mse", "b": "mse"}, weights=[1e30, 1.0]))
+    model.compile(
+        keras.optimizers.Adam(0.01), loss=keras_mtl.Scalarization({"a": "mse", "b": "mse"}, weights=[1e30, 1.0])
+    )
     model.build((None, 5))
     model.optimizer.build(model.trainable_variables)
     before = everything(model)
-    with pytest.raises(Exception, match=r"the optimizer's '[^']*velocity[^']*' non-finite although every gradient it got is finite.*Scalarization"):
+    with pytest.raises(
+        Exception,
+        match=r"the optimizer's '[^']*velocity[^']*' non-finite although every gradient it got is finite.*Scalarization",
+    ):
         model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
     for (path, value), (_, value_before) in zip(everything(model), before):
         np.testing.assert_array_equal(value, value_before, err_msg=path)

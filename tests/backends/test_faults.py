@@ -53,7 +53,10 @@ def test_negative_loss_for_a_method_that_takes_logs_names_the_task():
 
 
 # The bilevel engine's two methods: slow, and in CI's `-m guarantee` run (tests/conftest.py `slow_case`).
-@pytest.mark.parametrize("method_id", ["mgda"] + [pytest.param(i, marks=[pytest.mark.slow, pytest.mark.guarantee]) for i in ("auto_lambda", "slgrad")])
+@pytest.mark.parametrize(
+    "method_id",
+    ["mgda"] + [pytest.param(i, marks=[pytest.mark.slow, pytest.mark.guarantee]) for i in ("auto_lambda", "slgrad")],
+)
 def test_overflow_under_a_loss_scale_skips_the_step(method_id):
     model = compiled(method_id, keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1)))
     x, y = three_tasks.data(n=16)

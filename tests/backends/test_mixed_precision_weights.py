@@ -42,6 +42,6 @@ def test_skipped_steps_leave_the_logged_weights_finite(method_id, mixed_precisio
         assert np.isfinite(history[f"{task}_weight"][0]), task
     # While only skips have happened the averages are empty (0); from the first applied step on they are that step's weights.
     first_applied = next(i for i, (count, _) in enumerate(steps.steps) if count == i)
-    for count, weights in steps.steps[:first_applied]:
+    for _, weights in steps.steps[:first_applied]:
         assert weights == [0.0, 0.0, 0.0]
     assert all(np.isfinite(weights).all() for _, weights in steps.steps)

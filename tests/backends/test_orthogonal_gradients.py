@@ -31,7 +31,9 @@ def mean_squared_cosine(jacobian):
 
 
 def penalty(jacobian, penalty_weight=10.0, parameters="all", last_layer=None):
-    method = keras_mtl.OrthogonalGradients({t: "mse" for t in TASKS[: len(jacobian)]}, penalty_weight=penalty_weight, parameters=parameters)
+    method = keras_mtl.OrthogonalGradients(
+        {t: "mse" for t in TASKS[: len(jacobian)]}, penalty_weight=penalty_weight, parameters=parameters
+    )
     gramian = (jacobian @ jacobian.T).astype("float32")
     last = last_layer if last_layer is not None else jacobian
     gradients = TaskGradients(
@@ -103,7 +105,11 @@ def linear_problem(case="plain", seed=0):
         "kernel": 0.7 * rng.normal(size=(D, M)),
         "heads": {t: 0.7 * rng.normal(size=(M, 1)) for t in TASKS},
     }
-    scales = {"norm_ratio_1e6": {"b": 1e-3}, "near_zero_gradients": {t: 1e-4 for t in TASKS}, "zero_gradient": {"b": 0.0}}.get(case, {})
+    scales = {
+        "norm_ratio_1e6": {"b": 1e-3},
+        "near_zero_gradients": {t: 1e-4 for t in TASKS},
+        "zero_gradient": {"b": 0.0},
+    }.get(case, {})
     for task, scale in scales.items():
         problem["heads"][task] *= scale
         problem["y"][task] *= scale
@@ -158,7 +164,11 @@ def linear_model():
 
 
 def batch(problem):
-    return problem["x"].astype("float32"), {t: v.astype("float32") for t, v in problem["y"].items()}, problem["sample_weight"].astype("float32")
+    return (
+        problem["x"].astype("float32"),
+        {t: v.astype("float32") for t, v in problem["y"].items()},
+        problem["sample_weight"].astype("float32"),
+    )
 
 
 def step_gradient(model, problem):
@@ -209,7 +219,11 @@ def test_a_loss_scale_changes_nothing(linear_model):
     problem = linear_problem(seed=2)
     plain, _ = step_gradient(linear_model, problem)
     scaled_model = keras.models.clone_model(linear_model)
-    scaled_model.compile(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(LEARNING_RATE)), loss=linear_model.multi_task_method, loss_weights=LOSS_WEIGHTS)
+    scaled_model.compile(
+        keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(LEARNING_RATE)),
+        loss=linear_model.multi_task_method,
+        loss_weights=LOSS_WEIGHTS,
+    )
     scaled, _ = step_gradient(scaled_model, problem)
     np.testing.assert_allclose(scaled, plain, rtol=1e-5, atol=1e-6 * np.max(np.abs(plain)))
 

@@ -27,12 +27,17 @@ def two_trunk_model():
     """Two shared Dense layers ("first": 6·4 + 4 = 28 parameters, "second": 4·4 + 4 = 20), two heads."""
     inputs = keras.Input((6,))
     hidden = keras.layers.Dense(4, name="second")(keras.layers.Dense(4, name="first")(inputs))
-    return keras_mtl.MultiTaskModel(inputs, {"a": keras.layers.Dense(1, name="a")(hidden), "b": keras.layers.Dense(1, name="b")(hidden)})
+    return keras_mtl.MultiTaskModel(
+        inputs, {"a": keras.layers.Dense(1, name="a")(hidden), "b": keras.layers.Dense(1, name="b")(hidden)}
+    )
 
 
 def two_task_data(n=16):
     rng = np.random.default_rng(0)
-    return rng.normal(size=(n, 6)).astype("float32"), {"a": rng.normal(size=(n, 1)).astype("float32"), "b": rng.normal(size=(n, 1)).astype("float32")}
+    return rng.normal(size=(n, 6)).astype("float32"), {
+        "a": rng.normal(size=(n, 1)).astype("float32"),
+        "b": rng.normal(size=(n, 1)).astype("float32"),
+    }
 
 
 @pytest.mark.parametrize("method_id", PARAMETER_METHODS)
@@ -46,7 +51,9 @@ def test_a_functional_model_sizes_the_state_by_its_shared_parameters_at_compile(
 
 
 def test_a_layer_with_one_output_per_task_shares_its_experts_not_its_gates():
-    model = keras_mtl.architectures.mmoe(keras.Input((6,)), {"a": 1, "b": 1}, num_experts=2, expert_units=(3,), tower_units=())
+    model = keras_mtl.architectures.mmoe(
+        keras.Input((6,)), {"a": 1, "b": 1}, num_experts=2, expert_units=(3,), tower_units=()
+    )
     model.compile(keras.optimizers.SGD(0.1), keras_mtl.MoCo({"a": "mse", "b": "mse"}, beta=0.5, gamma=1.0))
     paths = model.multi_task_state.parameter_columns
     assert paths and all(path.startswith("mmoe/expert_") for path in paths), paths
@@ -66,7 +73,14 @@ def test_a_layer_with_one_output_per_task_shares_its_experts_not_its_gates():
 
         return loss
 
-    jacobian = np.stack([np.concatenate([np.ravel(keras.ops.convert_to_numpy(gradient(task_loss(task), trainable)[i])) for i in columns]) for task in ("a", "b")]).astype(np.float64)
+    jacobian = np.stack(
+        [
+            np.concatenate(
+                [np.ravel(keras.ops.convert_to_numpy(gradient(task_loss(task), trainable)[i])) for i in columns]
+            )
+            for task in ("a", "b")
+        ]
+    ).astype(np.float64)
     tracked = 0.5 * jacobian
     start = np.full(2, 0.5)
     lambdas = start - 1.0 * (tracked @ tracked.T @ start + 0.1 * start)
@@ -74,12 +88,19 @@ def test_a_layer_with_one_output_per_task_shares_its_experts_not_its_gates():
     assert np.abs(lambdas - 0.5).max() > 0.01  # λ moved
     before = [np.float64(keras.ops.convert_to_numpy(model.trainable_variables[i])) for i in columns]
     model.train_on_batch(x, y)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.multi_task_state["tracked_gradients"]), tracked, rtol=1e-5, atol=1e-7 * np.abs(tracked).max())
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model.multi_task_state["tracked_gradients"]),
+        tracked,
+        rtol=1e-5,
+        atol=1e-7 * np.abs(tracked).max(),
+    )
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model.multi_task_state["weights"]), lambdas, rtol=1e-6)
     step = np.split(tracked.T @ lambdas, np.cumsum([w.size for w in before])[:-1])
     for i, old, move in zip(columns, before, step):
         moved = keras.ops.convert_to_numpy(model.trainable_variables[i]) - old
-        np.testing.assert_allclose(moved, -0.1 * move.reshape(old.shape), rtol=1e-3, atol=1e-3 * 0.1 * np.abs(move).max())
+        np.testing.assert_allclose(
+            moved, -0.1 * move.reshape(old.shape), rtol=1e-3, atol=1e-3 * 0.1 * np.abs(move).max()
+        )
 
 
 class Subclassed(keras_mtl.MultiTaskMixin, keras.Model):
@@ -107,7 +128,10 @@ def test_compile_explains_what_a_subclassed_or_unbuilt_model_needs():
     losses = {"a": "mse", "b": "mse"}
     built = Subclassed()
     built(np.zeros((1, 6), "float32"))
-    with pytest.raises(ValueError, match=r"ExcessMTL keeps a state per shared parameter.*name its shared layers \(`shared_layers=\[...\]`"):
+    with pytest.raises(
+        ValueError,
+        match=r"ExcessMTL keeps a state per shared parameter.*name its shared layers \(`shared_layers=\[...\]`",
+    ):
         built.compile("sgd", keras_mtl.ExcessMTL(losses))
     with pytest.raises(ValueError, match=r"MoCo keeps a state per shared parameter.*not built yet: build it first"):
         Subclassed(shared_layers=["trunk"]).compile("sgd", keras_mtl.MoCo(losses))
@@ -117,7 +141,9 @@ def test_compile_explains_what_a_subclassed_or_unbuilt_model_needs():
 @pytest.mark.parametrize("method_id", PARAMETER_METHODS)
 def test_representation_mode_is_refused_at_compile(method_id):
     model = three_tasks.model(representation="trunk")
-    with pytest.raises(ValueError, match=r"works on the gradients of the shared parameters, not of a shared representation"):
+    with pytest.raises(
+        ValueError, match=r"works on the gradients of the shared parameters, not of a shared representation"
+    ):
         model.compile("sgd", three_tasks.method(method_id))
     assert model.multi_task_method is None
 

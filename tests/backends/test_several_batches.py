@@ -31,19 +31,33 @@ class PartsProbe(keras_mtl.GradientMethod):
 
     def combine(self, gradients, state, training):
         num_tasks = gradients.losses.shape[0]
-        return ops.zeros((self.parameters,)), ops.ones((num_tasks,)) / num_tasks, {"seen": ops.stack(gradients.part_jacobians)}
+        return (
+            ops.zeros((self.parameters,)),
+            ops.ones((num_tasks,)) / num_tasks,
+            {"seen": ops.stack(gradients.part_jacobians)},
+        )
 
 
 def linear_model(rng):
     inputs = keras.Input((3,))
     hidden = keras.layers.Dense(2, use_bias=False, name="trunk")(inputs)
-    model = keras_mtl.MultiTaskModel(inputs, {task: keras.layers.Dense(1, use_bias=False, name=task)(hidden) for task in TASKS})
-    model.set_weights([rng.normal(size=(3, 2)).astype("float32"), rng.normal(size=(2, 1)).astype("float32"), rng.normal(size=(2, 1)).astype("float32")])
+    model = keras_mtl.MultiTaskModel(
+        inputs, {task: keras.layers.Dense(1, use_bias=False, name=task)(hidden) for task in TASKS}
+    )
+    model.set_weights(
+        [
+            rng.normal(size=(3, 2)).astype("float32"),
+            rng.normal(size=(2, 1)).astype("float32"),
+            rng.normal(size=(2, 1)).astype("float32"),
+        ]
+    )
     return model
 
 
 def data(rng, n):
-    return rng.normal(size=(n, 3)).astype("float32"), {task: rng.normal(size=(n, 1)).astype("float32") for task in TASKS}
+    return rng.normal(size=(n, 3)).astype("float32"), {
+        task: rng.normal(size=(n, 1)).astype("float32") for task in TASKS
+    }
 
 
 def gradients(weights, x, y):
@@ -89,7 +103,10 @@ def test_a_batch_smaller_than_the_parts_is_an_error_naming_the_method_that_chang
         model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
     reference = modo_model(3)
     reference.fit(x[:8], {t: y[t][:8] for t in TASKS}, batch_size=4, epochs=1, shuffle=False, verbose=0)
-    for got, expected in zip(model.get_weights() + [model.multi_task_state["modo_weights"]], reference.get_weights() + [reference.multi_task_state["modo_weights"]]):
+    for got, expected in zip(
+        model.get_weights() + [model.multi_task_state["modo_weights"]],
+        reference.get_weights() + [reference.multi_task_state["modo_weights"]],
+    ):
         np.testing.assert_array_equal(ops.convert_to_numpy(got), ops.convert_to_numpy(expected))
 
 
@@ -109,16 +126,25 @@ def test_the_last_smaller_batch_trains_when_it_can_be_cut():
     weights = [np.float64(w) for w in model.get_weights()]
     lambdas, logged = np.full(2, 0.5), []
     for batch, parts in [(range(0, 4), ([0, 2], [1, 3])), (range(4, 8), ([4, 6], [5, 7])), (range(8, 10), ([8], [9]))]:
-        first, second = [np.stack([kernel.ravel() for kernel, _ in gradients(weights, x[rows], {t: y[t][rows] for t in TASKS})]) for rows in parts]
+        first, second = [
+            np.stack([kernel.ravel() for kernel, _ in gradients(weights, x[rows], {t: y[t][rows] for t in TASKS})])
+            for rows in parts
+        ]
         lambdas = _project_simplex(lambdas - 0.1 * (first @ second.T @ lambdas + 0.1 * lambdas))
         logged.append(lambdas)
         batch = list(batch)
         heads = [head for _, head in gradients(weights, x[batch], {t: y[t][batch] for t in TASKS})]
-        weights = [weights[0] - 0.1 * (0.5 * (first + second).T @ lambdas).reshape(weights[0].shape)] + [w - 0.1 * h for w, h in zip(weights[1:], heads)]
+        weights = [weights[0] - 0.1 * (0.5 * (first + second).T @ lambdas).reshape(weights[0].shape)] + [
+            w - 0.1 * h for w, h in zip(weights[1:], heads)
+        ]
     history = model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
     # Logged: the epoch's mean of the steps' λ, weighted by the batches' sizes as Keras's metrics are.
-    np.testing.assert_allclose([history.history[f"{t}_weight"][0] for t in TASKS], np.average(logged, axis=0, weights=[4, 4, 2]), rtol=1e-5)
-    np.testing.assert_allclose(ops.convert_to_numpy(model.multi_task_state["modo_weights"]), lambdas, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        [history.history[f"{t}_weight"][0] for t in TASKS], np.average(logged, axis=0, weights=[4, 4, 2]), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(model.multi_task_state["modo_weights"]), lambdas, rtol=1e-5, atol=1e-7
+    )
     for got, want in zip(model.get_weights(), weights):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
 
@@ -136,6 +162,8 @@ def test_a_single_batch_too_small_to_cut_is_the_same_error():
 def test_representation_mode_is_refused():
     inputs = keras.Input((3,))
     hidden = keras.layers.Dense(2, name="trunk")(inputs)
-    model = keras_mtl.MultiTaskModel(inputs, {task: keras.layers.Dense(1, name=task)(hidden) for task in TASKS}, representation="trunk")
+    model = keras_mtl.MultiTaskModel(
+        inputs, {task: keras.layers.Dense(1, name=task)(hidden) for task in TASKS}, representation="trunk"
+    )
     with pytest.raises(ValueError, match="SDMGrad"):
         model.compile(keras.optimizers.SGD(0.1), loss=keras_mtl.SDMGrad({task: "mse" for task in TASKS}))

@@ -30,7 +30,9 @@ def test_a_plain_model_gets_keras_mtl_s_error_first(compile_kwargs):
     x, y = toy_data(n=20)
     before = weights_of(model)
     model.compile("adam", loss=keras_mtl.get("uw", toy_losses()), **compile_kwargs)
-    with pytest.raises(TypeError, match=r"UncertaintyWeighting is a multi-task method.*Mix keras_mtl.MultiTaskMixin into your model"):
+    with pytest.raises(
+        TypeError, match=r"UncertaintyWeighting is a multi-task method.*Mix keras_mtl.MultiTaskMixin into your model"
+    ):
         model.fit(x, y, epochs=1, verbose=0)
     assert all(np.array_equal(a, b) for a, b in zip(before, weights_of(model)))
 
@@ -47,7 +49,11 @@ def test_the_mixin_still_takes_the_method_and_loss_weights():
     "task, target, message",
     [
         # (n, 3) against the (n, 1) output of task a: n × 3 differences.
-        ("a", lambda y: np.repeat(y["a"], 3, axis=1), r"task 'a' have shape \(None, 3\)|task 'a' have shape \(\d+, 3\)"),
+        (
+            "a",
+            lambda y: np.repeat(y["a"], 3, axis=1),
+            r"task 'a' have shape \(None, 3\)|task 'a' have shape \(\d+, 3\)",
+        ),
         # (1, 1): one target for the whole batch would broadcast across it.
         ("a", lambda y: y["a"][:1], r"task 'a'"),
         # (n, 2, 1) against (n, 1): after Keras' one squeeze, still (n, 2) against (n, 1).
@@ -69,7 +75,9 @@ def test_targets_that_would_broadcast_are_refused_naming_the_task(task, target, 
 # Keras 3.15's JAX `fit` empties the model's variables before its first step and refills them only from a
 # step's result: any error while the first step is traced (this one, a missing task in `y`, …) leaves them
 # empty. Strict, so that the test says when it is fixed.
-@pytest.mark.xfail(keras.backend.backend() == "jax", reason="Keras' JAX fit loses the variables on a trace-time error", strict=True)
+@pytest.mark.xfail(
+    keras.backend.backend() == "jax", reason="Keras' JAX fit loses the variables on a trace-time error", strict=True
+)
 def test_a_refused_target_leaves_the_model_as_it_was():
     model = toy_model()
     x, y = toy_data(n=20)

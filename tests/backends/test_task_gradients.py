@@ -7,8 +7,6 @@ import keras
 import numpy as np
 import pytest
 
-import keras_mtl
-
 sys.path.insert(0, str(Path(__file__).parents[1] / "support"))
 import three_tasks  # noqa: E402
 
@@ -30,7 +28,9 @@ def test_batched_gives_the_sequential_step(spec):
     batched = weights_after_two_steps(spec, "batched")
     for a, b in zip(sequential, batched):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-    assert not all(np.array_equal(a, b) for a, b in zip(sequential, three_tasks.initial_weights())), "the steps moved nothing"
+    assert not all(np.array_equal(a, b) for a, b in zip(sequential, three_tasks.initial_weights())), (
+        "the steps moved nothing"
+    )
 
 
 def test_the_choice_is_saved_with_the_model(tmp_path):

@@ -24,7 +24,10 @@ def test_a_distribution_is_refused_and_nothing_changes(data_parallel, method_id)
     model = compiled_toy_model(method_id)
     x, y = toy_data()
     before = [np.array(w) for w in model.get_weights()]
-    with pytest.raises(ValueError, match="keras_mtl trains on one device on PyTorch: Keras 3.15 has no distribution for the torch backend"):
+    with pytest.raises(
+        ValueError,
+        match="keras_mtl trains on one device on PyTorch: Keras 3.15 has no distribution for the torch backend",
+    ):
         model.fit(x, y, batch_size=20, epochs=1, verbose=0)
     for old, new in zip(before, model.get_weights()):
         np.testing.assert_array_equal(new, old)

@@ -30,11 +30,13 @@ def test_readme_method_trains_and_weights_by_inverse_moving_average():
     x, y = three_tasks.data()
     # Independent reference: the EMA of the batch's losses before the step.
     y_pred = model.predict(x, verbose=0)
-    losses = np.array([
-        np.mean((y_pred["a"] - y["a"]) ** 2),
-        float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y["b"], y_pred["b"])),
-        np.mean(np.abs(y_pred["c"] - y["c"])),
-    ])
+    losses = np.array(
+        [
+            np.mean((y_pred["a"] - y["a"]) ** 2),
+            float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y["b"], y_pred["b"])),
+            np.mean(np.abs(y_pred["c"] - y["c"])),
+        ]
+    )
     ema = 0.9 + 0.1 * losses
     expected = 3 * (1 / ema) / np.sum(1 / ema)
     history = model.fit(x, y, batch_size=64, epochs=1, verbose=0, shuffle=False)

@@ -12,7 +12,10 @@ TASKS = {"a": datasets.regression(), "b": datasets.classification(3)}
 
 def _split(n, seed=0):
     rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, 2)).astype("float32"), {"a": rng.normal(size=(n, 1)).astype("float32"), "b": rng.integers(0, 3, n)}
+    return rng.normal(size=(n, 2)).astype("float32"), {
+        "a": rng.normal(size=(n, 1)).astype("float32"),
+        "b": rng.integers(0, 3, n),
+    }
 
 
 def test_from_arrays_yields_each_row_and_pickles_with_its_arrays():
@@ -31,7 +34,10 @@ def test_from_arrays_yields_each_row_and_pickles_with_its_arrays():
     "train, message",
     [
         ((np.zeros((4, 2)), {"a": np.zeros((4, 1))}), r"train has no targets for the tasks \['b'\]"),
-        ((np.zeros((4, 2)), {"a": np.zeros((3, 1)), "b": np.zeros(4)}), r"the arrays of train differ in length: \{'x': 4, \"y\['a'\]\": 3, \"y\['b'\]\": 4\}"),
+        (
+            (np.zeros((4, 2)), {"a": np.zeros((3, 1)), "b": np.zeros(4)}),
+            r"the arrays of train differ in length: \{'x': 4, \"y\['a'\]\": 3, \"y\['b'\]\": 4\}",
+        ),
         (np.zeros((4, 2)), r"train must be `\(x, \{task: y\}\)`, got ndarray"),
     ],
 )

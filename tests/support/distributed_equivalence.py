@@ -19,10 +19,9 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
-import keras_mtl  # noqa: E402
 import three_tasks  # noqa: E402
 
+import keras_mtl  # noqa: E402
 
 
 def train(method_id, strategy, representation=None):
@@ -30,10 +29,16 @@ def train(method_id, strategy, representation=None):
     rng = np.random.default_rng(0)
     # Batches of 24: each replica's 12 samples deal evenly into the 2 or 3 parts of the methods that cut batches.
     x = rng.normal(size=(72, 6)).astype("float32")
-    y = {"a": rng.normal(size=(72, 1)).astype("float32"), "b": rng.integers(0, 3, size=(72,)), "c": rng.normal(size=(72, 2)).astype("float32")}
+    y = {
+        "a": rng.normal(size=(72, 1)).astype("float32"),
+        "b": rng.integers(0, 3, size=(72,)),
+        "c": rng.normal(size=(72, 2)).astype("float32"),
+    }
     with strategy.scope():
         inputs = keras.Input((6,))
-        hidden = keras.layers.Dense(8, activation="tanh", name="trunk", kernel_regularizer=keras.regularizers.L2(1e-3))(inputs)
+        hidden = keras.layers.Dense(8, activation="tanh", name="trunk", kernel_regularizer=keras.regularizers.L2(1e-3))(
+            inputs
+        )
         outputs = {name: keras.layers.Dense(units, name=name)(hidden) for name, units in (("a", 1), ("b", 3), ("c", 2))}
         model = keras_mtl.MultiTaskModel(inputs, outputs, representation=representation)
         model.compile(keras.optimizers.SGD(0.05), loss=three_tasks.method(method_id, representation))

@@ -14,7 +14,6 @@ os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_p
 import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
 import three_tasks  # noqa: E402
 
 

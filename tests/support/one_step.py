@@ -14,7 +14,6 @@ import sys
 
 import keras
 import numpy as np
-
 import three_tasks
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-
 import one_step  # (importing it fixes keras.random's draws)
 import three_tasks
 

@@ -25,14 +25,21 @@ def task_losses():
 
 
 def method(method_id, representation=None):
-    arguments = {**EXTRA_ARGUMENTS.get(method_id, {}), **(REPRESENTATION_ARGUMENTS.get(method_id, {}) if representation else {})}
+    arguments = {
+        **EXTRA_ARGUMENTS.get(method_id, {}),
+        **(REPRESENTATION_ARGUMENTS.get(method_id, {}) if representation else {}),
+    }
     return type(keras_mtl.get(method_id))(task_losses(), **arguments)
 
 
 def data(n=64, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 6)).astype("float32")
-    y = {"a": rng.normal(size=(n, 1)).astype("float32"), "b": rng.integers(0, 3, size=(n,)), "c": rng.normal(size=(n, 2)).astype("float32")}
+    y = {
+        "a": rng.normal(size=(n, 1)).astype("float32"),
+        "b": rng.integers(0, 3, size=(n,)),
+        "c": rng.normal(size=(n, 2)).astype("float32"),
+    }
     return x, y
 
 
@@ -42,7 +49,9 @@ def model(representation=None, weights=None, **options):
     `options` go to `MultiTaskModel` (e.g. `task_gradients`).
     """
     inputs = keras.Input((6,))
-    hidden = keras.layers.Dense(8, activation="tanh", name="trunk", kernel_regularizer=keras.regularizers.L2(1e-3))(inputs)
+    hidden = keras.layers.Dense(8, activation="tanh", name="trunk", kernel_regularizer=keras.regularizers.L2(1e-3))(
+        inputs
+    )
     outputs = {name: keras.layers.Dense(units, name=name)(hidden) for name, units in (("a", 1), ("b", 3), ("c", 2))}
     built = keras_mtl.MultiTaskModel(inputs, outputs, representation=representation, **options)
     if weights is not None:
@@ -69,4 +78,8 @@ def representation_specs(default):
 
 
 def representation_ids():
-    return [i for i in keras_mtl.available() if keras_mtl.get(i).train_step_kind == "task_gradients" and not method(i, "trunk").parameter_mode_only]
+    return [
+        i
+        for i in keras_mtl.available()
+        if keras_mtl.get(i).train_step_kind == "task_gradients" and not method(i, "trunk").parameter_mode_only
+    ]

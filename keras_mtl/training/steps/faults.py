@@ -75,7 +75,11 @@ def loss_checks(model, losses, when="of the batch"):
 def task_gradient_checks(jacobian, task_names, where):
     """One overflow check per row of a (K, P) Jacobian, naming the task; `where` says what it is the gradient of."""
     return [
-        Check(jacobian[k], f"keras_mtl: the gradient of task '{name}' with respect to {where} is not finite although its loss is finite ({CAUSES})", overflow=True)
+        Check(
+            jacobian[k],
+            f"keras_mtl: the gradient of task '{name}' with respect to {where} is not finite although its loss is finite ({CAUSES})",
+            overflow=True,
+        )
         for k, name in enumerate(task_names)
     ]
 
@@ -98,7 +102,11 @@ def gramian_check(gramian, where):
 def variable_gradient_checks(gradients, variables, what="the gradient"):
     """One overflow check per variable that gets a gradient, naming the variable."""
     return [
-        Check(gradient, f"keras_mtl: {what} of variable '{variable.path}' is not finite although every task's loss is finite ({CAUSES})", overflow=True)
+        Check(
+            gradient,
+            f"keras_mtl: {what} of variable '{variable.path}' is not finite although every task's loss is finite ({CAUSES})",
+            overflow=True,
+        )
         for gradient, variable in zip(gradients, variables)
         if gradient is not None
     ]
@@ -112,7 +120,13 @@ def weight_checks(method, weights, losses, task_names, weighted_losses=False):
         shown = ("weight:", weights[k], "loss:", losses[k])
         checks.append(Check(weights[k], f"keras_mtl: {name} gave task '{task}' a non-finite weight", shown))
         if weighted_losses:
-            checks.append(Check(weights[k] * losses[k], f"keras_mtl: {name}: the weighted loss (weight × loss) of task '{task}' is not finite", shown))
+            checks.append(
+                Check(
+                    weights[k] * losses[k],
+                    f"keras_mtl: {name}: the weighted loss (weight × loss) of task '{task}' is not finite",
+                    shown,
+                )
+            )
     return checks
 
 
@@ -142,13 +156,19 @@ def learned_state_checks(method, state, gradients, variables, loss_scale):
 
 
 def direction_check(method, direction):
-    return Check(direction, f"keras_mtl: {method.display_name}'s combined direction is not finite although every task's gradient and weight is")
+    return Check(
+        direction,
+        f"keras_mtl: {method.display_name}'s combined direction is not finite although every task's gradient and weight is",
+    )
 
 
 def update_checks(updates, variables):
     """The last line: every update the optimizer gets, per variable."""
     return [
-        Check(update, f"keras_mtl: the update of variable '{variable.path}' is not finite although every task's gradient and weight is")
+        Check(
+            update,
+            f"keras_mtl: the update of variable '{variable.path}' is not finite although every task's gradient and weight is",
+        )
         for update, variable in zip(updates, variables)
         if update is not None
     ]
@@ -166,12 +186,19 @@ def state_checks(method, new_state):
 
 def method_checks(method, new_state, weights, direction, task_names, losses):
     """A gradient method's new state, weights and combined direction."""
-    return state_checks(method, new_state) + weight_checks(method, weights, losses, task_names) + [direction_check(method, direction)]
+    return (
+        state_checks(method, new_state)
+        + weight_checks(method, weights, losses, task_names)
+        + [direction_check(method, direction)]
+    )
 
 
 def perturbation_checks(deltas, variables, rho):
     """SAM's perturbation of each variable, and (`perturbed_gradient_checks`) the gradients at the perturbed parameters."""
-    return [Check(delta, f"keras_mtl: SAM's perturbation of variable '{variable.path}' is not finite (rho={rho})") for delta, variable in zip(deltas, variables)]
+    return [
+        Check(delta, f"keras_mtl: SAM's perturbation of variable '{variable.path}' is not finite (rho={rho})")
+        for delta, variable in zip(deltas, variables)
+    ]
 
 
 def perturbed_gradient_checks(gradients, variables):
@@ -182,19 +209,35 @@ def outer_checks(method, outer_loss, outer_direction):
     """A meta-learned weighting's outer loss and outer gradient, at the virtual step (Auto-Lambda)."""
     name = method.display_name
     return [
-        Check(outer_loss, f"keras_mtl: {name}'s outer loss (on the outer part of the batch, at the virtual step) is not finite", ("outer loss:", outer_loss)),
-        Check(outer_direction, f"keras_mtl: {name}'s outer gradient (at the virtual step) is not finite although the outer loss is", overflow=True),
+        Check(
+            outer_loss,
+            f"keras_mtl: {name}'s outer loss (on the outer part of the batch, at the virtual step) is not finite",
+            ("outer loss:", outer_loss),
+        ),
+        Check(
+            outer_direction,
+            f"keras_mtl: {name}'s outer gradient (at the virtual step) is not finite although the outer loss is",
+            overflow=True,
+        ),
     ]
 
 
 def main_gradient_check(method, main_direction):
     """The main task's gradient on the hold-out part (SLGrad)."""
-    return Check(main_direction, f"keras_mtl: {method.display_name}'s main-task gradient on the hold-out part is not finite although its loss is finite", overflow=True)
+    return Check(
+        main_direction,
+        f"keras_mtl: {method.display_name}'s main-task gradient on the hold-out part is not finite although its loss is finite",
+        overflow=True,
+    )
 
 
 def alignment_check(method, scores):
     """The training samples' gradients' alignments with the main task's (SLGrad)."""
-    return Check(scores, f"keras_mtl: {method.display_name}'s alignments of the training samples' gradients with the main task's are not finite", overflow=True)
+    return Check(
+        scores,
+        f"keras_mtl: {method.display_name}'s alignments of the training samples' gradients with the main task's are not finite",
+        overflow=True,
+    )
 
 
 def result_checks(method, optimizer_variables, new_optimizer_values, variables, new_values):
@@ -214,12 +257,18 @@ def result_checks(method, optimizer_variables, new_optimizer_values, variables, 
     """
     name = method.display_name
     return [
-        Check(value, f"keras_mtl: this step would make the optimizer's '{variable.path}' non-finite although every gradient it got is finite: "
-              f"it overflows float32 (an optimizer that squares gradients, such as Adam, overflows above ~1.8e19; {name}'s task weights may be too large)")
+        Check(
+            value,
+            f"keras_mtl: this step would make the optimizer's '{variable.path}' non-finite although every gradient it got is finite: "
+            f"it overflows float32 (an optimizer that squares gradients, such as Adam, overflows above ~1.8e19; {name}'s task weights may be too large)",
+        )
         for variable, value in zip(optimizer_variables, new_optimizer_values)
         if "float" in str(ops.dtype(value))
     ] + [
-        Check(value, f"keras_mtl: this step would make variable '{variable.path}' non-finite although its update is finite: "
-              f"the step overflows float32 ({name}'s task weights or the learning rate may be too large)")
+        Check(
+            value,
+            f"keras_mtl: this step would make variable '{variable.path}' non-finite although its update is finite: "
+            f"the step overflows float32 ({name}'s task weights or the learning rate may be too large)",
+        )
         for variable, value in zip(variables, new_values)
     ]

@@ -47,12 +47,12 @@ from keras import ops
 
 from keras_mtl.training import tasks
 from keras_mtl.training.backends.jax.bilevel import meta_weighted_step, sample_weighted_step
+from keras_mtl.training.backends.jax.checks import Checks
 from keras_mtl.training.backends.jax.penalty import gradient_penalty_step
 from keras_mtl.training.backends.jax.sam import sharpness_aware_step
 from keras_mtl.training.backends.jax.sharing import output_dependencies  # noqa: F401 (the engine's interface)
 from keras_mtl.training.backends.jax.steps import task_gradients_step, weighted_loss_step
 from keras_mtl.training.backends.jax.values import Values, forward, read_optimizer, sum_of
-from keras_mtl.training.backends.jax.checks import Checks
 from keras_mtl.training.steps.faults import StepFault, fault_message, loss_checks, result_checks, state_checks
 
 
@@ -78,8 +78,12 @@ def train_step(model, state, data):
     new_trainable, new_non_trainable = values.with_state(result.new_state, new_trainable, result.non_trainable)
     # The checks of what the step would leave: the method's `after_update`, the new parameters and optimizer state.
     after = Checks(result.checks.loss_scaled)
-    new_trainable, new_non_trainable = _after_update(model, method, values, new_trainable, new_non_trainable, x, y, sample_weight, result, after)
-    after.extend(result_checks(method, model.optimizer.variables, new_optimizer, model.trainable_variables, new_trainable))
+    new_trainable, new_non_trainable = _after_update(
+        model, method, values, new_trainable, new_non_trainable, x, y, sample_weight, result, after
+    )
+    after.extend(
+        result_checks(method, model.optimizer.variables, new_optimizer, model.trainable_variables, new_trainable)
+    )
     _, late = after.verdict()
     fault = jnp.where((fault < 0) & ~overflowed & (late >= 0), late + len(result.checks.items), fault)
     # Known when the step is traced; `after_batch` raises the failed one's message.
@@ -116,7 +120,9 @@ def _after_update(model, method, values, trainable, non_trainable, x, y, sample_
     return values.with_state(new_state, trainable, non_trainable)
 
 
-def updated_metrics(model, metrics_values, x, y, y_pred, sample_weight, total, losses, weights, skipped=0.0, penalty=None):
+def updated_metrics(
+    model, metrics_values, x, y, y_pred, sample_weight, total, losses, weights, skipped=0.0, penalty=None
+):
     """The trackers and compiled metrics, updated statelessly as Keras' JAX trainer does: (logs, new metrics values)."""
     with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_values))) as scope:
         tasks.update_trackers(model, x, total, losses, weights, skipped)
@@ -129,7 +135,19 @@ def updated_metrics(model, metrics_values, x, y, y_pred, sample_weight, total, l
 
 def _logs(model, metrics_values, x, y, result, applied, sample_weight):
     skipped = 1.0 - ops.cast(applied, "float32")
-    logs, new_values = updated_metrics(model, metrics_values, x, y, result.y_pred, sample_weight, result.total, result.losses, result.weights, skipped, result.penalty)
+    logs, new_values = updated_metrics(
+        model,
+        metrics_values,
+        x,
+        y,
+        result.y_pred,
+        sample_weight,
+        result.total,
+        result.losses,
+        result.weights,
+        skipped,
+        result.penalty,
+    )
     if not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
         logs.pop(model.multi_task_state.skipped_steps_tracker.name)
     return logs, new_values
@@ -140,7 +158,9 @@ def test_step(model, state, data):
     trainable, non_trainable, metrics_values = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     values = Values(model, trainable, non_trainable)
-    y_pred, non_trainable, regularization_losses = model.stateless_call(trainable, non_trainable, x, training=False, return_losses=True)
+    y_pred, non_trainable, regularization_losses = model.stateless_call(
+        trainable, non_trainable, x, training=False, return_losses=True
+    )
     regularization = sum_of(regularization_losses)
     losses = ops.stack(tasks.task_losses(model, y, y_pred, sample_weight))
     weights, total = evaluation_total(model, losses, regularization, values.method_state())

@@ -28,11 +28,24 @@ def gradient_penalty_step(model, method, values, x, y, sample_weight, scale):
 
     def scaled_penalty(trainable):
         inner = Checks(checks.loss_scaled)
-        clean = clean_task_gradients(model, Values(model, trainable, values.non_trainable), x, y, sample_weight, scale, inner)
+        clean = clean_task_gradients(
+            model, Values(model, trainable, values.non_trainable), x, y, sample_weight, scale, inner
+        )
         gradients = task_gradients_of(model, values, clean, clean.jacobian)
-        traced.update(reached=sorted(set().union(*clean.dependencies)), checks=[(message, overflow) for _, message, overflow in inner.items])
+        traced.update(
+            reached=sorted(set().union(*clean.dependencies)),
+            checks=[(message, overflow) for _, message, overflow in inner.items],
+        )
         flags = [ok for ok, _, _ in inner.items]
-        outputs = (clean.y_pred, clean.non_trainable, clean.losses, clean.regularization, clean.per_task, clean.regularization_gradients, gradients.gramian)
+        outputs = (
+            clean.y_pred,
+            clean.non_trainable,
+            clean.losses,
+            clean.regularization,
+            clean.per_task,
+            clean.regularization_gradients,
+            gradients.gramian,
+        )
         penalty = method.penalty(gradients)
         return penalty * scale, (outputs, flags, penalty)
 

@@ -15,7 +15,9 @@ def output_dependencies(model):
     functional model's input specifications (unknown sizes taken as 1):
     abstract values only, nothing is computed.
     """
-    inputs = keras.tree.map_structure(lambda t: jax.ShapeDtypeStruct(tuple(1 if size is None else size for size in t.shape), t.dtype), model.input)
+    inputs = keras.tree.map_structure(
+        lambda t: jax.ShapeDtypeStruct(tuple(1 if size is None else size for size in t.shape), t.dtype), model.input
+    )
     non_trainable = [variable.value for variable in model.non_trainable_variables]
 
     def outputs(argument):

@@ -12,7 +12,18 @@ from keras_mtl.training import sharing, tasks
 from keras_mtl.training.backends.jax.checks import Checks
 from keras_mtl.training.backends.jax.parts import part_jacobians
 from keras_mtl.training.backends.jax.values import flat, forward, one_hot_cotangent, output_vjps, split_like
-from keras_mtl.training.steps.faults import gramian_check, learned_state_checks, loss_checks, method_checks, state_checks, task_gradient_checks, total_check, update_checks, variable_gradient_checks, weight_checks
+from keras_mtl.training.steps.faults import (
+    gramian_check,
+    learned_state_checks,
+    loss_checks,
+    method_checks,
+    state_checks,
+    task_gradient_checks,
+    total_check,
+    update_checks,
+    variable_gradient_checks,
+    weight_checks,
+)
 
 
 @dataclass
@@ -43,10 +54,16 @@ def weighted_loss_step(model, method, values, x, y, sample_weight, scale):
         total = ops.sum(weights * losses) + method_regularization + regularization
         return total * scale, (y_pred, non_trainable, losses, weights, new_state, ops.stop_gradient(total))
 
-    gradients, (y_pred, non_trainable, losses, weights, new_state, total) = jax.grad(scaled_total, has_aux=True)(values.trainable)
+    gradients, (y_pred, non_trainable, losses, weights, new_state, total) = jax.grad(scaled_total, has_aux=True)(
+        values.trainable
+    )
     losses = ops.stop_gradient(losses)
     checks.extend(loss_checks(model, losses))
-    checks.extend(state_checks(method, new_state) + weight_checks(method, weights, losses, model.task_names, weighted_losses=True) + [total_check(method, total)])
+    checks.extend(
+        state_checks(method, new_state)
+        + weight_checks(method, weights, losses, model.task_names, weighted_losses=True)
+        + [total_check(method, total)]
+    )
     checks.extend(variable_gradient_checks(gradients, model.trainable_variables))
     checks.extend(learned_state_checks(method, model.multi_task_state, gradients, model.trainable_variables, scale))
     return StepResult(y_pred, losses, weights, total, gradients, non_trainable, new_state, checks)
@@ -138,7 +155,17 @@ def clean_task_gradients(model, values, x, y, sample_weight, scale, checks):
     jacobian = ops.stack([flat([task[i] for i in shared]) for task in per_task]) / scale
     checks.extend(task_gradient_checks(jacobian, model.task_names, "the shared parameters"))
     regularization_gradients = vjp(one_hot_cotangent(outputs, num_tasks))[0]
-    return CleanTaskGradients(y_pred, non_trainable, losses, regularization, per_task, regularization_gradients, dependencies, shared, jacobian)
+    return CleanTaskGradients(
+        y_pred,
+        non_trainable,
+        losses,
+        regularization,
+        per_task,
+        regularization_gradients,
+        dependencies,
+        shared,
+        jacobian,
+    )
 
 
 def task_gradients_of(model, values, clean, jacobian, losses_after=None):
@@ -160,7 +187,11 @@ def _parameter_step(model, method, values, x, y, sample_weight, scale):
     variables = model.trainable_variables
     shared = clean.shared
     own = [None if i in shared else sum(task[i] for task in clean.per_task) for i in range(len(variables))]
-    checks.extend(variable_gradient_checks([g for g in own if g is not None], [v for g, v in zip(own, variables) if g is not None]))
+    checks.extend(
+        variable_gradient_checks(
+            [g for g in own if g is not None], [v for g, v in zip(own, variables) if g is not None]
+        )
+    )
     losses_after = _losses_after(model, values, x, y, sample_weight, shared) if method.needs_losses_after else None
     gradients = task_gradients_of(model, values, clean, clean.jacobian, losses_after)
     checks.add(gramian_check(gradients.gramian, "the shared parameters"))
@@ -172,7 +203,15 @@ def _parameter_step(model, method, values, x, y, sample_weight, scale):
     updates = list(own)
     for i, piece in zip(shared, split_like(direction * scale, [variables[i] for i in shared])):
         updates[i] = piece
-    updates = finish_updates(model, checks, updates, clean.regularization_gradients, method.state_gradients(gradients, weights, state), values, scale)
+    updates = finish_updates(
+        model,
+        checks,
+        updates,
+        clean.regularization_gradients,
+        method.state_gradients(gradients, weights, state),
+        values,
+        scale,
+    )
     total = ops.sum(clean.losses) + ops.stop_gradient(clean.regularization)
     return StepResult(clean.y_pred, clean.losses, weights, total, updates, clean.non_trainable, new_state, checks)
 
@@ -217,7 +256,9 @@ def _representation_step(model, method, values, x, y, sample_weight, scale):
         representation, non_trainable, regularization = forward(model, split.trunk, trainable, values.non_trainable, x)
         return (representation, regularization * scale), (non_trainable, regularization)
 
-    (representation, _), trunk_vjp, (after_trunk, trunk_regularization) = jax.vjp(trunk, [values.trainable[i] for i in trunk_indices], has_aux=True)
+    (representation, _), trunk_vjp, (after_trunk, trunk_regularization) = jax.vjp(
+        trunk, [values.trainable[i] for i in trunk_indices], has_aux=True
+    )
 
     def heads(representation, head_values):
         trainable = list(values.trainable)
@@ -225,9 +266,16 @@ def _representation_step(model, method, values, x, y, sample_weight, scale):
             trainable[i] = value
         y_pred, non_trainable, regularization = forward(model, split.heads, trainable, after_trunk, representation)
         losses = tasks.task_losses(model, y, y_pred, sample_weight)
-        return tuple(loss * scale for loss in losses) + (regularization * scale,), (y_pred, non_trainable, ops.stack(losses), regularization)
+        return tuple(loss * scale for loss in losses) + (regularization * scale,), (
+            y_pred,
+            non_trainable,
+            ops.stack(losses),
+            regularization,
+        )
 
-    outputs, heads_vjp, (y_pred, non_trainable, losses, head_regularization_value) = jax.vjp(heads, representation, [values.trainable[i] for i in head_indices], has_aux=True)
+    outputs, heads_vjp, (y_pred, non_trainable, losses, head_regularization_value) = jax.vjp(
+        heads, representation, [values.trainable[i] for i in head_indices], has_aux=True
+    )
     losses = ops.stop_gradient(losses)
     checks.extend(loss_checks(model, losses))
 
@@ -240,7 +288,13 @@ def _representation_step(model, method, values, x, y, sample_weight, scale):
     checks.extend(variable_gradient_checks([updates[i] for i in head_indices], [variables[i] for i in head_indices]))
     gramian = ops.matmul(jacobian, ops.transpose(jacobian))
     checks.add(gramian_check(gramian, "the shared representation"))
-    gradients = TaskGradients(jacobian=jacobian, losses=losses, gramian=gramian, last_layer_gramian=gramian, learning_rate=values.learning_rate)
+    gradients = TaskGradients(
+        jacobian=jacobian,
+        losses=losses,
+        gramian=gramian,
+        last_layer_gramian=gramian,
+        learning_rate=values.learning_rate,
+    )
     state = values.method_state()
     direction, weights, new_state = method.combine(gradients, state, training=True)
     checks.extend(method_checks(method, new_state, weights, direction, model.task_names, losses))
@@ -255,6 +309,14 @@ def _representation_step(model, method, values, x, y, sample_weight, scale):
     for position, i in enumerate(head_indices):
         regularization_gradients[i] = head_regularization[position]
     updates = [ops.zeros_like(values.trainable[i]) if u is None else u for i, u in enumerate(updates)]
-    updates = finish_updates(model, checks, updates, regularization_gradients, method.state_gradients(gradients, weights, state), values, scale)
+    updates = finish_updates(
+        model,
+        checks,
+        updates,
+        regularization_gradients,
+        method.state_gradients(gradients, weights, state),
+        values,
+        scale,
+    )
     total = ops.sum(losses) + ops.stop_gradient(trunk_regularization + head_regularization_value)
     return StepResult(y_pred, losses, weights, total, updates, non_trainable, new_state, checks)

@@ -19,7 +19,12 @@ class Values:
     def of(self, variables, trainable=None, non_trainable=None):
         trainable = self.trainable if trainable is None else trainable
         non_trainable = self.non_trainable if non_trainable is None else non_trainable
-        return [trainable[self._trainable_index[id(v)]] if id(v) in self._trainable_index else non_trainable[self._non_trainable_index[id(v)]] for v in variables]
+        return [
+            trainable[self._trainable_index[id(v)]]
+            if id(v) in self._trainable_index
+            else non_trainable[self._non_trainable_index[id(v)]]
+            for v in variables
+        ]
 
     def with_non_trainable(self, variables, new_values):
         """The model's non-trainable values with those of `variables` replaced."""
@@ -56,7 +61,11 @@ def forward(model, layer, trainable_values, non_trainable_values, inputs):
     """
     values = Values(model, trainable_values, non_trainable_values)
     outputs, non_trainable, losses = layer.stateless_call(
-        values.of(layer.trainable_variables), values.of(layer.non_trainable_variables), inputs, training=True, return_losses=True
+        values.of(layer.trainable_variables),
+        values.of(layer.non_trainable_variables),
+        inputs,
+        training=True,
+        return_losses=True,
     )
     return outputs, values.with_non_trainable(layer.non_trainable_variables, non_trainable), sum_of(losses)
 
@@ -69,7 +78,9 @@ def sum_of(losses):
 def read_optimizer(model, optimizer_values):
     """The optimizer's current loss scale (1 without a LossScaleOptimizer) and learning rate."""
     with keras.StatelessScope(state_mapping=list(zip(model.optimizer.variables, optimizer_values))):
-        return ops.convert_to_tensor(model.optimizer.scale_loss(1.0), "float32"), ops.convert_to_tensor(model.optimizer.learning_rate)
+        return ops.convert_to_tensor(model.optimizer.scale_loss(1.0), "float32"), ops.convert_to_tensor(
+            model.optimizer.learning_rate
+        )
 
 
 def flat(values):

@@ -11,11 +11,16 @@ import tensorflow as tf
 
 from keras_mtl.training import tasks
 from keras_mtl.training.backends.tensorflow.bilevel import meta_weighted_step, sample_weighted_step
-from keras_mtl.training.backends.tensorflow.gradients import gradient_train_step
 from keras_mtl.training.backends.tensorflow.faults import remember_forward_state
-from keras_mtl.training.backends.tensorflow.losses import global_task_losses, total_for_logs, regularization_loss, task_loss_vector
-from keras_mtl.training.backends.tensorflow.replicas import num_replicas, on_first_replica, sum_over_replicas
+from keras_mtl.training.backends.tensorflow.gradients import gradient_train_step
+from keras_mtl.training.backends.tensorflow.losses import (
+    global_task_losses,
+    regularization_loss,
+    task_loss_vector,
+    total_for_logs,
+)
 from keras_mtl.training.backends.tensorflow.penalty import gradient_penalty_step
+from keras_mtl.training.backends.tensorflow.replicas import num_replicas, on_first_replica, sum_over_replicas
 from keras_mtl.training.backends.tensorflow.sam import sam_train_step
 from keras_mtl.training.backends.tensorflow.sharing import output_dependencies  # noqa: F401 (the engine's interface)
 from keras_mtl.training.backends.tensorflow.weighted import weighted_loss_step
@@ -69,7 +74,11 @@ def compute_loss(model, y, y_pred, sample_weight):
         return tf.reduce_sum(losses) + regularization_loss(model)
     values = model.multi_task_state.values()
     weights, _ = weighting.weights(tf.stop_gradient(sum_over_replicas(losses)), values, training=False)
-    return tf.tensordot(weights, losses, 1) + weighting.regularization(values) / num_replicas() + regularization_loss(model)
+    return (
+        tf.tensordot(weights, losses, 1)
+        + weighting.regularization(values) / num_replicas()
+        + regularization_loss(model)
+    )
 
 
 def first_batch_to_build(model, iterator, data_batch):
@@ -78,7 +87,9 @@ def first_batch_to_build(model, iterator, data_batch):
     worker's own slice of the batch builds the same variables."""
     if iterator is not None and isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
         for _, _, batches in iterator:
-            data_batch = tf.nest.map_structure(lambda value: model.distribute_strategy.experimental_local_results(value)[0], next(batches))
+            data_batch = tf.nest.map_structure(
+                lambda value: model.distribute_strategy.experimental_local_results(value)[0], next(batches)
+            )
             break
         iterator = None
     return iterator, data_batch

@@ -17,11 +17,25 @@ from keras_mtl.training import tasks
 from keras_mtl.training.backends.tensorflow.faults import StepGuard
 from keras_mtl.training.backends.tensorflow.gradients import add_gradients, shared_indices, split_like
 from keras_mtl.training.backends.tensorflow.jacobians import global_jacobian, per_task_gradients
-from keras_mtl.training.backends.tensorflow.losses import global_task_losses, regularization_loss, task_loss_vector, total_for_logs
+from keras_mtl.training.backends.tensorflow.losses import (
+    global_task_losses,
+    regularization_loss,
+    task_loss_vector,
+    total_for_logs,
+)
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
 from keras_mtl.training.backends.tensorflow.replicas import sum_over_replicas
 from keras_mtl.training.backends.tensorflow.weighted import apply_step
-from keras_mtl.training.steps.faults import alignment_check, main_gradient_check, outer_checks, state_checks, task_gradient_checks, update_checks, variable_gradient_checks, weight_checks
+from keras_mtl.training.steps.faults import (
+    alignment_check,
+    main_gradient_check,
+    outer_checks,
+    state_checks,
+    task_gradient_checks,
+    update_checks,
+    variable_gradient_checks,
+    weight_checks,
+)
 
 
 def meta_weighted_step(model, x, y, sample_weight):
@@ -38,7 +52,9 @@ def meta_weighted_step(model, x, y, sample_weight):
         losses = task_loss_vector(model, y, y_pred, sample_weight)
         scaled_losses = optimizer.scale_loss(losses)
         (inner_pred, inner_y, inner_weight), (outer_x, outer_y, outer_weight) = _dealt(x, y, sample_weight, y_pred)
-        scaled_inner = [optimizer.scale_loss(loss) for loss in tasks.task_losses(model, inner_y, inner_pred, inner_weight)]
+        scaled_inner = [
+            optimizer.scale_loss(loss) for loss in tasks.task_losses(model, inner_y, inner_pred, inner_weight)
+        ]
         regularization = regularization_loss(model)
         scaled_regularization = optimizer.scale_loss(regularization)
     global_losses = global_task_losses(model, losses)
@@ -51,23 +67,32 @@ def meta_weighted_step(model, x, y, sample_weight):
 
     learning_rate = optimizer.learning_rate
     weights, _ = method.weights(global_losses, values, training=True)
-    virtual_step = learning_rate * (tf.linalg.matvec(jacobian, weights, transpose_a=True) + global_jacobian([regularization_gradients], variables, loss_scale)[0])
+    virtual_step = learning_rate * (
+        tf.linalg.matvec(jacobian, weights, transpose_a=True)
+        + global_jacobian([regularization_gradients], variables, loss_scale)[0]
+    )
     outer_weights = tf.constant(method.outer_weights())
 
     def outer_gradient(moved):
         with tf.GradientTape() as outer_tape:
             outer_tape.watch(moved)
-            outer_loss = tf.tensordot(outer_weights, task_loss_vector(model, outer_y, model(outer_x, training=True), outer_weight), 1)
+            outer_loss = tf.tensordot(
+                outer_weights, task_loss_vector(model, outer_y, model(outer_x, training=True), outer_weight), 1
+            )
             scaled = optimizer.scale_loss(outer_loss)
         return outer_loss, outer_tape.gradient(scaled, moved)
 
-    outer_loss, outer_gradients = perturbed(model, before_step, variables, split_like(-virtual_step, variables), outer_gradient)
+    outer_loss, outer_gradients = perturbed(
+        model, before_step, variables, split_like(-virtual_step, variables), outer_gradient
+    )
     outer_loss = sum_over_replicas(outer_loss)
     outer_direction = global_jacobian([outer_gradients], variables, loss_scale)[0]
     checks += outer_checks(method, outer_loss, outer_direction)
     new_state = method.meta_update(values, tf.linalg.matvec(jacobian, outer_direction), learning_rate)
     new_weights, _ = method.weights(global_losses, {**values, **new_state}, training=True)
-    checks += state_checks(method, new_state) + weight_checks(method, new_weights, global_losses, model.task_names, weighted_losses=True)
+    checks += state_checks(method, new_state) + weight_checks(
+        method, new_weights, global_losses, model.task_names, weighted_losses=True
+    )
 
     updates = tape.gradient(scaled_losses, variables, output_gradients=tf.stop_gradient(new_weights))
     checks += variable_gradient_checks(updates, variables)
@@ -92,7 +117,9 @@ def sample_weighted_step(model, x, y, sample_weight):
         losses = tasks.task_losses(model, y, y_pred, sample_weight)
         per_sample = tasks.training_part_sample_losses(model, y, sample_weight, y_pred, method.parts)
         holdout_pred, holdout_y, holdout_weight = tasks.batch_parts(y_pred, y, sample_weight, method.parts)[-1]
-        scaled_holdout = optimizer.scale_loss(tf.tensordot(outer_weights, task_loss_vector(model, holdout_y, holdout_pred, holdout_weight), 1))
+        scaled_holdout = optimizer.scale_loss(
+            tf.tensordot(outer_weights, task_loss_vector(model, holdout_y, holdout_pred, holdout_weight), 1)
+        )
         regularization = regularization_loss(model)
         scaled_regularization = optimizer.scale_loss(regularization)
     global_losses = global_task_losses(model, tf.stack(losses))

@@ -79,7 +79,13 @@ class StepGuard:
         before = [(v, tf.identity(v)) for v in list(optimizer.variables) + list(variables)]
         optimizer.apply(updates, variables)
         new_values = lambda variables: [tf.convert_to_tensor(v) for v in variables]
-        checks = result_checks(self.model.multi_task_method, optimizer.variables, new_values(optimizer.variables), variables, new_values(variables))
+        checks = result_checks(
+            self.model.multi_task_method,
+            optimizer.variables,
+            new_values(optimizer.variables),
+            variables,
+            new_values(variables),
+        )
         return asserted(self.model, checks, put_back=before)
 
     def commit(self, new_state, applied):
@@ -90,7 +96,12 @@ class StepGuard:
         """
         pairs = self.model.multi_task_state.updated(new_state)
         with tf.control_dependencies([applied]):
-            return tf.group([variable.assign(tf.where(applied, tf.cast(value, variable.dtype), variable)) for variable, value in pairs])
+            return tf.group(
+                [
+                    variable.assign(tf.where(applied, tf.cast(value, variable.dtype), variable))
+                    for variable, value in pairs
+                ]
+            )
 
 
 def asserted(model, checks, excused=None, put_back=()):
@@ -123,7 +134,9 @@ def _verbatim(check):
     asserted = tf.debugging.check_numerics(value, fault_message(check.message))
     if check.lower_bound is not None:
         with tf.control_dependencies([asserted]):
-            asserted = tf.debugging.assert_greater_equal(value, tf.cast(check.lower_bound, value.dtype), message=fault_message(check.message))
+            asserted = tf.debugging.assert_greater_equal(
+                value, tf.cast(check.lower_bound, value.dtype), message=fault_message(check.message)
+            )
     return asserted
 
 
@@ -140,7 +153,9 @@ def remember_forward_state(model):
 
 def _rewound(model, ok, put_back=()):
     """Where not `ok`, assigns the forward-state variables (and `put_back`'s) their values from before."""
-    forward = [variable.assign(tf.where(ok, variable, start)) for variable, start in _FORWARD_STATE_AT_START.get(model, [])]
+    forward = [
+        variable.assign(tf.where(ok, variable, start)) for variable, start in _FORWARD_STATE_AT_START.get(model, [])
+    ]
     if not put_back:
         return tf.group(forward)
     # Only when it failed: every parameter and optimizer variable (outside any strategy, see `StepGuard.apply`).
@@ -161,5 +176,7 @@ def _on_every_replica(flag):
 
 def _times(gradient, marker):
     if isinstance(gradient, tf.IndexedSlices):
-        return tf.IndexedSlices(gradient.values * tf.cast(marker, gradient.values.dtype), gradient.indices, gradient.dense_shape)
+        return tf.IndexedSlices(
+            gradient.values * tf.cast(marker, gradient.values.dtype), gradient.indices, gradient.dense_shape
+        )
     return gradient * tf.cast(marker, gradient.dtype)

@@ -34,12 +34,24 @@ from keras_mtl.gradients.base import TaskGradients
 from keras_mtl.training import sharing, tasks
 from keras_mtl.training.backends.tensorflow.faults import StepGuard
 from keras_mtl.training.backends.tensorflow.jacobians import flat, per_task_gradients, shared_jacobian
-from keras_mtl.training.backends.tensorflow.losses import global_task_losses, regularization_loss, shared_variable_indices, task_loss_vector, total_for_logs
+from keras_mtl.training.backends.tensorflow.losses import (
+    global_task_losses,
+    regularization_loss,
+    shared_variable_indices,
+    task_loss_vector,
+    total_for_logs,
+)
 from keras_mtl.training.backends.tensorflow.parts import part_jacobians
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas, sum_over_replicas
 from keras_mtl.training.backends.tensorflow.weighted import apply_step
-from keras_mtl.training.steps.faults import gramian_check, method_checks, task_gradient_checks, update_checks, variable_gradient_checks
+from keras_mtl.training.steps.faults import (
+    gramian_check,
+    method_checks,
+    task_gradient_checks,
+    update_checks,
+    variable_gradient_checks,
+)
 
 
 def gradient_train_step(model, x, y, sample_weight):
@@ -59,13 +71,19 @@ def gradient_train_step(model, x, y, sample_weight):
         updates = [None] * len(variables)
         place(updates, indices_of(variables, head_variables), own_gradients([task[1:] for task in per_task]))
         jacobian = tf.stack([flat(task[0]) for task in per_task]) / loss_scale
-        checks = task_gradient_checks(jacobian, model.task_names, "the shared representation") + variable_gradient_checks(updates, variables)
+        checks = task_gradient_checks(
+            jacobian, model.task_names, "the shared representation"
+        ) + variable_gradient_checks(updates, variables)
         # Rows hold this replica's samples only: the Gramian sums over
         # samples, so the global one is the sum of the replicas'.
         gramian = sum_over_replicas(tf.matmul(jacobian, jacobian, transpose_b=True))
         checks.append(gramian_check(gramian, "the shared representation"))
         task_gradients = TaskGradients(
-            jacobian=jacobian, losses=global_losses, gramian=gramian, last_layer_gramian=gramian, learning_rate=optimizer.learning_rate
+            jacobian=jacobian,
+            losses=global_losses,
+            gramian=gramian,
+            last_layer_gramian=gramian,
+            learning_rate=optimizer.learning_rate,
         )
         direction, weights, new_state = method.combine(task_gradients, values, training=True)
         checks += method_checks(method, new_state, weights, direction, model.task_names, global_losses)
@@ -80,12 +98,22 @@ def gradient_train_step(model, x, y, sample_weight):
         shared = shared_indices(model, per_task)
         updates = own_gradients(per_task, skip=shared)
         jacobian = shared_jacobian(per_task, variables, shared, loss_scale)
-        checks = task_gradient_checks(jacobian, model.task_names, "the shared parameters") + variable_gradient_checks(updates, variables)
-        losses_after = _losses_after(model, x, y, sample_weight, [variables[i] for i in shared], before_step) if method.needs_losses_after else None
-        task_gradients = make_task_gradients(jacobian, global_losses, [variables[i] for i in shared], losses_after, optimizer.learning_rate)
+        checks = task_gradient_checks(jacobian, model.task_names, "the shared parameters") + variable_gradient_checks(
+            updates, variables
+        )
+        losses_after = (
+            _losses_after(model, x, y, sample_weight, [variables[i] for i in shared], before_step)
+            if method.needs_losses_after
+            else None
+        )
+        task_gradients = make_task_gradients(
+            jacobian, global_losses, [variables[i] for i in shared], losses_after, optimizer.learning_rate
+        )
         checks.append(gramian_check(task_gradients.gramian, "the shared parameters"))
         if method.batch_parts > 1:
-            task_gradients.part_jacobians = part_jacobians(model, x, y, sample_weight, [variables[i] for i in shared], checks)
+            task_gradients.part_jacobians = part_jacobians(
+                model, x, y, sample_weight, [variables[i] for i in shared], checks
+            )
         direction, weights, new_state = method.combine(task_gradients, values, training=True)
         checks += method_checks(method, new_state, weights, direction, model.task_names, global_losses)
         # Every replica holds the global direction; `apply` sums the replicas'.
@@ -95,12 +123,27 @@ def gradient_train_step(model, x, y, sample_weight):
     regularization_gradients = tape.gradient(clean.scaled_regularization, variables)
     checks += variable_gradient_checks(regularization_gradients, variables, "the regularisation gradient")
     add_gradients(updates, regularization_gradients)
-    place_state_gradients(updates, variables, model, method.state_gradients(task_gradients, weights, values), loss_scale)
+    place_state_gradients(
+        updates, variables, model, method.state_gradients(task_gradients, weights, values), loss_scale
+    )
     applied = guard.verdict(checks + update_checks(updates, variables))
     # The weights wait for every read of the model (look-ahead passes read the
     # heads, whose updates do not depend on the weights); TensorFlow's
     # automatic ordering did not keep those reads before the heads' update.
-    apply_step(model, method, guard, updates, variables, new_state, applied, x, y, sample_weight, global_losses, wait_for=[weights])
+    apply_step(
+        model,
+        method,
+        guard,
+        updates,
+        variables,
+        new_state,
+        applied,
+        x,
+        y,
+        sample_weight,
+        global_losses,
+        wait_for=[weights],
+    )
     return clean.y_pred, global_losses, weights, logged_total, applied
 
 
@@ -190,7 +233,13 @@ def make_task_gradients(jacobian, losses, shared_variables, losses_after=None, l
 def _losses_after(model, x, y, sample_weight, shared_variables, before_step):
     def losses_after(direction):
         deltas = split_like(-direction, shared_variables)
-        losses = perturbed(model, before_step, shared_variables, deltas, lambda _: task_loss_vector(model, y, model(x, training=True), sample_weight))
+        losses = perturbed(
+            model,
+            before_step,
+            shared_variables,
+            deltas,
+            lambda _: task_loss_vector(model, y, model(x, training=True), sample_weight),
+        )
         return tf.stop_gradient(sum_over_replicas(losses))
 
     return losses_after

@@ -21,13 +21,20 @@ def per_task_gradients(model, tape, scaled_losses, sources):
     tf_sources = [source.value if isinstance(source, keras.Variable) else source for source in sources]
     with tape:  # the stack must be on the tape, which recorded the losses
         stacked = tf.stack(scaled_losses)
-    jacobians = tape.jacobian(stacked, tf_sources, unconnected_gradients=tf.UnconnectedGradients.ZERO, experimental_use_pfor=True)
-    return [[jacobian[k] if reached[k][i] else None for i, jacobian in enumerate(jacobians)] for k in range(len(scaled_losses))]
+    jacobians = tape.jacobian(
+        stacked, tf_sources, unconnected_gradients=tf.UnconnectedGradients.ZERO, experimental_use_pfor=True
+    )
+    return [
+        [jacobian[k] if reached[k][i] else None for i, jacobian in enumerate(jacobians)]
+        for k in range(len(scaled_losses))
+    ]
 
 
 def global_jacobian(per_task, variables, loss_scale):
     """The global, unscaled (K, P) Jacobian: each task's gradients (one per variable, None where it does not reach) flattened, summed over replicas."""
-    jacobian = tf.stack([tf.concat([flat(g, v) for g, v in zip(gradients, variables)], axis=0) for gradients in per_task])
+    jacobian = tf.stack(
+        [tf.concat([flat(g, v) for g, v in zip(gradients, variables)], axis=0) for gradients in per_task]
+    )
     return sum_over_replicas(jacobian) / loss_scale
 
 

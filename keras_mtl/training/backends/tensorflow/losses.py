@@ -36,7 +36,9 @@ def shared_variable_indices(model, per_task_gradients):
         for name in model.shared_layers:
             for variable in model.get_layer(name).trainable_variables:
                 i = index[id(variable)]
-                reaching = [task for task, gradients in zip(model.task_names, per_task_gradients) if gradients[i] is not None]
+                reaching = [
+                    task for task, gradients in zip(model.task_names, per_task_gradients) if gradients[i] is not None
+                ]
                 if len(reaching) == 1:
                     raise ValueError(
                         f"shared_layers names {name!r}, but only task {reaching[0]!r} reaches its variable {variable.path!r}: "
@@ -73,4 +75,8 @@ def total_for_logs(model, global_losses, weights, regularization, method_regular
     regularization = regularization * num_replicas()
     if model.multi_task_method.weighting() is None:
         return tf.reduce_sum(global_losses) + regularization
-    return tf.tensordot(tf.stop_gradient(weights), global_losses, 1) + tf.stop_gradient(method_regularization) + regularization
+    return (
+        tf.tensordot(tf.stop_gradient(weights), global_losses, 1)
+        + tf.stop_gradient(method_regularization)
+        + regularization
+    )

@@ -37,7 +37,11 @@ def part_jacobians(model, x, y, sample_weight, shared_variables, checks):
     jacobians = []
     with tf.control_dependencies(_batch_size_assertions(method, leaf)):
         for i, part in enumerate(tasks.batch_parts(x, y, sample_weight, parts)):
-            jacobians.append(perturbed(model, after_clean_pass, [], [], lambda _, part=part: _jacobian(model, *part, shared_variables)))
+            jacobians.append(
+                perturbed(
+                    model, after_clean_pass, [], [], lambda _, part=part: _jacobian(model, *part, shared_variables)
+                )
+            )
             where = f"the shared parameters on part {i + 1} of {parts} of the batch"
             checks += task_gradient_checks(jacobians[-1], model.task_names, where)
             checks.append(gramian_check(tf.matmul(jacobians[-1], jacobians[-1], transpose_b=True), where))
@@ -47,7 +51,10 @@ def part_jacobians(model, x, y, sample_weight, shared_variables, checks):
 def _jacobian(model, x, y, sample_weight, shared_variables):
     """The global, unscaled (K, P) Jacobian of the shared variables on one part (this replica's share of it, summed over replicas)."""
     with tf.GradientTape(persistent=True) as tape:
-        losses = [model.optimizer.scale_loss(loss) for loss in tasks.task_losses(model, y, model(x, training=True), sample_weight)]
+        losses = [
+            model.optimizer.scale_loss(loss)
+            for loss in tasks.task_losses(model, y, model(x, training=True), sample_weight)
+        ]
     per_task = per_task_gradients(model, tape, losses, shared_variables)
     return global_jacobian(per_task, shared_variables, model.optimizer.scale_loss(tf.constant(1.0)))
 
@@ -64,4 +71,8 @@ def _batch_size_assertions(method, leaf):
             raise ValueError(tasks.too_small_batch_message(method, leaf.shape[0]))
         return []
     size = tf.shape(leaf)[0]
-    return [tf.debugging.Assert(size >= parts, [tasks.too_small_batch_message(method, "fewer"), "Samples in the batch:", size])]
+    return [
+        tf.debugging.Assert(
+            size >= parts, [tasks.too_small_batch_message(method, "fewer"), "Samples in the batch:", size]
+        )
+    ]

@@ -19,7 +19,13 @@ import tensorflow as tf
 
 from keras_mtl.training import tasks
 from keras_mtl.training.backends.tensorflow.faults import StepGuard
-from keras_mtl.training.backends.tensorflow.gradients import add_gradients, clean_pass, make_task_gradients, own_gradients, shared_indices
+from keras_mtl.training.backends.tensorflow.gradients import (
+    add_gradients,
+    clean_pass,
+    make_task_gradients,
+    own_gradients,
+    shared_indices,
+)
 from keras_mtl.training.backends.tensorflow.jacobians import per_task_gradients, shared_jacobian
 from keras_mtl.training.backends.tensorflow.losses import total_for_logs
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas
@@ -36,12 +42,16 @@ def gradient_penalty_step(model, x, y, sample_weight):
         per_task = per_task_gradients(model, clean.tape, clean.scaled_losses, variables)
         shared = shared_indices(model, per_task)
         jacobian = shared_jacobian(per_task, variables, shared, loss_scale)
-        gradients = make_task_gradients(jacobian, clean.global_losses, [variables[i] for i in shared], learning_rate=optimizer.learning_rate)
+        gradients = make_task_gradients(
+            jacobian, clean.global_losses, [variables[i] for i in shared], learning_rate=optimizer.learning_rate
+        )
         penalty = method.penalty(gradients)
         scaled_penalty = optimizer.scale_loss(penalty) / num_replicas()
     penalty_gradients = outer.gradient(scaled_penalty, variables)
     updates = own_gradients(per_task)
-    checks = task_gradient_checks(jacobian, model.task_names, "the shared parameters") + variable_gradient_checks(updates, variables)
+    checks = task_gradient_checks(jacobian, model.task_names, "the shared parameters") + variable_gradient_checks(
+        updates, variables
+    )
     checks.append(gramian_check(gradients.gramian, "the shared parameters"))
     checks += variable_gradient_checks(penalty_gradients, variables, f"{method.display_name}'s penalty gradient")
     add_gradients(updates, penalty_gradients)

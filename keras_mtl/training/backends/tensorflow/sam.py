@@ -8,6 +8,7 @@ an error otherwise), before the update.
 
 import tensorflow as tf
 
+from keras_mtl.training import tasks
 from keras_mtl.training.backends.tensorflow.faults import StepGuard
 from keras_mtl.training.backends.tensorflow.gradients import (
     add_gradients,
@@ -18,13 +19,19 @@ from keras_mtl.training.backends.tensorflow.gradients import (
     shared_indices,
     split_like,
 )
-from keras_mtl.training import tasks
 from keras_mtl.training.backends.tensorflow.jacobians import flat, per_task_gradients, shared_jacobian
 from keras_mtl.training.backends.tensorflow.losses import regularization_loss, task_loss_vector, total_for_logs
 from keras_mtl.training.backends.tensorflow.perturb import perturbed, snapshot
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas, sum_over_replicas
 from keras_mtl.training.backends.tensorflow.weighted import apply_step, weighted_gradients
-from keras_mtl.training.steps.faults import gramian_check, method_checks, perturbed_gradient_checks, task_gradient_checks, update_checks, variable_gradient_checks
+from keras_mtl.training.steps.faults import (
+    gramian_check,
+    method_checks,
+    perturbed_gradient_checks,
+    task_gradient_checks,
+    update_checks,
+    variable_gradient_checks,
+)
 
 
 def sam_train_step(model, x, y, sample_weight):
@@ -35,7 +42,9 @@ def sam_train_step(model, x, y, sample_weight):
     guard = StepGuard(model)
     before_step = snapshot(model)
     step = _per_task_step if sam.is_gradient_method else _total_loss_step
-    y_pred, global_losses, weights, logged_total, updates, variables, new_state, checks = step(model, sam, x, y, sample_weight, before_step)
+    y_pred, global_losses, weights, logged_total, updates, variables, new_state, checks = step(
+        model, sam, x, y, sample_weight, before_step
+    )
     applied = guard.verdict(checks)
     # No state update and no step before the checks pass, nor before every
     # perturbed pass has read the parameters that the step updates.
@@ -49,7 +58,9 @@ def _total_loss_step(model, sam, x, y, sample_weight, before_step):
     Returns (y_pred, global losses, weights, logged total, updates, variables, checks).
     """
     method, state, optimizer = sam.method, model.multi_task_state, model.optimizer
-    y_pred, global_losses, weights, logged_total, variables, updates, new_state, checks = weighted_gradients(model, method, x, y, sample_weight)
+    y_pred, global_losses, weights, logged_total, variables, updates, new_state, checks = weighted_gradients(
+        model, method, x, y, sample_weight
+    )
     loss_scale = optimizer.scale_loss(tf.constant(1.0))
     # The model's parameters are perturbed; the weighting's own variables
     # keep their clean gradient.
@@ -98,7 +109,9 @@ def _per_task_step(model, sam, x, y, sample_weight, before_step):
         head_variables = [variables[i] for i in head]
         checks += variable_gradient_checks([per_task[k][i] for i in head], head_variables)
         # Shared part and head normalised separately, from global gradients.
-        deltas, delta_checks = sam.perturbation(split_like(jacobian[k], shared_variables), shared_variables, shared_variables)
+        deltas, delta_checks = sam.perturbation(
+            split_like(jacobian[k], shared_variables), shared_variables, shared_variables
+        )
         if head:
             head_gradients = [sum_over_replicas(per_task[k][i]) / loss_scale for i in head]
             head_deltas, head_checks = sam.perturbation(head_gradients, head_variables, head_variables)
@@ -111,7 +124,9 @@ def _per_task_step(model, sam, x, y, sample_weight, before_step):
                 scaled = optimizer.scale_loss(tasks.task_losses(model, y, model(x, training=True), sample_weight)[k])
             return inner_tape.gradient(scaled, values)
 
-        gradients = perturbed(model, before_step, shared_variables + head_variables, deltas, task_gradients_at_perturbation)
+        gradients = perturbed(
+            model, before_step, shared_variables + head_variables, deltas, task_gradients_at_perturbation
+        )
         checks += perturbed_gradient_checks(gradients, shared_variables + head_variables)
         sam_rows.append(tf.concat([flat(g, v) for g, v in zip(gradients[: len(shared)], shared_variables)], axis=0))
         place(updates, head, gradients[len(shared) :])
@@ -119,14 +134,31 @@ def _per_task_step(model, sam, x, y, sample_weight, before_step):
     checks += variable_gradient_checks(regularization_gradients, variables, "the regularisation gradient")
 
     with tf.control_dependencies([global_losses, sam_jacobian]):
-        clean_gradients = make_task_gradients(jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
+        clean_gradients = make_task_gradients(
+            jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate
+        )
         checks.append(gramian_check(clean_gradients.gramian, "the shared parameters"))
-        task_gradients = lambda jacobian: make_task_gradients(jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate)
-        direction, weights, new_state, gramian_checks = sam.combine_perturbed(clean_gradients, sam_jacobian, task_gradients, values)
+        task_gradients = lambda jacobian: make_task_gradients(
+            jacobian, global_losses, shared_variables, learning_rate=optimizer.learning_rate
+        )
+        direction, weights, new_state, gramian_checks = sam.combine_perturbed(
+            clean_gradients, sam_jacobian, task_gradients, values
+        )
         checks += gramian_checks
         checks += method_checks(method, new_state, weights, direction, model.task_names, global_losses)
         place(updates, shared, split_like(direction * loss_scale / num_replicas(), shared_variables))
         add_gradients(updates, regularization_gradients)
         logged_total = total_for_logs(model, global_losses, weights, clean.regularization)
-        place_state_gradients(updates, variables, model, method.state_gradients(clean_gradients, weights, values), loss_scale)
-    return y_pred, global_losses, weights, logged_total, updates, variables, new_state, checks + update_checks(updates, variables)
+        place_state_gradients(
+            updates, variables, model, method.state_gradients(clean_gradients, weights, values), loss_scale
+        )
+    return (
+        y_pred,
+        global_losses,
+        weights,
+        logged_total,
+        updates,
+        variables,
+        new_state,
+        checks + update_checks(updates, variables),
+    )

@@ -26,5 +26,7 @@ def output_dependencies(model):
         return tf.constant(0.0)
 
     specs = keras.tree.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), model.input)
-    tf.function(lambda inputs: model.distribute_strategy.run(replica_trace, args=(inputs,)), autograph=False).get_concrete_function(specs)
+    tf.function(
+        lambda inputs: model.distribute_strategy.run(replica_trace, args=(inputs,)), autograph=False
+    ).get_concrete_function(specs)
     return [reached[k] for k in range(len(reached))]

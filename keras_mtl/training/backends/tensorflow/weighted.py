@@ -9,9 +9,20 @@ under a loss scale, an error otherwise): see `keras_mtl.training.backends.tensor
 import tensorflow as tf
 
 from keras_mtl.training.backends.tensorflow.faults import StepGuard
-from keras_mtl.training.backends.tensorflow.losses import global_task_losses, regularization_loss, task_loss_vector, total_for_logs
+from keras_mtl.training.backends.tensorflow.losses import (
+    global_task_losses,
+    regularization_loss,
+    task_loss_vector,
+    total_for_logs,
+)
 from keras_mtl.training.backends.tensorflow.replicas import num_replicas
-from keras_mtl.training.steps.faults import learned_state_checks, state_checks, total_check, variable_gradient_checks, weight_checks
+from keras_mtl.training.steps.faults import (
+    learned_state_checks,
+    state_checks,
+    total_check,
+    variable_gradient_checks,
+    weight_checks,
+)
 
 
 def weighted_gradients(model, method, x, y, sample_weight):
@@ -51,7 +62,9 @@ def update_after_step(model, method, guard, x, y, sample_weight, global_losses, 
     """The method's `after_update`, from the state the step left (and the losses after it, if it asks)."""
     losses_after = None
     if method.needs_losses_after_update:
-        losses_after = global_task_losses(model, task_loss_vector(model, y, model(x, training=True), sample_weight), when="after the step")
+        losses_after = global_task_losses(
+            model, task_loss_vector(model, y, model(x, training=True), sample_weight), when="after the step"
+        )
     with tf.control_dependencies([applied]):
         new_state = method.after_update(model.multi_task_state.values(), global_losses, losses_after)
     return guard.commit(new_state, applied)
@@ -61,13 +74,17 @@ def weighted_loss_step(model, x, y, sample_weight):
     """One training step of a loss weighting; returns (y_pred, global losses, weights, logged total, applied)."""
     method = model.multi_task_method
     guard = StepGuard(model)
-    y_pred, global_losses, weights, logged_total, variables, gradients, new_state, checks = weighted_gradients(model, method, x, y, sample_weight)
+    y_pred, global_losses, weights, logged_total, variables, gradients, new_state, checks = weighted_gradients(
+        model, method, x, y, sample_weight
+    )
     applied = guard.verdict(checks)
     apply_step(model, method, guard, gradients, variables, new_state, applied, x, y, sample_weight, global_losses)
     return y_pred, global_losses, weights, logged_total, applied
 
 
-def apply_step(model, method, guard, updates, variables, new_state, applied, x, y, sample_weight, global_losses, wait_for=()):
+def apply_step(
+    model, method, guard, updates, variables, new_state, applied, x, y, sample_weight, global_losses, wait_for=()
+):
     """Applies the updates and commits the method's state if the step `applied`, then runs the method's `after_update`.
 
     Graph mode runs independent ops in any order: the step (the optimizer's

@@ -70,11 +70,20 @@ def train_step(model, data):
         new_trainable, new_non_trainable = values.with_state(result.new_state, new_trainable, result.non_trainable)
         # The checks of what the step would leave: the method's `after_update`, the new parameters and optimizer state.
         after = Checks(result.checks.loss_scaled)
-        new_trainable, new_non_trainable = _after_update(model, method, values, new_trainable, new_non_trainable, x, y, sample_weight, result, after)
-        after.extend(result_checks(method, model.optimizer.variables, new_optimizer, model.trainable_variables, new_trainable))
+        new_trainable, new_non_trainable = _after_update(
+            model, method, values, new_trainable, new_non_trainable, x, y, sample_weight, result, after
+        )
+        after.extend(
+            result_checks(method, model.optimizer.variables, new_optimizer, model.trainable_variables, new_trainable)
+        )
         _raise(after, after.verdict()[1])
     logs, metrics_values = _logs(model, metrics_values, x, y, result, not overflowed, sample_weight)
-    for variables, new in ((model.trainable_variables, new_trainable), (model.non_trainable_variables, new_non_trainable), (model.optimizer.variables, new_optimizer), (model.metrics_variables, metrics_values)):
+    for variables, new in (
+        (model.trainable_variables, new_trainable),
+        (model.non_trainable_variables, new_non_trainable),
+        (model.optimizer.variables, new_optimizer),
+        (model.metrics_variables, metrics_values),
+    ):
         for variable, value in zip(variables, new):
             variable.assign(value)
     return logs
@@ -106,7 +115,9 @@ def _after_update(model, method, values, trainable, non_trainable, x, y, sample_
     return values.with_state(new_state, trainable, non_trainable)
 
 
-def updated_metrics(model, metrics_values, x, y, y_pred, sample_weight, total, losses, weights, skipped=0.0, penalty=None):
+def updated_metrics(
+    model, metrics_values, x, y, y_pred, sample_weight, total, losses, weights, skipped=0.0, penalty=None
+):
     """The trackers and compiled metrics, updated statelessly: (logs, new metrics values)."""
     with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_values))) as scope:
         tasks.update_trackers(model, x, total, losses, weights, skipped)
@@ -119,7 +130,19 @@ def updated_metrics(model, metrics_values, x, y, y_pred, sample_weight, total, l
 
 def _logs(model, metrics_values, x, y, result, applied, sample_weight):
     skipped = 1.0 - ops.cast(applied, "float32")
-    logs, new_values = updated_metrics(model, metrics_values, x, y, result.y_pred, sample_weight, result.total, result.losses, result.weights, skipped, result.penalty)
+    logs, new_values = updated_metrics(
+        model,
+        metrics_values,
+        x,
+        y,
+        result.y_pred,
+        sample_weight,
+        result.total,
+        result.losses,
+        result.weights,
+        skipped,
+        result.penalty,
+    )
     if not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
         logs.pop(model.multi_task_state.skipped_steps_tracker.name)
     return logs, new_values

@@ -32,7 +32,9 @@ def _leaves(values, nested):
 def _cut(structure, nested):
     if nested:
         return structure
-    return keras.tree.map_structure(lambda value: value.detach() if isinstance(value, torch.Tensor) else value, structure)
+    return keras.tree.map_structure(
+        lambda value: value.detach() if isinstance(value, torch.Tensor) else value, structure
+    )
 
 
 def _gradients(outputs, leaves, cotangents, nested, retain=True):
@@ -41,7 +43,12 @@ def _gradients(outputs, leaves, cotangents, nested, retain=True):
     flat_leaves = keras.tree.flatten(leaves)
     if pairs:
         found = torch.autograd.grad(
-            [o for o, _ in pairs], flat_leaves, [c.to(o.dtype) for o, c in pairs], retain_graph=retain or nested, create_graph=nested, allow_unused=True
+            [o for o, _ in pairs],
+            flat_leaves,
+            [c.to(o.dtype) for o, c in pairs],
+            retain_graph=retain or nested,
+            create_graph=nested,
+            allow_unused=True,
         )
     else:
         found = [None] * len(flat_leaves)
@@ -93,8 +100,13 @@ def batched_vjp(pull, cotangents):
     if pairs:
         with torch.enable_grad():
             found = torch.autograd.grad(
-                [o for o, _ in pairs], flat_leaves, [c.to(o.dtype) for o, c in pairs],
-                retain_graph=True, create_graph=nested, allow_unused=True, is_grads_batched=True,
+                [o for o, _ in pairs],
+                flat_leaves,
+                [c.to(o.dtype) for o, c in pairs],
+                retain_graph=True,
+                create_graph=nested,
+                allow_unused=True,
+                is_grads_batched=True,
             )
     gradients = [leaf.new_zeros((count, *leaf.shape)) if g is None else g for g, leaf in zip(found, flat_leaves)]
     return tuple(keras.tree.pack_sequence_as(leaves, gradients))
@@ -109,7 +121,10 @@ def jvp(function, primals, tangents):
     """
     with torch.enable_grad():
         output, product = torch.autograd.functional.jvp(
-            lambda *values: function(list(values)), tuple(p.detach() for p in primals), tuple(t.detach().to(p.dtype) for p, t in zip(primals, tangents)), create_graph=False
+            lambda *values: function(list(values)),
+            tuple(p.detach() for p in primals),
+            tuple(t.detach().to(p.dtype) for p, t in zip(primals, tangents)),
+            create_graph=False,
         )
     return output.detach(), product.detach()
 

@@ -23,7 +23,11 @@ class Checks:
         """Adds a `faults.Check`: its floating-point values are finite, and at least its `lower_bound`."""
         leaves = [ops.convert_to_tensor(leaf).detach() for leaf in keras.tree.flatten(check.value)]
         leaves = [leaf for leaf in leaves if leaf.is_floating_point()]
-        ok = torch.stack([torch.isfinite(leaf).all() for leaf in leaves]).all() if leaves else ops.convert_to_tensor(True)
+        ok = (
+            torch.stack([torch.isfinite(leaf).all() for leaf in leaves]).all()
+            if leaves
+            else ops.convert_to_tensor(True)
+        )
         if check.lower_bound is not None:
             ok = ok & (ops.convert_to_tensor(check.value).detach() >= check.lower_bound).all()
         self.items.append((ok, check.message, check.overflow))
@@ -34,7 +38,9 @@ class Checks:
 
     def verdict(self):
         """(overflowed, fault index), Python values: an overflow only under a loss scale; the first fault after no overflow, else -1."""
-        flags = torch.stack([ok.reshape(()) for ok, _, _ in self.items]).tolist() if self.items else []  # one device sync
+        flags = (
+            torch.stack([ok.reshape(()) for ok, _, _ in self.items]).tolist() if self.items else []
+        )  # one device sync
         upstream_finite = True
         for i, (ok, (_, _, overflow)) in enumerate(zip(flags, self.items)):
             if overflow and self.loss_scaled:

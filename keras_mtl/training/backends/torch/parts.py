@@ -13,11 +13,11 @@ The parts' passes keep nothing: they start from the non-trainable values
 their updates of them are dropped.
 """
 
-from keras_mtl.training.backends.torch import autodiff
 import keras
 from keras import ops
 
 from keras_mtl.training import tasks
+from keras_mtl.training.backends.torch import autodiff
 from keras_mtl.training.backends.torch.values import flat, forward, output_vjps
 from keras_mtl.training.steps.faults import Check, gramian_check, task_gradient_checks
 

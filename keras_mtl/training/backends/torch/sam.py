@@ -1,12 +1,18 @@
 """The PyTorch step of `keras_mtl.SAM`: plain SAM/ASAM around a loss weighting, per-task SAM (F-MTL) around a gradient method."""
 
-from keras_mtl.training.backends.torch import autodiff
 import keras
 from keras import ops
 
 from keras_mtl.training import tasks
+from keras_mtl.training.backends.torch import autodiff
 from keras_mtl.training.backends.torch.checks import Checks
-from keras_mtl.training.backends.torch.steps import StepResult, clean_task_gradients, finish_updates, task_gradients_of, weighted_loss_step
+from keras_mtl.training.backends.torch.steps import (
+    StepResult,
+    clean_task_gradients,
+    finish_updates,
+    task_gradients_of,
+    weighted_loss_step,
+)
 from keras_mtl.training.backends.torch.values import Values, flat, forward, split_like
 from keras_mtl.training.steps.faults import gramian_check, method_checks, variable_gradient_checks
 
@@ -38,16 +44,22 @@ def _total_loss_sharpness_step(model, sam, values, x, y, sample_weight, scale):
     learned = {id(v) for v in model.multi_task_state.trainable_variables}
     indices = [i for i, v in enumerate(model.trainable_variables) if id(v) not in learned]
     variables = [model.trainable_variables[i] for i in indices]
-    deltas, checks = sam.perturbation([result.gradients[i] / scale for i in indices], [values.trainable[i] for i in indices], variables)
+    deltas, checks = sam.perturbation(
+        [result.gradients[i] / scale for i in indices], [values.trainable[i] for i in indices], variables
+    )
     result.checks.extend(checks)
     weights = ops.stop_gradient(result.weights)
 
     def scaled_total(perturbed):
         y_pred, _, regularization = forward(model, model, replaced(values, indices, perturbed), values.non_trainable, x)
-        return (ops.sum(weights * ops.stack(tasks.task_losses(model, y, y_pred, sample_weight))) + regularization) * scale
+        return (
+            ops.sum(weights * ops.stack(tasks.task_losses(model, y, y_pred, sample_weight))) + regularization
+        ) * scale
 
     sam_gradients = autodiff.grad(scaled_total, perturbed_values(values, indices, deltas))
-    result.checks.extend(variable_gradient_checks(sam_gradients, variables, "SAM's gradient at the perturbed parameters"))
+    result.checks.extend(
+        variable_gradient_checks(sam_gradients, variables, "SAM's gradient at the perturbed parameters")
+    )
     result.gradients = replaced(Values(model, result.gradients, values.non_trainable), indices, sam_gradients)
     return result
 
@@ -65,9 +77,15 @@ def _per_task_sharpness_step(model, sam, values, x, y, sample_weight, scale):
         head = [i for i in sorted(clean.dependencies[k]) if i not in shared]
         checks.extend(variable_gradient_checks([clean.per_task[k][i] for i in head], [variables[i] for i in head]))
         # Shared part and head normalised separately.
-        deltas, delta_checks = sam.perturbation(split_like(clean.jacobian[k], shared_variables), [values.trainable[i] for i in shared], shared_variables)
+        deltas, delta_checks = sam.perturbation(
+            split_like(clean.jacobian[k], shared_variables), [values.trainable[i] for i in shared], shared_variables
+        )
         if head:
-            head_deltas, head_checks = sam.perturbation([clean.per_task[k][i] / scale for i in head], [values.trainable[i] for i in head], [variables[i] for i in head])
+            head_deltas, head_checks = sam.perturbation(
+                [clean.per_task[k][i] / scale for i in head],
+                [values.trainable[i] for i in head],
+                [variables[i] for i in head],
+            )
             deltas, delta_checks = deltas + head_deltas, delta_checks + head_checks
         indices = shared + head
         checks.extend(delta_checks)
@@ -77,7 +95,11 @@ def _per_task_sharpness_step(model, sam, values, x, y, sample_weight, scale):
             return tasks.task_losses(model, y, y_pred, sample_weight)[k] * scale
 
         gradients = autodiff.grad(scaled_task_loss, perturbed_values(values, indices, deltas))
-        checks.extend(variable_gradient_checks(gradients, [variables[i] for i in indices], "SAM's gradient at the perturbed parameters"))
+        checks.extend(
+            variable_gradient_checks(
+                gradients, [variables[i] for i in indices], "SAM's gradient at the perturbed parameters"
+            )
+        )
         sam_rows.append(flat(gradients[: len(shared)]))
         for i, gradient in zip(head, gradients[len(shared) :]):
             updates[i] = gradient
@@ -85,11 +107,21 @@ def _per_task_sharpness_step(model, sam, values, x, y, sample_weight, scale):
     clean_gradients = task_gradients_of(model, values, clean, clean.jacobian)
     checks.add(gramian_check(clean_gradients.gramian, "the shared parameters"))
     state = values.method_state()
-    direction, weights, new_state, gramian_checks = sam.combine_perturbed(clean_gradients, sam_jacobian, lambda jacobian: task_gradients_of(model, values, clean, jacobian), state)
+    direction, weights, new_state, gramian_checks = sam.combine_perturbed(
+        clean_gradients, sam_jacobian, lambda jacobian: task_gradients_of(model, values, clean, jacobian), state
+    )
     checks.extend(gramian_checks)
     checks.extend(method_checks(method, new_state, weights, direction, model.task_names, clean.losses))
     for i, piece in zip(shared, split_like(direction * scale, shared_variables)):
         updates[i] = piece
-    updates = finish_updates(model, checks, updates, clean.regularization_gradients, method.state_gradients(clean_gradients, weights, state), values, scale)
+    updates = finish_updates(
+        model,
+        checks,
+        updates,
+        clean.regularization_gradients,
+        method.state_gradients(clean_gradients, weights, state),
+        values,
+        scale,
+    )
     total = ops.sum(clean.losses) + ops.stop_gradient(clean.regularization)
     return StepResult(clean.y_pred, clean.losses, weights, total, updates, clean.non_trainable, new_state, checks)

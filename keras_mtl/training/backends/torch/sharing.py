@@ -18,9 +18,13 @@ def output_dependencies(model):
     """
     variables = model.trainable_variables
     leaves = [variable.value.detach().requires_grad_(True) for variable in variables]
-    inputs = keras.tree.map_structure(lambda t: ops.zeros(tuple(1 if size is None else size for size in t.shape), t.dtype), model.input)
+    inputs = keras.tree.map_structure(
+        lambda t: ops.zeros(tuple(1 if size is None else size for size in t.shape), t.dtype), model.input
+    )
     with torch.enable_grad():
-        y_pred, _ = model.stateless_call(leaves, [variable.value for variable in model.non_trainable_variables], inputs, training=True)
+        y_pred, _ = model.stateless_call(
+            leaves, [variable.value for variable in model.non_trainable_variables], inputs, training=True
+        )
         outputs = tasks.per_task(y_pred, model.output_names, "the model's outputs", required=True)
         return [_reached(ops.sum(output), leaves) for output in outputs]
 
