@@ -206,6 +206,9 @@ def test_a_run_that_raises_is_in_the_table_with_its_error_and_is_not_cached(tmp_
     assert runner.execute(configs, tmp_path, trainer, progress=False)[1] == 1
 
 
+# A subprocess that imports a backend and trains: CI runs it in its `-m guarantee` step.
+@pytest.mark.slow
+@pytest.mark.guarantee
 def test_first_ctrl_c_stops_keeping_the_finished_runs_and_says_how_to_resume(tmp_path):
     argv = [
         "--dataset",
@@ -242,6 +245,9 @@ def test_first_ctrl_c_stops_keeping_the_finished_runs_and_says_how_to_resume(tmp
     assert "Traceback" not in err
 
 
+# A subprocess that imports a backend and trains: CI runs it in its `-m guarantee` step.
+@pytest.mark.slow
+@pytest.mark.guarantee
 def test_the_benchmark_runs_on_jax(tmp_path):
     script = f"import runpy; table = runpy.run_path({str(EXAMPLE)!r})['main'](num_examples=200, epochs=1, seeds=1, methods=['ew', 'pcgrad'], output={str(tmp_path)!r}); print(keras_backend(), table['delta_m'].notna().all())"
     script = "import keras\nkeras_backend = keras.backend.backend\n" + script

@@ -31,6 +31,9 @@ def _without_times(table):
     return table.drop(columns=["seconds_per_step", "time_vs_ew"])
 
 
+# A local Ray instance takes tens of seconds: CI runs it in its `-m guarantee` step, outside the default run.
+@pytest.mark.slow
+@pytest.mark.guarantee
 def test_runs_on_ray_give_the_table_of_runs_in_process(local_ray, tmp_path):
     options = {"methods": ["ew"], "seeds": 2, "epochs": 1, "batch_size": 16, "progress": False}
     here = compare_methods(compare.build_model, TINY, output=tmp_path / "here", **options)
@@ -72,6 +75,9 @@ def _config(label, seed):
     }
 
 
+# A local Ray instance takes tens of seconds: CI runs it in its `-m guarantee` step, outside the default run.
+@pytest.mark.slow
+@pytest.mark.guarantee
 def test_a_killed_worker_loses_nothing_and_a_failing_run_is_reported_once(local_ray, tmp_path):
     configs = [_config("ew", 0), _config("ew", 1), _config("broken", 0)]
     folder = tmp_path / "runs"
@@ -92,6 +98,9 @@ def test_a_killed_worker_loses_nothing_and_a_failing_run_is_reported_once(local_
     assert runner.execute(configs, folder, _FaultyTrainer(tmp_path), ray=runner.RayOptions(), progress=False)[1] == 1
 
 
+# A local Ray instance takes tens of seconds: CI runs it in its `-m guarantee` step, outside the default run.
+@pytest.mark.slow
+@pytest.mark.guarantee
 def test_the_users_code_from_the_current_folder_reaches_the_workers(local_ray, tmp_path, monkeypatch):
     # A module the workers cannot import (it lives in a temporary folder, the driver's current one): sent by value.
     (tmp_path / "ray_user_code.py").write_text(

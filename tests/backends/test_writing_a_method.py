@@ -1,4 +1,4 @@
-"""The README's "Writing a method" example runs as written, on either backend, and does what it says."""
+"""The "Writing a method" guide's example runs as written, on either backend, and does what it says."""
 
 import re
 import sys
@@ -12,19 +12,19 @@ import keras_mtl
 sys.path.insert(0, str(Path(__file__).parents[1] / "support"))
 import three_tasks  # noqa: E402
 
-README = Path(__file__).parents[2] / "README.md"
+GUIDE = Path(__file__).parents[2] / "docs" / "guides" / "writing-a-method.md"
 
 
-def readme_method():
-    section = README.read_text().split("## Writing a method", 1)[1]
+def guide_method():
+    section = GUIDE.read_text()
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     if "inverse_ema" not in keras_mtl.available():
         exec(code, {})
     return keras_mtl.registry._METHODS["inverse_ema"]
 
 
-def test_readme_method_trains_and_weights_by_inverse_moving_average():
-    method = readme_method()(three_tasks.task_losses())
+def test_guide_method_trains_and_weights_by_inverse_moving_average():
+    method = guide_method()(three_tasks.task_losses())
     model = three_tasks.model(weights=three_tasks.initial_weights())
     model.compile(keras.optimizers.SGD(0.01), loss=method)
     x, y = three_tasks.data()

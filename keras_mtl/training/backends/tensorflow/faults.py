@@ -148,14 +148,26 @@ _FORWARD_STATE_AT_START = weakref.WeakKeyDictionary()
 def remember_forward_state(model):
     """Reads, at the start of a step, the non-trainable variables its forward passes assign (not the method's state)."""
     state = {id(v) for v in model.multi_task_state.weights}
-    _FORWARD_STATE_AT_START[model] = [(v, tf.identity(v)) for v in model.non_trainable_variables if id(v) not in state]
+    start = [(v, tf.identity(v)) for v in model.non_trainable_variables if id(v) not in state]
+    _FORWARD_STATE_AT_START[model] = (tf.compat.v1.get_default_graph(), start)
+
+
+def _remembered_here(model):
+    """The values `remember_forward_state` read in the graph being traced (or one it is nested in), else none.
+
+    A `test_step` trace asserts its checks too, but reads no forward state: the
+    values remembered by an earlier train-step trace belong to that trace's graph.
+    """
+    graph, start = _FORWARD_STATE_AT_START.get(model, (None, []))
+    current = tf.compat.v1.get_default_graph()
+    while current is not None and current is not graph:
+        current = getattr(current, "outer_graph", None)
+    return start if current is not None else []
 
 
 def _rewound(model, ok, put_back=()):
     """Where not `ok`, assigns the forward-state variables (and `put_back`'s) their values from before."""
-    forward = [
-        variable.assign(tf.where(ok, variable, start)) for variable, start in _FORWARD_STATE_AT_START.get(model, [])
-    ]
+    forward = [variable.assign(tf.where(ok, variable, start)) for variable, start in _remembered_here(model)]
     if not put_back:
         return tf.group(forward)
     # Only when it failed: every parameter and optimizer variable (outside any strategy, see `StepGuard.apply`).
