@@ -153,8 +153,10 @@ class MultiTaskData:
 
         Args:
             tasks: `{task: TaskSpec}`.
-            train, validation, test: each `(x, {task: y})` of arrays with one
-                row per example (`x` may be a dict of arrays).
+            train: `(x, {task: y})` of arrays with one row per example (`x`
+                may be a dict of arrays).
+            validation: the same for the validation split.
+            test: the same for the test split.
             metadata: see `MultiTaskData`.
 
         >>> data = MultiTaskData.from_arrays(
