@@ -50,6 +50,10 @@ def test_a_functional_model_sizes_the_state_by_its_shared_parameters_at_compile(
     assert (3, 56) in shapes(model).values()
 
 
+# Its expected step comes from tests/support/state_values.py's autodiff, which has no torch version yet.
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="the test's own reference gradient has no torch version yet"
+)
 def test_a_layer_with_one_output_per_task_shares_its_experts_not_its_gates():
     model = keras_mtl.architectures.mmoe(
         keras.Input((6,)), {"a": 1, "b": 1}, num_experts=2, expert_units=(3,), tower_units=()
